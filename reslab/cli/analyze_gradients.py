@@ -1,0 +1,5 @@
+"""Placeholder wiring; the owning issue fills this in."""
+
+
+def register(subparsers) -> None:
+    pass

@@ -1,0 +1,5 @@
+"""`reslab profile` — not yet implemented (placeholder wiring; the owning issue fills this in)."""
+
+
+def register(subparsers) -> None:
+    pass

@@ -1,0 +1,234 @@
+"""A network is a spec (stem, stages of blocks, head) fed to one builder, :class:`ResNet`.
+
+CIFAR vs ImageNet, wide, ResNeXt and pre-activation networks differ only in spec values; the
+plain twin differs only in ``shortcut="none"``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field, replace
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from reslab.models.blocks import BLOCKS, ResidualBlock
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One stage: ``num_blocks`` blocks of ``planes`` (output ``planes × expansion``)."""
+
+    num_blocks: int
+    planes: int
+    stride: int
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """Everything that defines an architecture, independent of its shortcut choice.
+
+    Attributes:
+        block: ``"basic"`` or ``"bottleneck"``.
+        preact: pre-activation ordering (BN-ReLU-conv) with a final BN-ReLU before pooling.
+        stem: ``"imagenet"`` (7×7/2 conv, BN, ReLU, 3×3/2 max-pool) or ``"cifar"`` (3×3 conv).
+        stem_width: channels after the stem.
+        stages: the stages, in order (named ``layer1``, ``layer2``, … in the module).
+        groups, width_per_group: ResNeXt cardinality and width (bottlenecks only).
+        depth: the number of weight layers on the main path (the "depth" in the name).
+        family: ``"cifar"`` or ``"imagenet"`` (default input size and profile table).
+    """
+
+    block: str
+    preact: bool
+    stem: str
+    stem_width: int
+    stages: tuple[StageSpec, ...]
+    depth: int
+    family: str
+    groups: int = 1
+    width_per_group: int = 64
+
+    @property
+    def num_blocks(self) -> int:
+        return sum(stage.num_blocks for stage in self.stages)
+
+    def with_(self, **changes) -> "NetworkSpec":
+        return replace(self, **changes)
+
+
+@dataclass
+class BlockOptions:
+    """Options every block of a network shares (see :class:`ResidualBlock`)."""
+
+    shortcut: str = "B"
+    gated: bool = False
+    attention: str | None = None
+    dropout: float = 0.0
+    drop_path: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+class ResNet(nn.Module):
+    """The residual family's one builder: stem → stages of blocks → global pooling → ``fc``.
+
+    Args:
+        spec: the architecture.
+        num_classes: outputs of ``fc``.
+        in_chans: input channels (e.g. 1 for grayscale).
+        shortcut: ``"A"``, ``"B"``, ``"C"`` or ``"none"`` (the plain twin).
+        gated: highway merge ``T·F(x) + (1−T)·x`` in every block.
+        attention: ``None``, ``"se"`` (squeeze-and-excitation) or ``"cbam"`` in every block.
+        dropout: dropout probability inside every residual branch (between its convs).
+        drop_path: stochastic depth; block ``i`` of ``L`` is dropped with probability
+            ``drop_path · (i + 1) / L`` (the linear rule of Huang et al. 2016).
+        zero_init_last: start every branch at zero (last BN γ = 0), so blocks start as shortcuts.
+        activation_checkpointing: recompute block activations in backward instead of storing
+            them; needed to train 1000-layer networks in limited memory.
+
+    Input ``x: (N, in_chans, H, W)``, output ``(N, num_classes)``. Any ``H, W ≥ 1`` works.
+    """
+
+    def __init__(
+        self,
+        spec: NetworkSpec,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        shortcut: str = "B",
+        gated: bool = False,
+        attention: str | None = None,
+        dropout: float = 0.0,
+        drop_path: float = 0.0,
+        zero_init_last: bool = False,
+        activation_checkpointing: bool = False,
+    ):
+        super().__init__()
+        self.spec = spec
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.shortcut_option = shortcut
+        self.activation_checkpointing = activation_checkpointing
+
+        self.conv1, self.bn1, self.maxpool = self._make_stem(spec, in_chans)
+
+        block_cls = BLOCKS[(spec.block, spec.preact)]
+        total_blocks = spec.num_blocks
+        block_index = 0
+        in_planes = spec.stem_width
+        for stage_index, stage in enumerate(spec.stages, start=1):
+            blocks = []
+            for i in range(stage.num_blocks):
+                rate = drop_path * (block_index + 1) / total_blocks if drop_path > 0 else 0.0
+                blocks.append(
+                    block_cls(
+                        in_planes, stage.planes, stride=stage.stride if i == 0 else 1,
+                        groups=spec.groups, base_width=spec.width_per_group, dropout=dropout,
+                        shortcut=shortcut, gated=gated, attention=attention, drop_path=rate,
+                    )
+                )
+                in_planes = stage.planes * block_cls.expansion
+                block_index += 1
+            self.add_module(f"layer{stage_index}", nn.Sequential(*blocks))
+        self.num_features = in_planes
+        # Pre-activation nets end their last block on a conv, so they need a final BN-ReLU.
+        self.bn_final = nn.BatchNorm2d(in_planes) if spec.preact else None
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(in_planes, num_classes)
+
+        self._init_weights(zero_init_last)
+
+    @staticmethod
+    def _make_stem(spec: NetworkSpec, in_chans: int):
+        if spec.stem == "imagenet":
+            conv = nn.Conv2d(in_chans, spec.stem_width, kernel_size=7, stride=2, padding=3, bias=False)
+            maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        elif spec.stem == "cifar":
+            conv = nn.Conv2d(in_chans, spec.stem_width, kernel_size=3, stride=1, padding=1, bias=False)
+            maxpool = None
+        else:
+            raise ValueError(f"unknown stem {spec.stem!r}")
+        # In pre-activation nets the first block normalises its input itself.
+        bn = None if spec.preact else nn.BatchNorm2d(spec.stem_width)
+        return conv, bn, maxpool
+
+    def _init_weights(self, zero_init_last: bool) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        for block in self.blocks():
+            if block.gate is not None:
+                from reslab.models.blocks import GATE_BIAS_INIT
+
+                nn.init.constant_(block.gate.bias, GATE_BIAS_INIT)
+        if zero_init_last:
+            for block in self.blocks():
+                block.zero_init_last()
+
+    # -- structure ---------------------------------------------------------------------------
+    def stages(self) -> list[nn.Sequential]:
+        return [getattr(self, f"layer{i}") for i in range(1, len(self.spec.stages) + 1)]
+
+    def blocks(self) -> Iterator[ResidualBlock]:
+        for stage in self.stages():
+            yield from stage
+
+    def named_blocks(self) -> Iterator[tuple[str, ResidualBlock]]:
+        for i, stage in enumerate(self.stages(), start=1):
+            for j, block in enumerate(stage):
+                yield f"layer{i}.{j}", block
+
+    @property
+    def is_plain(self) -> bool:
+        return self.shortcut_option == "none"
+
+    # -- forward -----------------------------------------------------------------------------
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv1(x)
+        if self.bn1 is not None:
+            x = F.relu(self.bn1(x))
+        if self.maxpool is not None:
+            x = self.maxpool(x)
+        return x
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, in_chans, H, W) -> (N, num_features, H', W')``, before pooling."""
+        x = self.forward_stem(x)
+        for stage in self.stages():
+            if self.activation_checkpointing and self.training and torch.is_grad_enabled():
+                for block in stage:
+                    x = checkpoint(block, x, use_reentrant=False, context_fn=_freeze_bn_stats_on_recompute(block))
+            else:
+                x = stage(x)
+        if self.bn_final is not None:
+            x = F.relu(self.bn_final(x))
+        return x
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.avgpool(features), 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def _freeze_bn_stats_on_recompute(block: nn.Module):
+    """Checkpoint context: the backward-time recomputation must not update BN running stats twice."""
+
+    @contextlib.contextmanager
+    def frozen():
+        norms = [m for m in block.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        saved = [m.momentum for m in norms]
+        for m in norms:
+            m.momentum = 0.0
+        try:
+            yield
+        finally:
+            for m, momentum in zip(norms, saved):
+                m.momentum = momentum
+
+    return lambda: (contextlib.nullcontext(), frozen())

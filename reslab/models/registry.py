@@ -1,0 +1,278 @@
+"""Model registry: build any network of the family by name.
+
+>>> import reslab
+>>> model = reslab.create_model("resnet56", num_classes=10)          # CIFAR, option A
+>>> twin = reslab.create_model("plain56", num_classes=10)            # same layers, no shortcuts
+>>> big = reslab.create_model("resnet50", num_classes=1000)          # torchvision-compatible
+>>> reslab.list_models("plain*")
+
+Besides the registered names, generic names build any valid depth: ``cifar_resnet{d}``,
+``cifar_plain{d}``, ``cifar_preact_resnet{d}`` and ``wrn_{d}_{k}``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import inspect
+import re
+from dataclasses import dataclass, field
+from typing import Callable
+
+from torch import nn
+
+from reslab.errors import ModelConfigError
+from reslab.models.blocks import SHORTCUT_OPTIONS
+from reslab.models.network import NetworkSpec, ResNet, StageSpec
+
+IMAGENET_LAYOUTS: dict[int, tuple[str, tuple[int, ...]]] = {
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+    101: ("bottleneck", (3, 4, 23, 3)),
+    152: ("bottleneck", (3, 8, 36, 3)),
+}
+CIFAR_DEPTHS = (20, 32, 44, 56, 110, 1202)
+IMAGENET_DEPTH_RULE = "ImageNet ResNets have depth 18 or 34 (basic blocks) or 50, 101 or 152 (bottlenecks)"
+CIFAR_DEPTH_RULE = (
+    "CIFAR ResNets have depth 6n+2 with basic blocks (e.g. 20, 32, 44, 56, 110, 1202) "
+    "or 9n+2 with bottlenecks (e.g. 164, 1001; pass block='bottleneck')"
+)
+WRN_DEPTH_RULE = "wide ResNets WRN-d-k have depth d = 6n+4 (e.g. 16, 22, 28, 40) and width k ≥ 1 (e.g. wrn_28_10)"
+
+# Options every model accepts, with their defaults (the family default for ``shortcut``).
+MODEL_OPTIONS = ("shortcut", "gated", "attention", "dropout", "drop_path", "zero_init_last", "activation_checkpointing")
+
+
+@dataclass
+class ModelEntry:
+    """A registered model: a name, a builder and the options it fixes."""
+
+    name: str
+    family: str  # "cifar" or "imagenet": default input size, default classes
+    description: str
+    spec_fn: Callable[..., NetworkSpec]
+    defaults: dict = field(default_factory=dict)
+
+    @property
+    def default_num_classes(self) -> int:
+        return 10 if self.family == "cifar" else 1000
+
+    @property
+    def default_input_size(self) -> int:
+        return 32 if self.family == "cifar" else 224
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register(entry: ModelEntry) -> ModelEntry:
+    if entry.name in _REGISTRY:
+        raise ValueError(f"model {entry.name!r} registered twice")
+    _REGISTRY[entry.name] = entry
+    return entry
+
+
+# -- specs ---------------------------------------------------------------------------------------
+def imagenet_spec(depth: int, preact: bool = False, groups: int = 1, width_per_group: int = 64) -> NetworkSpec:
+    if depth not in IMAGENET_LAYOUTS:
+        raise ModelConfigError(f"depth {depth} is not valid: {IMAGENET_DEPTH_RULE}")
+    block, counts = IMAGENET_LAYOUTS[depth]
+    stages = tuple(StageSpec(n, planes, stride) for n, planes, stride in zip(counts, (64, 128, 256, 512), (1, 2, 2, 2)))
+    return NetworkSpec(block=block, preact=preact, stem="imagenet", stem_width=64, stages=stages, depth=depth,
+                       family="imagenet", groups=groups, width_per_group=width_per_group)
+
+
+def cifar_blocks_per_stage(depth: int, block: str) -> int:
+    per_block = {"basic": 6, "bottleneck": 9}.get(block)
+    if per_block is None:
+        raise ModelConfigError(f"block must be 'basic' or 'bottleneck', got {block!r}")
+    if depth < per_block + 2 or (depth - 2) % per_block:
+        raise ModelConfigError(f"depth {depth} is not valid with {block} blocks: {CIFAR_DEPTH_RULE}")
+    return (depth - 2) // per_block
+
+
+def cifar_spec(depth: int, block: str = "basic", preact: bool = False, widths=(16, 32, 64)) -> NetworkSpec:
+    n = cifar_blocks_per_stage(depth, block)
+    stages = tuple(StageSpec(n, planes, stride) for planes, stride in zip(widths, (1, 2, 2)))
+    return NetworkSpec(block=block, preact=preact, stem="cifar", stem_width=16, stages=stages, depth=depth,
+                       family="cifar")
+
+
+def wide_spec(depth: int, width: int) -> NetworkSpec:
+    if depth < 10 or (depth - 4) % 6 or width < 1:
+        raise ModelConfigError(f"WRN-{depth}-{width} is not valid: {WRN_DEPTH_RULE}")
+    n = (depth - 4) // 6
+    stages = tuple(StageSpec(n, planes * width, stride) for planes, stride in zip((16, 32, 64), (1, 2, 2)))
+    return NetworkSpec(block="basic", preact=True, stem="cifar", stem_width=16, stages=stages, depth=depth,
+                       family="cifar")
+
+
+# -- registered names ----------------------------------------------------------------------------
+def _register_all() -> None:
+    for depth in IMAGENET_LAYOUTS:
+        register(ModelEntry(f"resnet{depth}", "imagenet", f"ImageNet ResNet-{depth} (torchvision-compatible)",
+                            lambda d=depth: imagenet_spec(d), {"shortcut": "B"}))
+        register(ModelEntry(f"plain{depth}", "imagenet", f"plain twin of ImageNet ResNet-{depth} (no shortcuts)",
+                            lambda d=depth: imagenet_spec(d), {"shortcut": "none"}))
+        register(ModelEntry(f"preact_resnet{depth}", "imagenet", f"pre-activation ImageNet ResNet-{depth}",
+                            lambda d=depth: imagenet_spec(d, preact=True), {"shortcut": "B"}))
+    for depth in (18, 50):
+        register(ModelEntry(f"se_resnet{depth}", "imagenet", f"ResNet-{depth} with squeeze-and-excitation",
+                            lambda d=depth: imagenet_spec(d), {"shortcut": "B", "attention": "se"}))
+        register(ModelEntry(f"cbam_resnet{depth}", "imagenet", f"ResNet-{depth} with CBAM attention",
+                            lambda d=depth: imagenet_spec(d), {"shortcut": "B", "attention": "cbam"}))
+    register(ModelEntry("wide_resnet50_2", "imagenet", "Wide ResNet-50-2 (torchvision-compatible)",
+                        lambda: imagenet_spec(50, width_per_group=128), {"shortcut": "B"}))
+    register(ModelEntry("wide_resnet101_2", "imagenet", "Wide ResNet-101-2 (torchvision-compatible)",
+                        lambda: imagenet_spec(101, width_per_group=128), {"shortcut": "B"}))
+    register(ModelEntry("resnext50_32x4d", "imagenet", "ResNeXt-50 32×4d (torchvision-compatible)",
+                        lambda: imagenet_spec(50, groups=32, width_per_group=4), {"shortcut": "B"}))
+    register(ModelEntry("resnext101_32x8d", "imagenet", "ResNeXt-101 32×8d (torchvision-compatible)",
+                        lambda: imagenet_spec(101, groups=32, width_per_group=8), {"shortcut": "B"}))
+
+    for depth in CIFAR_DEPTHS:
+        register(ModelEntry(f"resnet{depth}", "cifar", f"CIFAR ResNet-{depth} (He et al. 2015, option A)",
+                            lambda d=depth: cifar_spec(d), {"shortcut": "A"}))
+        register(ModelEntry(f"plain{depth}", "cifar", f"plain twin of CIFAR ResNet-{depth} (no shortcuts)",
+                            lambda d=depth: cifar_spec(d), {"shortcut": "none"}))
+    for depth in (20, 56, 110):
+        register(ModelEntry(f"highway{depth}", "cifar", f"CIFAR ResNet-{depth} with gated (highway) shortcuts",
+                            lambda d=depth: cifar_spec(d), {"shortcut": "A", "gated": True}))
+    register(ModelEntry("preact_resnet110", "cifar", "pre-activation CIFAR ResNet-110 (basic blocks)",
+                        lambda: cifar_spec(110, preact=True), {"shortcut": "B"}))
+    register(ModelEntry("preact_resnet164", "cifar", "pre-activation CIFAR ResNet-164 (bottlenecks)",
+                        lambda: cifar_spec(164, "bottleneck", preact=True), {"shortcut": "B"}))
+    register(ModelEntry("preact_resnet1001", "cifar", "pre-activation CIFAR ResNet-1001 (bottlenecks)",
+                        lambda: cifar_spec(1001, "bottleneck", preact=True), {"shortcut": "B"}))
+    for depth, width in ((16, 4), (16, 8), (28, 10), (40, 4), (22, 8)):
+        register(ModelEntry(f"wrn_{depth}_{width}", "cifar", f"wide ResNet WRN-{depth}-{width} (pre-activation)",
+                            lambda d=depth, k=width: wide_spec(d, k), {"shortcut": "B"}))
+
+
+_register_all()
+
+# Generic names: any valid depth of a family. Each maps a regex match to (entry-like builder).
+_GENERIC = [
+    (re.compile(r"cifar_resnet(\d+)"), "CIFAR ResNet of any depth 6n+2 (or 9n+2 with block='bottleneck')",
+     lambda m, block="basic": (cifar_spec(int(m[1]), block), {"shortcut": "A"})),
+    (re.compile(r"cifar_plain(\d+)"), "plain twin of a CIFAR ResNet of any valid depth",
+     lambda m, block="basic": (cifar_spec(int(m[1]), block), {"shortcut": "none"})),
+    (re.compile(r"cifar_preact_resnet(\d+)"), "pre-activation CIFAR ResNet of any valid depth",
+     lambda m, block="basic": (cifar_spec(int(m[1]), block, preact=True), {"shortcut": "B"})),
+    (re.compile(r"wrn_(\d+)_(\d+)"), "wide ResNet WRN-d-k",
+     lambda m: (wide_spec(int(m[1]), int(m[2])), {"shortcut": "B"})),
+]
+_GENERIC_NAMES = ("cifar_resnet{d}", "cifar_plain{d}", "cifar_preact_resnet{d}", "wrn_{d}_{k}")
+
+
+# -- public API ----------------------------------------------------------------------------------
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered model names matching the shell-style ``pattern`` (e.g. ``"plain*"``), sorted.
+
+    Generic names (``cifar_resnet{d}``, ``wrn_{d}_{k}``, …) build other depths; they are not listed.
+    """
+    names = [name for name in _REGISTRY if fnmatch.fnmatchcase(name, pattern)]
+    return sorted(names, key=_natural_key)
+
+
+def model_info(name: str) -> ModelEntry:
+    """The registry entry of ``name`` (generic names get a synthesised entry)."""
+    entry = _REGISTRY.get(name)
+    if entry is not None:
+        return entry
+    for regex, description, build in _GENERIC:
+        match = regex.fullmatch(name)
+        if match:
+            return ModelEntry(name, "cifar", description, lambda m=match, b=build, **kw: b(m, **kw)[0],
+                              {"_generic": build, "_match": match})
+    raise _unknown_model_error(name)
+
+
+def create_model(name: str, num_classes: int | None = None, in_chans: int = 3, **options) -> nn.Module:
+    """Build the model registered as ``name``.
+
+    Args:
+        name: a registered name (see :func:`list_models`) or a generic one
+            (``cifar_resnet{d}``, ``cifar_plain{d}``, ``cifar_preact_resnet{d}``, ``wrn_{d}_{k}``).
+        num_classes: classifier outputs (default 10 for CIFAR models, 1000 for ImageNet ones).
+        in_chans: input channels (3 for RGB, 1 for grayscale).
+        **options: ``shortcut`` ("A", "B", "C", "none"), ``gated``, ``attention`` ("se", "cbam"),
+            ``dropout``, ``drop_path``, ``zero_init_last``, ``activation_checkpointing``, and for
+            generic CIFAR names ``block`` ("basic" or "bottleneck").
+
+    Raises:
+        ModelConfigError: unknown name (with close matches), invalid depth (with the rule), or
+            an invalid option.
+    """
+    entry = model_info(name)
+    block = options.pop("block", None)
+    unknown = sorted(set(options) - set(MODEL_OPTIONS))
+    if unknown:
+        raise ModelConfigError(
+            f"{name}: unknown option(s) {', '.join(unknown)}; options are: {', '.join(MODEL_OPTIONS + ('block',))}"
+        )
+    generic = entry.defaults.get("_generic")
+    if generic is not None:
+        takes_block = "block" in inspect.signature(generic).parameters
+        if block is not None and not takes_block:
+            raise ModelConfigError(f"{name}: option block is only for cifar_* names")
+        spec, defaults = generic(entry.defaults["_match"], **({"block": block} if block else {}))
+    else:
+        if block is not None:
+            raise ModelConfigError(
+                f"{name}: option block is only for generic CIFAR names; use e.g. cifar_resnet164 with block='bottleneck'"
+            )
+        spec, defaults = entry.spec_fn(), dict(entry.defaults)
+
+    settings = {**defaults, **options}
+    _validate(name, spec, settings, num_classes, in_chans)
+    num_classes = entry.default_num_classes if num_classes is None else num_classes
+    model = ResNet(spec, num_classes=num_classes, in_chans=in_chans, **settings)
+    model.model_name = name
+    model.model_options = dict(settings)
+    return model
+
+
+def _validate(name: str, spec: NetworkSpec, settings: dict, num_classes, in_chans) -> None:
+    if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
+        raise ModelConfigError(f"{name}: num_classes must be a positive integer, got {num_classes!r}")
+    if not isinstance(in_chans, int) or in_chans < 1:
+        raise ModelConfigError(f"{name}: in_chans must be a positive integer, got {in_chans!r}")
+    shortcut = settings.get("shortcut")
+    if shortcut not in SHORTCUT_OPTIONS:
+        raise ModelConfigError(f"{name}: shortcut must be one of {', '.join(SHORTCUT_OPTIONS)}, got {shortcut!r}")
+    attention = settings.get("attention")
+    if attention not in (None, "none", "se", "cbam"):
+        raise ModelConfigError(f"{name}: attention must be 'se', 'cbam' or None, got {attention!r}")
+    for key in ("dropout", "drop_path"):
+        value = settings.get(key, 0.0)
+        if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+            raise ModelConfigError(f"{name}: {key} must be a probability in [0, 1), got {value!r}")
+    if shortcut == "none" and settings.get("drop_path", 0.0) > 0:
+        raise ModelConfigError(f"{name}: drop_path (stochastic depth) needs shortcuts; a plain net would lose whole layers")
+    if shortcut == "none" and settings.get("gated"):
+        raise ModelConfigError(f"{name}: gated (highway) merging needs a shortcut; it cannot be used with shortcut='none'")
+
+
+def _natural_key(name: str):
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def _unknown_model_error(name: str) -> ModelConfigError:
+    match = re.fullmatch(r"(resnet|plain|preact_resnet|highway)(\d+)", name)
+    if match:
+        depth = int(match[2])
+        kind = {"resnet": "cifar_resnet", "plain": "cifar_plain", "preact_resnet": "cifar_preact_resnet"}.get(match[1])
+        hint = f"; for another CIFAR depth use {kind}{depth}" if kind else ""
+        registered = ", ".join(n for n in list_models(f"{match[1]}*") if re.fullmatch(rf"{match[1]}\d+", n))
+        return ModelConfigError(
+            f"unknown model {name!r}: {IMAGENET_DEPTH_RULE}; {CIFAR_DEPTH_RULE}. "
+            f"Registered: {registered}{hint}"
+        )
+    close = difflib.get_close_matches(name, list(_REGISTRY), n=5, cutoff=0.6)
+    suggestion = f"; did you mean {', '.join(close)}?" if close else ""
+    return ModelConfigError(
+        f"unknown model {name!r}{suggestion} (reslab.list_models() lists all names; "
+        f"generic names: {', '.join(_GENERIC_NAMES)})"
+    )
