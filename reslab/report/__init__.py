@@ -1,0 +1,1 @@
+"""Report room: plots and the self-contained HTML report, built from saved result files only."""
