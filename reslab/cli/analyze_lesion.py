@@ -1,5 +1,51 @@
-"""Placeholder wiring; the owning issue fills this in."""
+"""``reslab analyze lesion``: test error with blocks removed at test time (Veit et al. 2016)."""
+
+from __future__ import annotations
+
+from reslab.cli._analysis import (
+    add_target_arguments,
+    load_main_target,
+    output_dir,
+    print_written,
+    progress,
+    save_with_plots,
+)
 
 
 def register(subparsers) -> None:
-    pass
+    parser = subparsers.add_parser(
+        "lesion", help="test error with one / k random blocks removed (Veit et al. 2016)",
+        description="Remove blocks at test time (residual: drop the branch, keep the shortcut; plain: only "
+                    "blocks that keep the shape, which become the identity) and measure the test error: each "
+                    "block alone, then k random blocks for k = 1..K. Writes lesion.json and lesion.png.",
+    )
+    add_target_arguments(parser, samples_default=None, samples_help="test images to evaluate on",
+                         batch_size_default=500)
+    parser.add_argument("--max-removed", type=int, default=None, metavar="K",
+                        help="largest number of blocks removed at once (default: all removable, at most 20; "
+                             "0 skips the k-blocks curve)")
+    parser.add_argument("--draws", type=int, default=10,
+                        help="random sets of blocks per k (default 10; all sets when there are fewer)")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from reslab.analysis.common import device_of, resolve_twin, select_samples
+    from reslab.analysis.lesion import analyze_lesion
+    from reslab.report.plots import plot_lesion
+
+    target = load_main_target(args)
+    twin = resolve_twin(target, args.twin)
+    targets = [target] + ([twin] if twin is not None else [])
+    x, y = select_samples(target.dataset, "test", args.samples, seed=args.seed)
+    result = analyze_lesion(targets, x, y, describe=target.describe(), max_removed=args.max_removed,
+                            draws=args.draws, seed=args.seed, batch_size=args.batch_size,
+                            device=device_of(args.device), progress=progress(args))
+    written = save_with_plots(result, output_dir(args, target), [("", plot_lesion)])
+    print(f"{'model':<28} {'removable':>9} {'base error':>10} {'mean, 1 removed':>15} {'worst, 1 removed':>16}")
+    for series in result.series:
+        singles = [e for e in series.single_block_error if e is not None]
+        print(f"{series.label:<28} {len(series.removable):>9} {100 * series.base_error:>9.2f}% "
+              f"{100 * sum(singles) / len(singles):>14.2f}% {100 * max(singles):>15.2f}%")
+    print_written(written)
+    return 0

@@ -1,5 +1,54 @@
-"""`reslab evaluate` — not yet implemented (placeholder wiring; the owning issue fills this in)."""
+"""``reslab eval CHECKPOINT_OR_RUN_DIR``: loss, error and accuracy of a trained model on a dataset."""
+
+from __future__ import annotations
+
+import json
 
 
 def register(subparsers) -> None:
-    pass
+    parser = subparsers.add_parser(
+        "eval", help="evaluate a trained run or checkpoint on a dataset",
+        description="Evaluate a run directory (or a checkpoints/*.safetensors file inside one) on the test "
+                    "split of its own dataset, or of --data NAME (same classes and channels).",
+    )
+    parser.add_argument("source", metavar="CHECKPOINT_OR_RUN_DIR")
+    parser.add_argument("--checkpoint", default="last", help="last (default), init, ema, epoch_K, or a .safetensors path")
+    parser.add_argument("--data", help="dataset name (default: the run's)")
+    parser.add_argument("--data-dir", help="where the dataset files are (default: the run's, then $RESLAB_DATA, ./data)")
+    parser.add_argument("--split", choices=("test", "train"), default="test")
+    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from reslab.data import load_dataset
+    from reslab.errors import ConfigError
+    from reslab.train import evaluate, load_run
+    from reslab.utils import resolve_device
+
+    run_ = load_run(args.source, args.checkpoint)
+    config = run_.config
+    if args.data is None and args.data_dir is None:
+        dataset = run_.dataset
+    else:
+        name = args.data or config["data"]
+        options = dict(config.get("data_options") or {}) if name == config["data"] else {}
+        dataset = load_dataset(name, data_dir=args.data_dir or (config.get("data_dir") if name == config["data"] else None),
+                               **options)
+    if dataset.num_classes != config["num_classes"] or dataset.in_chans != config["in_chans"]:
+        raise ConfigError(f"--data {dataset.name} has {dataset.num_classes} classes and {dataset.in_chans} channel(s), "
+                          f"but the model was trained for {config['num_classes']} classes and {config['in_chans']}")
+    images = getattr(dataset, f"{args.split}_images")
+    labels = getattr(dataset, f"{args.split}_labels")
+    # Normalise with the statistics the model was trained with, whatever the data.
+    result = evaluate(run_.model, images, labels, split=args.split, batch_size=args.batch_size,
+                      device=resolve_device(args.device), mean=run_.mean, std=run_.std)
+    if args.json:
+        print(json.dumps({**result.to_dict(), "model": config["model"], "checkpoint": str(run_.checkpoint),
+                          "data": dataset.name}))
+    else:
+        print(f"{config['model']} [{run_.checkpoint}] on {dataset.name} {args.split} ({result.count} images): "
+              f"accuracy {100 * result.accuracy:.2f}%, error {100 * result.error:.2f}%, loss {result.loss:.4f}")
+    return 0

@@ -1,5 +1,65 @@
-"""`reslab profile` — not yet implemented (placeholder wiring; the owning issue fills this in)."""
+"""``reslab profile``: parameters, MACs/FLOPs, depth and activation memory of a model or the family.
+
+    reslab profile resnet56
+    reslab profile resnet1202 --batch-size 128 --activation-checkpointing
+    reslab profile --table all
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from reslab.errors import ConfigError
 
 
 def register(subparsers) -> None:
-    pass
+    parser = subparsers.add_parser(
+        "profile",
+        help="parameters, MACs/FLOPs, weight layers and activation memory of a model (or the family table)",
+        description=(
+            "Profile one model, or print the family side by side with the published figures (--table). "
+            "MACs are multiply-accumulates of one image (conv + fc, counted with torch.utils.flop_counter); "
+            "FLOPs = 2 × MACs. Activation memory: tensors saved for backward by one training step."
+        ),
+    )
+    parser.add_argument("model", nargs="?", help="model name (see reslab.list_models()), e.g. resnet56, plain56, resnet50")
+    parser.add_argument("--table", choices=("cifar", "imagenet", "all"),
+                        help="print the family table with published figures instead of one model")
+    parser.add_argument("--input-size", type=int, metavar="N", help="image side N (N×N); default 32 (CIFAR) or 224 (ImageNet)")
+    parser.add_argument("--batch-size", type=int, default=1, metavar="B",
+                        help="batch of the training step whose activation memory is measured (default 1)")
+    parser.add_argument("--in-chans", type=int, metavar="C", help="input channels (default 3)")
+    parser.add_argument("--num-classes", type=int, metavar="K", help="classifier outputs (default 10 CIFAR, 1000 ImageNet)")
+    parser.add_argument("--shortcut", choices=("A", "B", "C", "none"), help="shortcut option (none = plain twin)")
+    parser.add_argument("--activation-checkpointing", action="store_true",
+                        help="profile with activation checkpointing (blocks keep only their inputs)")
+    parser.add_argument("--device", default="cpu",
+                        help="cpu (default) or cuda[:i]: with CUDA, also measure a real training step's peak memory")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from reslab.models.profile import format_table, profile_model, profile_table
+
+    if args.table:
+        if args.model:
+            raise ConfigError("give either a MODEL or --table, not both")
+        rows = profile_table(args.table, progress=not args.quiet)
+        print(json.dumps([row.to_dict() for row in rows], indent=2) if args.json else format_table(rows))
+        return 0
+    if not args.model:
+        raise ConfigError("name a MODEL (e.g. reslab profile resnet56) or pass --table cifar|imagenet|all")
+    options = {}
+    if args.shortcut is not None:
+        options["shortcut"] = args.shortcut
+    if args.activation_checkpointing:
+        options["activation_checkpointing"] = True
+    profile = profile_model(
+        args.model, input_size=args.input_size, batch_size=args.batch_size, in_chans=args.in_chans,
+        num_classes=args.num_classes, device=args.device, **options,
+    )
+    print(json.dumps(profile.to_dict(), indent=2) if args.json else profile.format())
+    return 0

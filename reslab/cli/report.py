@@ -1,5 +1,31 @@
-"""`reslab report` — not yet implemented (placeholder wiring; the owning issue fills this in)."""
+"""``reslab report PATH... -o report.html``: one self-contained HTML report of runs and experiments."""
+
+from __future__ import annotations
+
+import sys
 
 
 def register(subparsers) -> None:
-    pass
+    parser = subparsers.add_parser(
+        "report", help="one self-contained HTML report (plots embedded) of runs, experiments and analyses",
+        description="Build one HTML file — inline CSS, PNG figures embedded — from run directories (config.json, "
+                    "metrics.jsonl, analysis/), experiment directories (run directories plus summary files such "
+                    "as degradation.json) and analysis output directories. Plots are drawn from the saved "
+                    "files; nothing is recomputed.",
+    )
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="run, experiment or analysis directories")
+    parser.add_argument("-o", "--output", default="report.html", help="the HTML file to write (default report.html)")
+    parser.add_argument("--title", default=None, help="title of the report (default 'reslab report')")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from reslab.report import build_report
+
+    result = build_report(args.paths, args.output, title=args.title)
+    for warning in result.warnings:
+        print(f"reslab report: warning: {warning}", file=sys.stderr)
+    shown = ", ".join(result.sections) if result.sections else "none (no run, analysis or experiment files found)"
+    print(f"wrote {result.path} ({len(result.run_dirs)} runs, {len(result.experiment_dirs)} experiments; "
+          f"sections: {shown})")
+    return 0

@@ -1,5 +1,127 @@
-"""`reslab train` — not yet implemented (placeholder wiring; the owning issue fills this in)."""
+"""``reslab train MODEL --data NAME ...``: train a model into a run directory (or resume one).
+
+The command is a thin layer over :func:`reslab.train.train`: it turns the recipe, the common
+flags and ``--set KEY=VALUE`` into a :class:`~reslab.train.TrainConfig`, trains, and prints a
+one-line summary with the test accuracy. Under ``torchrun`` every process runs this command;
+rank 0 alone writes and prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+# Flags that map straight onto TrainConfig fields (flag dest -> field).
+_FLAG_FIELDS = {
+    "data": "data", "data_dir": "data_dir", "epochs": "epochs", "iterations": "iterations",
+    "batch_size": "batch_size", "lr": "lr", "out": "out", "device": "device", "seed": "seed",
+    "save_every": "save_every", "eval_every": "eval_every",
+}
+_BOOL_FLAGS = ("download", "quiet", "tensorboard", "compile", "ema", "channels_last", "bf16")
 
 
 def register(subparsers) -> None:
-    pass
+    from reslab.train import list_recipes
+
+    recipes = ", ".join(list_recipes())
+    parser = subparsers.add_parser(
+        "train", help="train a model on a dataset (recipes, resume, torchrun)",
+        description=(
+            "Train MODEL on a dataset and write a run directory (config.json, metrics.jsonl/.csv, "
+            "checkpoints/). Settings come from a recipe (--recipe; default digits-quick for --data digits, "
+            f"else cifar10-fast; recipes: {recipes}), then the flags below, then --set KEY=VALUE. "
+            "Ctrl-C (SIGINT) or SIGTERM saves a checkpoint; continue with --resume RUN_DIR. "
+            "Many processes: torchrun --nproc_per_node N -m reslab train ..."),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("model", nargs="?", help="model name, e.g. resnet20, plain56, resnet18 (see reslab profile)")
+    parser.add_argument("--data", help="dataset: digits, cifar10, cifar100, imagefolder, synthetic (default: the recipe's)")
+    parser.add_argument("--data-dir", help="where the dataset files are (default $RESLAB_DATA, then ./data)")
+    parser.add_argument("--download", action="store_true", default=None,
+                        help="download CIFAR if its files are missing (never done otherwise)")
+    parser.add_argument("--recipe", help=f"recipe name ({recipes}) or a path to a .toml file")
+    parser.add_argument("--epochs", type=int, help="epochs to train (replaces the recipe's length)")
+    parser.add_argument("--iterations", type=int, help="optimizer steps to train (replaces the recipe's length)")
+    parser.add_argument("--batch-size", type=int, help="global batch size (split across processes)")
+    parser.add_argument("--lr", type=float, help="peak / initial learning rate")
+    parser.add_argument("--out", help="run directory to create (default runs/MODEL-DATA)")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR exactly where it stopped")
+    parser.add_argument("--device", help="auto (default), cpu, cuda, cuda:1")
+    parser.add_argument("--seed", type=int, help="random seed (same seed on CPU: identical weights)")
+    parser.add_argument("--save-every", type=int, help="save checkpoints/epoch_K.safetensors every N epochs (0 = never)")
+    parser.add_argument("--eval-every", type=int, help="evaluate on the test split every N epochs")
+    parser.add_argument("--stop-after", type=int, metavar="EPOCHS",
+                        help="save and stop once this many epochs are done (resume later with --resume)")
+    for flag in _BOOL_FLAGS:
+        helps = {
+            "download": None, "quiet": "no progress bar or per-epoch lines, only the final summary",
+            "tensorboard": "also write TensorBoard logs to RUN_DIR/tensorboard",
+            "compile": "torch.compile the model", "ema": "keep an EMA of the weights and evaluate it too",
+            "channels_last": "channels-last memory format", "bf16": "bf16 autocast (CUDA only)",
+        }
+        if flag == "download":
+            continue
+        parser.add_argument(f"--{flag.replace('_', '-')}", action="store_true", default=None, help=helps[flag])
+    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                        help="any setting, e.g. --set schedule=cosine --set milestones=[40,60] "
+                             "--set model_options.shortcut=B (repeatable; see docs/training.md)")
+    parser.add_argument("--list-recipes", action="store_true", help="list the recipes and exit")
+    parser.set_defaults(func=run)
+
+
+def _overrides(args) -> dict:
+    from reslab.train import parse_overrides
+
+    overrides = {}
+    for dest, key in _FLAG_FIELDS.items():
+        value = getattr(args, dest)
+        if value is not None:
+            overrides[key] = value
+    for flag in _BOOL_FLAGS:
+        if getattr(args, flag):
+            overrides[flag] = True
+    for key, value in parse_overrides(args.settings).items():
+        if key in ("model_options", "data_options") and key in overrides:
+            overrides[key] = {**overrides[key], **value}
+        else:
+            overrides[key] = value
+    return overrides
+
+
+def run(args) -> int:
+    from reslab.errors import ConfigError
+    from reslab.train import apply_overrides, list_recipes, recipe_description, resolve_config, train
+    from reslab.train.rundir import read_config
+    from reslab.train.config import TrainConfig
+
+    if args.list_recipes:
+        for name in list_recipes():
+            print(f"{name:16s} {recipe_description(name)}")
+        return 0
+    overrides = _overrides(args)
+    if args.resume:
+        if args.recipe:
+            raise ConfigError("--recipe cannot be combined with --resume: a resumed run keeps its settings")
+        if overrides.get("out") not in (None, args.resume):
+            raise ConfigError("--out cannot be combined with --resume: the run continues in its own directory")
+        saved = TrainConfig.from_dict(read_config(args.resume), source=f"{args.resume}/config.json")
+        if args.model and args.model != saved.model:
+            raise ConfigError(f"--resume {args.resume} holds a {saved.model} run, not {args.model}")
+        config = apply_overrides(saved, overrides)
+        result = train(config, resume=args.resume, stop_after_epoch=args.stop_after)
+    else:
+        if not args.model:
+            raise ConfigError("give the MODEL to train (e.g. reslab train resnet20 --data digits), or --resume RUN_DIR")
+        data = overrides.pop("data", None)
+        config = resolve_config(args.recipe, model=args.model, data=data, overrides=overrides)
+        result = train(config, stop_after_epoch=args.stop_after)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(result.summary(), flush=True)
+    if result.stopped_by == "SIGINT":
+        print(f"reslab train: interrupted; continue with: reslab train --resume {result.run_dir}", file=sys.stderr)
+        return 130
+    if result.stopped_by == "SIGTERM":
+        print(f"reslab train: terminated; continue with: reslab train --resume {result.run_dir}", file=sys.stderr)
+        return 143
+    return 0

@@ -99,13 +99,18 @@ class SqueezeExcitation(nn.Module):
 
 
 class CBAM(nn.Module):
-    """Convolutional Block Attention Module (Woo et al. 2018): channel, then spatial attention."""
+    """Convolutional Block Attention Module (Woo et al. 2018): channel, then spatial attention.
+
+    The shared channel MLP has biases, as in the authors' code (their ResNet-50 + CBAM has
+    28.09 M parameters). Their code also puts a one-channel BN after the 7×7 spatial conv; the
+    paper's equations do not, and neither do we.
+    """
 
     def __init__(self, channels: int, reduction: int = 16, spatial_kernel: int = 7):
         super().__init__()
         hidden = max(channels // reduction, 4)
-        self.fc1 = nn.Conv2d(channels, hidden, kernel_size=1, bias=False)
-        self.fc2 = nn.Conv2d(hidden, channels, kernel_size=1, bias=False)
+        self.fc1 = nn.Conv2d(channels, hidden, kernel_size=1)
+        self.fc2 = nn.Conv2d(hidden, channels, kernel_size=1)
         self.spatial = nn.Conv2d(2, 1, kernel_size=spatial_kernel, padding=spatial_kernel // 2, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

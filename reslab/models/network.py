@@ -217,18 +217,26 @@ class ResNet(nn.Module):
 
 
 def _freeze_bn_stats_on_recompute(block: nn.Module):
-    """Checkpoint context: the backward-time recomputation must not update BN running stats twice."""
+    """Checkpoint context: the backward-time recomputation must not update BN running stats twice.
+
+    Momentum 0 keeps ``running_mean``/``running_var`` as they are, but BN still increments
+    ``num_batches_tracked`` (and with ``momentum=None`` would average with it), so the counter
+    is restored too. The recomputation runs the same kernels as the forward, which
+    non-reentrant checkpointing requires (it checks the saved tensors match).
+    """
 
     @contextlib.contextmanager
     def frozen():
         norms = [m for m in block.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        saved = [m.momentum for m in norms]
+        saved = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()) for m in norms]
         for m in norms:
             m.momentum = 0.0
         try:
             yield
         finally:
-            for m, momentum in zip(norms, saved):
+            for m, (momentum, count) in zip(norms, saved):
                 m.momentum = momentum
+                if count is not None:
+                    m.num_batches_tracked.copy_(count)
 
     return lambda: (contextlib.nullcontext(), frozen())

@@ -245,6 +245,10 @@ def _validate(name: str, spec: NetworkSpec, settings: dict, num_classes, in_chan
     attention = settings.get("attention")
     if attention not in (None, "none", "se", "cbam"):
         raise ModelConfigError(f"{name}: attention must be 'se', 'cbam' or None, got {attention!r}")
+    for key in ("gated", "zero_init_last", "activation_checkpointing"):
+        # A string such as "false" from a config file would otherwise silently mean True.
+        if not isinstance(settings.get(key, False), bool):
+            raise ModelConfigError(f"{name}: {key} must be True or False, got {settings[key]!r}")
     for key in ("dropout", "drop_path"):
         value = settings.get(key, 0.0)
         if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
@@ -264,7 +268,9 @@ def _unknown_model_error(name: str) -> ModelConfigError:
     if match:
         depth = int(match[2])
         kind = {"resnet": "cifar_resnet", "plain": "cifar_plain", "preact_resnet": "cifar_preact_resnet"}.get(match[1])
-        hint = f"; for another CIFAR depth use {kind}{depth}" if kind else ""
+        # Point to the generic name only when it would build: CIFAR depths are 6n+2 or 9n+2.
+        cifar_valid = depth >= 8 and ((depth - 2) % 6 == 0 or (depth - 2) % 9 == 0)
+        hint = f"; for another CIFAR depth use {kind}{depth}" if kind and cifar_valid else ""
         registered = ", ".join(n for n in list_models(f"{match[1]}*") if re.fullmatch(rf"{match[1]}\d+", n))
         return ModelConfigError(
             f"unknown model {name!r}: {IMAGENET_DEPTH_RULE}; {CIFAR_DEPTH_RULE}. "

@@ -59,3 +59,80 @@ def table_html(headers: Sequence[str], rows: Iterable[Sequence[object]], caption
 def section_html(title: str, body: str, anchor: str | None = None) -> str:
     anchor = anchor or title.lower().replace(" ", "-")
     return f'<section id="{escape(anchor)}"><h2>{escape(title)}</h2>{body}</section>'
+
+
+def paragraph_html(text: str) -> str:
+    """A paragraph of plain text (escaped)."""
+    return f"<p>{escape(text)}</p>"
+
+
+def note_html(text: str, kind: str = "note") -> str:
+    """A highlighted note; ``kind`` is ``"note"`` or ``"warning"``."""
+    return f'<p class="{escape(kind)}">{escape(text)}</p>'
+
+
+def details_html(summary: str, body: str, open_: bool = False) -> str:
+    """A collapsible block (``<details>``), e.g. for long settings tables."""
+    return f"<details{' open' if open_ else ''}><summary>{escape(summary)}</summary>{body}</details>"
+
+
+def subsection_html(title: str, body: str) -> str:
+    return f'<div class="subsection"><h3>{escape(title)}</h3>{body}</div>'
+
+
+def definition_list_html(items: Iterable[tuple[str, object]]) -> str:
+    """``term: value`` pairs as a compact two-column list."""
+    rows = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in items)
+    return f'<dl class="meta">{rows}</dl>'
+
+
+PAGE_CSS = """
+:root { --ink: #1d2330; --muted: #5b6475; --rule: #d9dee7; --accent: #1f5fa8; --bg-soft: #f5f7fa; }
+* { box-sizing: border-box; }
+body { font: 15px/1.5 -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; color: var(--ink);
+       margin: 0; background: #fff; }
+main { max-width: 1180px; margin: 0 auto; padding: 24px 32px 64px; }
+header { border-bottom: 2px solid var(--accent); margin-bottom: 12px; padding-bottom: 8px; }
+h1 { font-size: 26px; margin: 8px 0 4px; }
+h2 { font-size: 20px; margin: 32px 0 8px; padding-bottom: 4px; border-bottom: 1px solid var(--rule); }
+h3 { font-size: 16px; margin: 20px 0 6px; color: var(--accent); }
+p { margin: 6px 0 10px; max-width: 900px; }
+p.note { color: var(--muted); font-size: 14px; }
+p.warning { background: #fff4e5; border-left: 4px solid #e65100; padding: 6px 10px; }
+nav { background: var(--bg-soft); padding: 8px 12px; border-radius: 6px; font-size: 14px; }
+nav a { color: var(--accent); text-decoration: none; margin-right: 14px; white-space: nowrap; }
+figure { margin: 10px 0 18px; }
+figure img { max-width: 100%; height: auto; border: 1px solid var(--rule); border-radius: 4px; }
+figcaption { color: var(--muted); font-size: 13.5px; margin-top: 4px; max-width: 900px; }
+table { border-collapse: collapse; margin: 8px 0 16px; font-size: 13.5px; }
+caption { caption-side: top; text-align: left; color: var(--muted); font-size: 13px; padding-bottom: 4px; }
+th, td { border: 1px solid var(--rule); padding: 3px 9px; text-align: left; vertical-align: top; }
+th { background: var(--bg-soft); font-weight: 600; }
+tbody tr:nth-child(even) { background: #fafbfc; }
+td { font-variant-numeric: tabular-nums; }
+details { margin: 6px 0; }
+summary { cursor: pointer; color: var(--accent); }
+dl.meta { display: grid; grid-template-columns: max-content auto; gap: 2px 14px; margin: 6px 0; font-size: 14px; }
+dl.meta dt { color: var(--muted); }
+dl.meta dd { margin: 0; }
+.subsection { margin-left: 2px; }
+footer { margin-top: 40px; color: var(--muted); font-size: 12.5px; border-top: 1px solid var(--rule); padding-top: 8px; }
+@media print { nav { display: none; } figure { break-inside: avoid; } }
+"""
+
+
+def page_html(title: str, header: str, sections: Sequence[tuple[str, str, str]], footer: str = "") -> str:
+    """A whole HTML document: inline CSS, a table of contents, then the sections.
+
+    sections: ``(anchor, title, html)`` in display order; ``html`` is a :func:`section_html` fragment.
+    """
+    toc = "".join(f'<a href="#{escape(anchor)}">{escape(name)}</a>' for anchor, name, _ in sections)
+    nav = f"<nav>{toc}</nav>" if sections else ""
+    body = "\n".join(fragment for _, _, fragment in sections)
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+        f"<title>{escape(title)}</title>\n<style>{PAGE_CSS}</style>\n</head>\n<body>\n<main>\n"
+        f"<header><h1>{escape(title)}</h1>{header}</header>\n{nav}\n{body}\n"
+        f"<footer>{footer}</footer>\n</main>\n</body>\n</html>\n"
+    )
