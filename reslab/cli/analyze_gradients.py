@@ -38,7 +38,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from reslab.analysis.common import checkpoint_lr, device_of, resolve_twin, select_samples
+    from reslab.analysis.common import checkpoint_lr, device_of, resolve_twin
     from reslab.analysis.gradients import analyze_gradients
     from reslab.report.plots import plot_classic_gradients, plot_gradient_flow, plot_shattered
 
@@ -70,11 +70,11 @@ def run(args) -> int:
     # Residual series first, then plain, each in checkpoint order (plots darken the shade with training).
     all_targets = sorted(targets + [(t, checkpoint_lr(t)) for t in twins], key=lambda item: item[0].kind != "residual")
 
-    x, y = select_samples(dataset, "train", args.samples, seed=args.seed)
+    x, y = first.samples("train", args.samples, seed=args.seed)
     line = None
     shattered_targets = []
     if args.shattered:
-        xt, yt = select_samples(dataset, "test", 256, seed=args.seed)
+        xt, yt = first.samples("test", 256, seed=args.seed)
         other = (yt != yt[0]).nonzero()
         end = int(other[0]) if other.numel() else min(1, xt.shape[0] - 1)
         line = (xt[0], xt[end])

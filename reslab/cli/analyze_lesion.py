@@ -30,14 +30,14 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from reslab.analysis.common import device_of, resolve_twin, select_samples
+    from reslab.analysis.common import device_of, resolve_twin
     from reslab.analysis.lesion import analyze_lesion
     from reslab.report.plots import plot_lesion
 
     target = load_main_target(args)
     twin = resolve_twin(target, args.twin)
     targets = [target] + ([twin] if twin is not None else [])
-    x, y = select_samples(target.dataset, "test", args.samples, seed=args.seed)
+    x, y = target.samples("test", args.samples, seed=args.seed)
     result = analyze_lesion(targets, x, y, describe=target.describe(), max_removed=args.max_removed,
                             draws=args.draws, seed=args.seed, batch_size=args.batch_size,
                             device=device_of(args.device), progress=progress(args))

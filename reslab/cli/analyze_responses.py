@@ -20,14 +20,14 @@ def register(subparsers) -> None:
 def run(args) -> int:
     import math
 
-    from reslab.analysis.common import device_of, resolve_twin, select_samples
+    from reslab.analysis.common import device_of, resolve_twin
     from reslab.analysis.responses import analyze_responses
     from reslab.report.plots import plot_responses
 
     target = load_main_target(args)
     twin = resolve_twin(target, args.twin)
     targets = [target] + ([twin] if twin is not None else [])
-    x, _ = select_samples(target.dataset, "test", args.samples, seed=args.seed)
+    x, _ = target.samples("test", args.samples, seed=args.seed)
     result = analyze_responses(targets, x, describe=target.describe(), batch_size=args.batch_size,
                                device=device_of(args.device), seed=args.seed)
     written = save_with_plots(result, output_dir(args, target), [("", plot_responses)])

@@ -1,0 +1,626 @@
+"""Shared plumbing of the analyses: what to analyse, on which samples, and how results are saved.
+
+An analysis *target* is either a model name (a fresh, seeded initialisation; the dataset says
+how many classes, channels and pixels it needs) or a run directory written by the trainer (the
+weights of one of its checkpoints, and the dataset it was trained on). Every analysis returns a
+:class:`Result` — a dataclass of numbers, lists and NumPy arrays — saved as
+``NAME.json`` (everything but arrays) plus ``NAME.npz`` (the arrays, when there are any).
+
+Result file format (read by ``reslab.report`` without importing this module):
+
+* ``NAME.json``: one JSON object with ``"analysis"`` (e.g. ``"gradients"``), ``"format"`` (1),
+  ``"created"`` (UTC, ISO 8601), ``"versions"`` and the dataclass fields. A NumPy array field
+  is replaced by ``{"__array__": KEY}``.
+* ``NAME.npz``: the arrays, under those keys (written only when the result holds arrays).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import math
+import platform
+import re
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Iterator, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from reslab.errors import AnalysisError, CheckpointError
+from reslab.utils import atomic_path, atomic_write_text, resolve_device
+
+RESULT_FORMAT = 1
+ANALYSIS_DIRNAME = "analysis"
+KIND_RESIDUAL = "residual"
+KIND_PLAIN = "plain"
+
+
+# -- results -------------------------------------------------------------------------------------
+@dataclass
+class Result:
+    """Base of every analysis result: ``save(path)`` writes JSON (+ NPZ), ``load(path)`` reads it.
+
+    Subclasses are dataclasses and set the class attribute ``analysis`` (the file's
+    ``"analysis"`` field and default file name). Fields may be numbers, strings, lists, dicts,
+    ``None``, NumPy arrays, other dataclasses or lists of them.
+    """
+
+    analysis: ClassVar[str] = "result"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {field_.name: _to_plain(getattr(self, field_.name)) for field_ in dataclasses.fields(self)}
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``path`` (a ``.json`` file, or a directory → ``DIR/<analysis>.json``) atomically.
+
+        Returns the JSON path. Arrays go to the ``.npz`` file next to it.
+        """
+        path = Path(path)
+        if path.suffix != ".json":
+            path = path / f"{self.analysis}.json"
+        arrays: dict[str, np.ndarray] = {}
+        body = _extract_arrays(self.to_dict(), arrays, prefix="")
+        document = {"analysis": self.analysis, "format": RESULT_FORMAT, "created": utc_now(),
+                    "versions": versions(), **body}
+        npz_path = path.with_suffix(".npz")
+        if arrays:
+            with atomic_path(npz_path) as tmp:
+                with open(tmp, "wb") as handle:  # a handle, so numpy does not append ".npz" to the temp name
+                    np.savez(handle, **arrays)
+        elif npz_path.exists():
+            npz_path.unlink()  # a stale array file from an earlier run must not be merged in by readers
+        atomic_write_text(path, dumps_readable(_finite(document)) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path):
+        """Read a result written by :meth:`save` (``path``: the ``.json`` file or its directory)."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / f"{cls.analysis}.json"
+        data = load_result_file(path)
+        if data.get("analysis") != cls.analysis:
+            raise AnalysisError(f"{path} holds a {data.get('analysis')!r} result, not {cls.analysis!r}")
+        return from_dict(cls, data)
+
+
+def dumps_readable(value, indent: int = 0) -> str:
+    """JSON with one key per line but each list of numbers/strings on a single line."""
+    pad, inner = " " * indent, " " * (indent + 1)
+    if isinstance(value, dict) and value:
+        items = [f"{inner}{json.dumps(str(k))}: {dumps_readable(v, indent + 1)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + f"\n{pad}}}"
+    if isinstance(value, list) and value and any(isinstance(v, (dict, list)) for v in value):
+        items = [f"{inner}{dumps_readable(v, indent + 1)}" for v in value]
+        return "[\n" + ",\n".join(items) + f"\n{pad}]"
+    return json.dumps(value, allow_nan=False)
+
+
+def utc_now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def versions() -> dict[str, str]:
+    """Software versions recorded with every result."""
+    from reslab import __version__
+
+    return {"reslab": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version()}
+
+
+def load_result_file(path: str | Path) -> dict[str, Any]:
+    """A result JSON as a dict, with its arrays (from the ``.npz`` next to it) put back."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise AnalysisError(f"result file {path} does not exist; run the analysis first") from None
+    except (OSError, ValueError) as exc:
+        raise AnalysisError(f"result file {path} is not valid JSON ({exc}); delete it and run the analysis again") from None
+    npz_path = path.with_suffix(".npz")
+    if npz_path.exists():
+        with np.load(npz_path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+        data = _insert_arrays(data, arrays)
+    return data
+
+
+def from_dict(cls, data: Mapping[str, Any]):
+    """Build dataclass ``cls`` from a dict, recursing into dataclass-typed fields; extra keys are ignored."""
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for field_ in dataclasses.fields(cls):
+        if field_.name in data:
+            kwargs[field_.name] = _convert(hints.get(field_.name, Any), data[field_.name])
+    return cls(**kwargs)
+
+
+def _convert(hint, value):
+    if value is None:
+        return None
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        return _convert(options[0], value) if len(options) == 1 else value
+    if dataclasses.is_dataclass(hint) and isinstance(value, Mapping):
+        return from_dict(hint, value)
+    if origin is list and typing.get_args(hint):
+        return [_convert(typing.get_args(hint)[0], v) for v in value]
+    if hint is np.ndarray:
+        return np.asarray(value)
+    return value
+
+
+def _to_plain(value):
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    if isinstance(value, dict):
+        return {str(k): _to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _extract_arrays(value, arrays: dict, prefix: str):
+    if isinstance(value, np.ndarray):
+        key = re.sub(r"[^A-Za-z0-9_]+", "_", prefix).strip("_") or "array"
+        while key in arrays:
+            key += "_"
+        arrays[key] = value
+        return {"__array__": key}
+    if isinstance(value, dict):
+        return {k: _extract_arrays(v, arrays, f"{prefix}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [_extract_arrays(v, arrays, f"{prefix}.{i}") for i, v in enumerate(value)]
+    return value
+
+
+def _insert_arrays(value, arrays: dict):
+    if isinstance(value, dict):
+        if set(value) == {"__array__"}:
+            if value["__array__"] not in arrays:
+                raise AnalysisError(f"array {value['__array__']!r} is missing from the result's .npz file")
+            return arrays[value["__array__"]]
+        return {k: _insert_arrays(v, arrays) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_insert_arrays(v, arrays) for v in value]
+    return value
+
+
+def _finite(value):
+    """JSON has no NaN/Infinity: write them as null (readers treat null as a missing value)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+# -- targets -------------------------------------------------------------------------------------
+@dataclass
+class Target:
+    """One model to analyse, with the data it belongs to.
+
+    Attributes:
+        model: the network (CPU, eval mode).
+        dataset: the :class:`reslab.data.ImageDataset` (classes, channels, normalisation).
+        label: how plots name it: the model name, or the run directory's name.
+        checkpoint: ``"init"`` for a fresh model, else the run's checkpoint name.
+        run_dir: the run directory, or ``None`` for a model name.
+        config: the run's ``config.json`` (``{}`` for a fresh model).
+        seed: the seed a fresh model was initialised with (or the run's seed).
+    """
+
+    model: nn.Module
+    dataset: Any
+    label: str
+    checkpoint: str = "init"
+    run_dir: Path | None = None
+    config: dict = field(default_factory=dict)
+    seed: int = 0
+
+    @property
+    def kind(self) -> str:
+        return model_kind(self.model)
+
+    @property
+    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(mean, std) the model expects: the run's own (from its config), else the dataset's."""
+        mean, std = self.config.get("mean"), self.config.get("std")
+        if isinstance(mean, list) and isinstance(std, list) and len(mean) == len(std) == self.dataset.in_chans:
+            return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+        return tuple(self.dataset.mean), tuple(self.dataset.std)
+
+    def samples(self, split: str = "test", samples: int | None = None, seed: int = 0
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:func:`select_samples` of this target's dataset, normalised as the model was trained."""
+        mean, std = self.normalization
+        return select_samples(self.dataset, split, samples, seed=seed, mean=mean, std=std)
+
+    @property
+    def model_name(self) -> str:
+        return str(getattr(self.model, "model_name", type(self.model).__name__))
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready description, stored in result files."""
+        dataset = self.dataset
+        return {
+            "label": self.label,
+            "model": self.model_name,
+            "model_options": _to_plain(dict(getattr(self.model, "model_options", {}) or {})),
+            "kind": self.kind,
+            "checkpoint": self.checkpoint,
+            "run_dir": str(self.run_dir) if self.run_dir is not None else None,
+            "dataset": getattr(dataset, "name", None),
+            "data_source": getattr(dataset, "source", None),
+            "seed": self.seed,
+        }
+
+
+def model_kind(model: nn.Module) -> str:
+    """``"plain"`` for a network without shortcuts, else ``"residual"``."""
+    return KIND_PLAIN if getattr(model, "is_plain", False) else KIND_RESIDUAL
+
+
+def is_run_dir(path: str | Path) -> bool:
+    path = Path(path)
+    return path.is_dir() and (path / "config.json").is_file()
+
+
+def load_target(
+    spec: str | Path,
+    *,
+    dataset=None,
+    data: str | None = None,
+    data_dir: str | Path | None = None,
+    data_options: Mapping[str, Any] | None = None,
+    download: bool = False,
+    checkpoint: str = "last",
+    model_options: Mapping[str, Any] | None = None,
+    seed: int = 0,
+) -> Target:
+    """Resolve ``spec`` — a run directory or a model name — into a :class:`Target`.
+
+    Args:
+        spec: ``RUN_DIR`` (contains ``config.json``) or a model name (``"resnet20"``).
+        dataset: an already loaded dataset to use (skips loading).
+        data, data_dir, data_options, download: which dataset to load (``reslab.data.load_dataset``);
+            required for a model name unless ``dataset`` is given; for a run, overrides its data.
+        checkpoint: for a run: ``"last"``, ``"init"``, ``"ema"``, ``"epoch_5"`` or a file.
+        model_options: for a model name: options of ``create_model`` (``zero_init_last=True`` ...).
+        seed: for a model name: the initialisation seed (same seed, same weights).
+    """
+    if dataset is None and data is not None:
+        dataset = load_data(data, data_dir=data_dir, data_options=data_options, download=download)
+    path = Path(spec)
+    if is_run_dir(path):
+        if model_options:
+            raise AnalysisError(f"--model-option applies to model names only; {path} is a trained run with fixed options")
+        return _run_target(path, checkpoint, dataset)
+    if path.is_dir() or "/" in str(spec) or str(spec).endswith(".json"):
+        raise AnalysisError(
+            f"{spec} is not a run directory (no config.json in it); pass a directory written by "
+            "`reslab train`, or a model name such as resnet20"
+        )
+    if dataset is None:
+        raise AnalysisError(
+            f"model {spec!r} is a fresh initialisation and needs data to know its classes, channels and image "
+            "size: add --data (e.g. --data digits), or pass a RUN_DIR instead of a model name"
+        )
+    model = build_model(str(spec), dataset, seed=seed, **dict(model_options or {}))
+    return Target(model=model, dataset=dataset, label=str(spec), checkpoint="init", seed=seed)
+
+
+def load_data(name: str, data_dir=None, data_options: Mapping[str, Any] | None = None, download: bool = False):
+    from reslab.data import load_dataset
+
+    return load_dataset(name, data_dir=data_dir, download=download, **dict(data_options or {}))
+
+
+def build_model(name: str, dataset, seed: int = 0, **options) -> nn.Module:
+    """A fresh model for ``dataset``'s classes and channels, initialised from ``seed`` (CPU, eval mode).
+
+    The global RNG is left as it was: the seed alone decides the weights.
+    """
+    from reslab.models import create_model
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = create_model(name, num_classes=dataset.num_classes, in_chans=dataset.in_chans, **options)
+    return model.eval()
+
+
+def _run_target(run_dir: Path, checkpoint: str, dataset=None) -> Target:
+    loaded = _load_run(run_dir, checkpoint, dataset)
+    config = dict(getattr(loaded, "config", {}) or {})
+    model = loaded.model.cpu().eval()
+    return Target(model=model, dataset=loaded.dataset, label=run_dir.name, checkpoint=str(checkpoint),
+                  run_dir=run_dir, config=config, seed=int(_find_key(config, "seed", 0) or 0))
+
+
+def _load_run(run_dir: Path, checkpoint: str, dataset=None):
+    """``reslab.train.load_run``, imported here so that analysis imports even without the trainer."""
+    try:
+        from reslab.train import load_run
+    except ImportError as exc:  # pragma: no cover - only while the train room is missing
+        raise AnalysisError(f"cannot read run {run_dir}: the training room is not available ({exc})") from exc
+    if dataset is None:
+        return load_run(run_dir, checkpoint=checkpoint)
+    return load_run(run_dir, checkpoint=checkpoint, dataset=dataset)
+
+
+def _find_key(config: Mapping[str, Any], key: str, default=None):
+    """``config[key]``, or the first ``key`` found in a nested dict (run configs group settings)."""
+    if key in config:
+        return config[key]
+    for value in config.values():
+        if isinstance(value, Mapping):
+            found = _find_key(value, key, None)
+            if found is not None:
+                return found
+    return default
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The rows of ``RUN_DIR/metrics.jsonl`` (``[]`` when absent); broken lines are skipped."""
+    path = Path(run_dir) / "metrics.jsonl"
+    rows = []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue  # a line cut short by a crash mid-write
+            if isinstance(row, dict):
+                rows.append(row)
+    return rows
+
+
+def checkpoint_lr(target: Target) -> float | None:
+    """The learning rate in force at ``target``'s checkpoint, if the run logged it.
+
+    ``epoch_K`` → the ``lr`` logged for epoch K; ``last``/``ema`` → the last epoch's; ``init`` → the
+    first epoch's (else the config's base ``lr``). ``None`` for fresh models and unknown checkpoints.
+    """
+    if target.run_dir is None:
+        return None
+    rows = [r for r in read_metrics(target.run_dir) if isinstance(r.get("lr"), (int, float))]
+    name = Path(target.checkpoint).stem if target.checkpoint.endswith(".safetensors") else target.checkpoint
+    match = re.fullmatch(r"epoch_0*(\d+)", name)
+    if match:
+        epoch = int(match[1])
+        for row in rows:
+            if row.get("epoch") == epoch:
+                return float(row["lr"])
+        return None
+    if name in ("last", "ema") and rows:
+        return float(rows[-1]["lr"])
+    if name == "init":
+        if rows:
+            return float(rows[0]["lr"])
+        lr = _find_key(target.config, "lr")
+        return float(lr) if isinstance(lr, (int, float)) else None
+    return None
+
+
+# -- twins ---------------------------------------------------------------------------------------
+_TWIN_NAMES = [
+    (re.compile(r"resnet(\d+)"), "plain{}"),
+    (re.compile(r"plain(\d+)"), "resnet{}"),
+    (re.compile(r"cifar_resnet(\d+)"), "cifar_plain{}"),
+    (re.compile(r"cifar_plain(\d+)"), "cifar_resnet{}"),
+]
+
+
+def twin_model_name(name: str) -> str | None:
+    """The registered name of ``name``'s twin (``resnet56`` ↔ ``plain56``), or ``None`` if it has none."""
+    from reslab.models import list_models
+
+    registered = set(list_models())
+    for regex, template in _TWIN_NAMES:
+        match = regex.fullmatch(name)
+        if match:
+            twin = template.format(match[1])
+            if twin in registered or twin.startswith("cifar_"):
+                return twin
+    return None
+
+
+def twin_options(model: nn.Module) -> dict[str, Any]:
+    """Model options of the twin: the same options with the shortcut switched on or off."""
+    from reslab.models import model_info
+
+    options = dict(getattr(model, "model_options", {}) or {})
+    if model_kind(model) == KIND_RESIDUAL:
+        options["shortcut"] = "none"
+        # Options that need shortcuts have no meaning in the plain twin.
+        options.pop("gated", None)
+        options.pop("drop_path", None)
+    else:
+        family = model_info(model.model_name).family
+        options["shortcut"] = "A" if family == "cifar" else "B"
+    return options
+
+
+def fresh_twin(target: Target) -> Target:
+    """The twin of ``target`` as a fresh model with the same seed (plain ↔ residual)."""
+    name = target.model_name
+    options = twin_options(target.model)
+    twin_name = twin_model_name(name)
+    if twin_name is not None:
+        # A named twin (plain56) reads better in plots than "resnet56, shortcut=none".
+        from reslab.models import model_info
+
+        defaults = model_info(twin_name).defaults
+        options = {k: v for k, v in options.items() if not (k == "shortcut" and defaults.get("shortcut") == v)}
+        build_name, label = twin_name, twin_name
+    else:
+        build_name, label = name, f"{name} (shortcut={options['shortcut']})"
+    model = build_model(build_name, target.dataset, seed=target.seed, **options)
+    return Target(model=model, dataset=target.dataset, label=label, checkpoint="init", seed=target.seed)
+
+
+def config_kind(name: str | None, options: Mapping[str, Any]) -> str:
+    """``"plain"`` or ``"residual"`` for a model name + options as a run config records them."""
+    shortcut = options.get("shortcut")
+    if shortcut is None:  # the name's default: plain* and cifar_plain* have no shortcuts
+        return KIND_PLAIN if name and "plain" in name else KIND_RESIDUAL
+    return KIND_PLAIN if shortcut == "none" else KIND_RESIDUAL
+
+
+def find_twin_run(run_dir: Path) -> Path | None:
+    """A sibling run directory holding the twin of ``run_dir``'s model with the same seed and data."""
+    config = _read_json(run_dir / "config.json")
+    name, options = config_model(config)
+    if name is None:
+        return None
+    seed = _find_key(config, "seed")
+    dataset = config_dataset(config)
+    want_kind = KIND_PLAIN if config_kind(name, options) == KIND_RESIDUAL else KIND_RESIDUAL
+    twin_name = twin_model_name(name)
+    for sibling in sorted(p for p in run_dir.parent.iterdir() if p != run_dir and is_run_dir(p)):
+        other = _read_json(sibling / "config.json")
+        other_name, other_options = config_model(other)
+        if other_name is None or _find_key(other, "seed") != seed or config_dataset(other) != dataset:
+            continue
+        if other_name in (name, twin_name) and config_kind(other_name, other_options) == want_kind:
+            return sibling
+    return None
+
+
+def resolve_twin(target: Target, twin: str | None, checkpoint: str | None = None, dataset=None) -> Target | None:
+    """The twin to compare ``target`` with.
+
+    twin: ``None`` (no twin), ``"auto"`` (a fresh model's twin is built with the same seed; a
+        run's twin is the sibling run directory with the twin model, same seed and data), a
+        RUN_DIR, or a model name (built fresh with ``target``'s data and seed).
+    checkpoint: for a twin run, which checkpoint (default: the same as ``target``'s).
+    """
+    if twin is None:
+        return None
+    checkpoint = checkpoint or target.checkpoint
+    if twin == "auto":
+        if target.run_dir is None:
+            return fresh_twin(target)
+        found = find_twin_run(target.run_dir)
+        if found is None:
+            raise AnalysisError(
+                f"--twin: found no sibling of run {target.run_dir} holding its twin (same seed and data, "
+                "shortcut switched); pass the twin's RUN_DIR explicitly: --twin RUN_DIR"
+            )
+        return _run_target(found, checkpoint, dataset or target.dataset)
+    if is_run_dir(twin):
+        return _run_target(Path(twin), checkpoint, dataset or target.dataset)
+    if Path(twin).exists() or "/" in twin:
+        raise AnalysisError(f"--twin {twin}: not a run directory (no config.json in it)")
+    model = build_model(twin, target.dataset, seed=target.seed)
+    return Target(model=model, dataset=target.dataset, label=twin, checkpoint="init", seed=target.seed)
+
+
+def config_model(config: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """(model name, model options) recorded in a run's ``config.json``."""
+    model = config.get("model")
+    if isinstance(model, Mapping):
+        options = model.get("options") or model.get("model_options") or {}
+        return model.get("name"), dict(options)
+    options = config.get("model_options") or {}
+    return (model if isinstance(model, str) else None), dict(options)
+
+
+def config_dataset(config: Mapping[str, Any]) -> str | None:
+    for key in ("data", "dataset"):
+        value = config.get(key)
+        if isinstance(value, Mapping):
+            return value.get("name")
+        if isinstance(value, str):
+            return value
+    return None
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"cannot read {path} ({exc}); is this a run directory written by `reslab train`?") from None
+    return data if isinstance(data, dict) else {}
+
+
+# -- samples and batches -------------------------------------------------------------------------
+def select_samples(dataset, split: str = "test", samples: int | None = None, seed: int = 0,
+                   mean=None, std=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalised samples of one split: ``(x float32 (N, C, H, W), y int64 (N,))`` on the CPU.
+
+    samples: how many (a seeded random subset, kept in dataset order); ``None`` or more than the
+    split holds → the whole split.
+    mean, std: the normalisation (default: the dataset's own training-split statistics).
+    """
+    from reslab.data import normalize
+
+    if split not in ("train", "test"):
+        raise AnalysisError(f"split must be 'train' or 'test', got {split!r}")
+    images = getattr(dataset, f"{split}_images")
+    labels = getattr(dataset, f"{split}_labels")
+    if images.shape[0] == 0:
+        raise AnalysisError(f"dataset {dataset.name!r} has no {split} images to analyse")
+    if samples is not None:
+        if samples < 1:
+            raise AnalysisError(f"--samples must be a positive number of images, got {samples}")
+        if samples < images.shape[0]:
+            generator = torch.Generator().manual_seed(seed)
+            index = torch.randperm(images.shape[0], generator=generator)[:samples].sort().values
+            images, labels = images[index], labels[index]
+    return normalize(images, dataset.mean if mean is None else mean, dataset.std if std is None else std), labels
+
+
+def batches(x: torch.Tensor, y: torch.Tensor | None, batch_size: int, device=None
+            ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    """Consecutive batches of ``(x, y)`` moved to ``device``."""
+    if batch_size < 1:
+        raise AnalysisError(f"--batch-size must be positive, got {batch_size}")
+    for start in range(0, x.shape[0], batch_size):
+        xb = x[start:start + batch_size]
+        yb = None if y is None else y[start:start + batch_size]
+        if device is not None:
+            xb = xb.to(device, non_blocking=True)
+            yb = None if yb is None else yb.to(device, non_blocking=True)
+        yield xb, yb
+
+
+def default_out_dir(target: Target) -> Path:
+    """``RUN_DIR/analysis`` for a run; ``analysis/<model name>`` (in the working directory) for a model."""
+    if target.run_dir is not None:
+        return target.run_dir / ANALYSIS_DIRNAME
+    return Path(ANALYSIS_DIRNAME) / target.label
+
+
+def device_of(device: str | torch.device | None) -> torch.device:
+    return resolve_device(device or "cpu")
+
+
+def progress_enabled(quiet: bool = False) -> bool:
+    """Progress bars only for a person watching a terminal."""
+    return not quiet and sys.stderr.isatty()
+
+
+__all__ = [
+    "ANALYSIS_DIRNAME", "KIND_PLAIN", "KIND_RESIDUAL", "Result", "Target",
+    "batches", "build_model", "checkpoint_lr", "config_dataset", "config_model", "default_out_dir",
+    "device_of", "find_twin_run", "fresh_twin", "from_dict", "is_run_dir", "load_data", "load_result_file",
+    "load_target", "model_kind", "progress_enabled", "read_metrics", "resolve_twin", "select_samples",
+    "twin_model_name", "twin_options", "utc_now", "versions",
+]

@@ -1,0 +1,124 @@
+"""Arguments and steps shared by the ``reslab analyze`` commands (gradients, responses, lesion).
+
+Every analysis command takes a TARGET — a model name (fresh initialisation; needs ``--data``) or
+a RUN_DIR — optionally a twin, chooses samples, runs the library function, saves the result
+(JSON + NPZ) and draws its PNGs from the saved file with :mod:`reslab.report.plots`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from reslab.errors import ConfigError
+
+
+def parse_value(text: str) -> Any:
+    """``"true"``/``"false"`` → bool, ``"none"`` → None, numbers → int/float, else the string."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "yes", "on"):
+        return True
+    if lowered in ("false", "no", "off"):
+        return False
+    if lowered in ("none", "null"):
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_key_values(pairs: Sequence[str] | None, flag: str) -> dict[str, Any]:
+    """``["a=1", "b=x"]`` → ``{"a": 1, "b": "x"}``; ConfigError naming ``flag`` otherwise."""
+    options: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{flag} {pair!r}: expected KEY=VALUE, e.g. {flag} num_train=256")
+        options[key.strip()] = parse_value(value)
+    return options
+
+
+def add_target_arguments(parser: argparse.ArgumentParser, *, samples_default: int | None, samples_help: str,
+                         batch_size_default: int, checkpoint: bool = True) -> None:
+    """TARGET, data, twin, samples, output and device options common to every analysis."""
+    parser.add_argument("target", metavar="MODEL|RUN_DIR",
+                        help="a model name (fresh, seeded initialisation; needs --data) or a run directory")
+    data = parser.add_argument_group("data")
+    data.add_argument("--data", metavar="NAME",
+                      help="dataset (digits, cifar10, cifar100, imagefolder, synthetic); required for a MODEL, "
+                           "optional for a RUN_DIR (default: the run's own data)")
+    data.add_argument("--data-dir", metavar="DIR", help="where the dataset's files are")
+    data.add_argument("--data-option", metavar="KEY=VALUE", action="append", default=[],
+                      help="dataset option, repeatable (e.g. num_train=256 for synthetic)")
+    data.add_argument("--download", action="store_true", help="download the dataset if it is missing (CIFAR only)")
+    data.add_argument("--samples", type=int, default=samples_default, metavar="N",
+                      help=samples_help + (f" (default {samples_default})" if samples_default else
+                                           " (default: the whole split)"))
+    model = parser.add_argument_group("model")
+    if checkpoint:
+        model.add_argument("--checkpoint", default="last", metavar="NAME",
+                           help="for a RUN_DIR: last (default), init, ema, epoch_K or a .safetensors file")
+    model.add_argument("--twin", nargs="?", const="auto", default=None, metavar="MODEL|RUN_DIR",
+                       help="compare with the plain (or residual) twin: alone, the twin is built (for a MODEL) or "
+                            "found among the run's sibling directories (for a RUN_DIR); or name it. Give a bare "
+                            "--twin after MODEL|RUN_DIR (or write --twin=auto), so it does not take the target")
+    model.add_argument("--model-option", metavar="KEY=VALUE", action="append", default=[],
+                       help="option of a fresh MODEL, repeatable (e.g. zero_init_last=true)")
+    model.add_argument("--seed", type=int, default=0, help="seed of fresh models and of sample choice (default 0)")
+    run = parser.add_argument_group("run")
+    run.add_argument("--batch-size", type=int, default=batch_size_default,
+                     help=f"images per forward pass (default {batch_size_default})")
+    run.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1 or auto")
+    run.add_argument("--out", metavar="DIR",
+                     help="output directory (default: RUN_DIR/analysis, or analysis/MODEL for a model name)")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def load_main_target(args, checkpoint: str | None = None):
+    """The TARGET of ``args`` at ``checkpoint`` (default ``args.checkpoint``)."""
+    from reslab.analysis.common import load_target
+
+    return load_target(
+        args.target, data=args.data, data_dir=args.data_dir,
+        data_options=parse_key_values(args.data_option, "--data-option"), download=args.download,
+        checkpoint=checkpoint or getattr(args, "checkpoint", "last"),
+        model_options=parse_key_values(args.model_option, "--model-option"), seed=args.seed,
+    )
+
+
+def output_dir(args, target) -> Path:
+    from reslab.analysis.common import default_out_dir
+
+    return Path(args.out) if args.out else default_out_dir(target)
+
+
+def save_with_plots(result, out_dir: Path, plots: Sequence[tuple[str, Callable]]) -> list[Path]:
+    """Save ``result`` as ``out_dir/<analysis>.json``, then draw each ``(file suffix, plot)`` from that file.
+
+    Drawing reads the saved file back, exactly as the report does, so the PNG shows what was saved.
+    """
+    from reslab.report.files import load_result
+    from reslab.report.plots import save_figure
+
+    json_path = result.save(out_dir / f"{result.analysis}.json")
+    data = load_result(json_path)
+    written = [json_path]
+    if json_path.with_suffix(".npz").exists():
+        written.append(json_path.with_suffix(".npz"))
+    for suffix, plot in plots:
+        written.append(save_figure(plot(data), out_dir / f"{result.analysis}{suffix}.png"))
+    return written
+
+
+def print_written(paths: Sequence[Path]) -> None:
+    print("wrote " + ", ".join(str(p) for p in paths))
+
+
+def progress(args) -> bool:
+    from reslab.analysis.common import progress_enabled
+
+    return progress_enabled(args.quiet)

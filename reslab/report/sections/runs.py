@@ -1,0 +1,62 @@
+"""Section "Runs": one row per run (model, data, seed, final errors) and each run's full settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from reslab.report import files
+from reslab.report.html import details_html, paragraph_html, section_html, table_html
+from reslab.report.sections._common import percent
+
+TITLE = "Runs"
+ORDER = 10
+
+_LONG_LIST = 12  # lists longer than this (class names...) are shortened in the settings table
+
+
+def build(run_dirs: list[Path], experiment_dirs: list[Path]) -> str | None:
+    runs = [(run, files.read_config(run), files.read_metrics(run)) for run in run_dirs]
+    runs = [(run, config, metrics) for run, config, metrics in runs if config or metrics]
+    if not runs:
+        return None
+    rows = []
+    for run, config, metrics in runs:
+        name, options = files.model_of(config)
+        data_name, _ = files.dataset_of(config)
+        last = metrics[-1] if metrics else {}
+        tests = [m["test_error"] for m in metrics if isinstance(m.get("test_error"), (int, float))]
+        elapsed = last.get("elapsed_s")
+        rows.append([
+            run.name, name or "?", files.kind_of(name, options), data_name or "?",
+            files.config_value(config, "seed", default="–"), files.config_value(config, "recipe", default="–"),
+            last.get("epoch", "–"), last.get("iteration", "–"),
+            percent(last.get("train_error")), percent(last.get("test_error")),
+            percent(min(tests)) if tests else "–",
+            f"{elapsed / 60:.1f} min" if isinstance(elapsed, (int, float)) else "–",
+        ])
+    headers = ["run", "model", "kind", "data", "seed", "recipe", "epochs", "iterations",
+               "final train error", "final test error", "best test error", "training time"]
+    body = [paragraph_html("Errors are top-1 error rates; final = after the last epoch run so far."),
+            table_html(headers, rows)]
+    for run, config, _ in runs:
+        if config:
+            body.append(details_html(f"Settings of {run.name} (config.json)",
+                                     table_html(["setting", "value"], flatten(config))))
+    return section_html(TITLE, "".join(body))
+
+
+def flatten(config: dict[str, Any], prefix: str = "") -> list[list[str]]:
+    """Nested settings as ``[["a.b", "value"], ...]``; long lists are shortened."""
+    rows: list[list[str]] = []
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            rows.extend(flatten(value, name + ".") if value else [[name, "{}"]])
+        elif isinstance(value, list):
+            shown = ", ".join(str(v) for v in value[:_LONG_LIST])
+            more = f", … ({len(value)} in all)" if len(value) > _LONG_LIST else ""
+            rows.append([name, f"[{shown}{more}]"])
+        else:
+            rows.append([name, "–" if value is None else str(value)])
+    return rows

@@ -1,0 +1,30 @@
+"""Section "Training curves": train/test error and loss per epoch of every run (metrics.jsonl)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from reslab.report import files
+from reslab.report.html import figure_html, figure_to_png, section_html
+from reslab.report.plots import plot_training_curves
+
+TITLE = "Training curves"
+ORDER = 20
+
+#: Runs per figure: more would make one very tall image; later runs go to further figures.
+RUNS_PER_FIGURE = 8
+
+
+def build(run_dirs: list[Path], experiment_dirs: list[Path]) -> str | None:
+    runs = [(run.name, files.read_metrics(run)) for run in run_dirs]
+    runs = [(name, rows) for name, rows in runs if rows]
+    if not runs:
+        return None
+    body = []
+    for start in range(0, len(runs), RUNS_PER_FIGURE):
+        chunk = runs[start:start + RUNS_PER_FIGURE]
+        png = figure_to_png(plot_training_curves(chunk))
+        names = ", ".join(name for name, _ in chunk)
+        body.append(figure_html(png, f"Error (left of each pair) and cross-entropy loss (right) per epoch: "
+                                     f"bold = training (measured during the epoch), dashed = test. Runs: {names}."))
+    return section_html(TITLE, "".join(body))
