@@ -101,9 +101,9 @@ class SqueezeExcitation(nn.Module):
 class CBAM(nn.Module):
     """Convolutional Block Attention Module (Woo et al. 2018): channel, then spatial attention.
 
-    The shared channel MLP has biases, as in the authors' code (their ResNet-50 + CBAM has
-    28.09 M parameters). Their code also puts a one-channel BN after the 7×7 spatial conv; the
-    paper's equations do not, and neither do we.
+    The shared channel MLP has biases, as in the authors' code (Jongchan/attention-module);
+    with them ``cbam_resnet50`` has 28.09 M parameters (28.07 M without). Their code also puts
+    a one-channel BN after the 7×7 spatial conv; the paper's equations do not, nor do we.
     """
 
     def __init__(self, channels: int, reduction: int = 16, spatial_kernel: int = 7):

@@ -1,0 +1,93 @@
+"""Export a model to ONNX (optional extra: ``pip install 'reslab[onnx]'``).
+
+>>> from reslab.models.export import export_onnx
+>>> export_onnx(reslab.create_model("resnet20"), "resnet20.onnx", input_size=32, in_chans=3)
+
+The graph takes ``input: (N, in_chans, H, W)`` float32 with a dynamic batch ``N`` and returns
+``logits: (N, num_classes)``; the model is exported in eval mode (BN uses its running
+statistics, dropout and drop-path are off).
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import os
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from reslab.errors import ConfigError, ModelConfigError
+from reslab.utils import atomic_write_bytes
+
+# protobuf cannot serialise a single message of 2 GiB or more.
+_PROTOBUF_LIMIT = 2**31 - 1
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | os.PathLike,
+    input_size: int | Sequence[int],
+    in_chans: int | None = None,
+    opset: int | None = None,
+) -> Path:
+    """Write ``model`` as one self-contained ONNX file at ``path`` (atomically).
+
+    Args:
+        model: the network; it is not changed (a copy is put in eval mode on the CPU).
+        path: the ``.onnx`` file to write (weights inside it, no external data file).
+        input_size: image side ``N`` or ``(H, W)`` used to trace the graph; the batch is dynamic.
+        in_chans: input channels (default: the model's ``in_chans``, else 3).
+        opset: ONNX opset version (default: the exporter's).
+
+    Returns:
+        The path written.
+
+    Raises:
+        ConfigError: onnx/onnxscript are not installed, bad sizes, or the model is too large.
+        ModelConfigError: ``in_chans`` contradicts the model.
+    """
+    missing = [name for name in ("onnx", "onnxscript") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(
+            f"ONNX export needs the package(s) {', '.join(missing)}, which are not installed; "
+            "install the optional extra with: pip install 'reslab[onnx]'"
+        )
+    height, width = _input_hw(input_size)
+    model_chans = getattr(model, "in_chans", None)
+    if in_chans is not None and model_chans is not None and in_chans != model_chans:
+        raise ModelConfigError(f"in_chans={in_chans} does not match the model, which takes {model_chans} channels")
+    in_chans = in_chans if in_chans is not None else (model_chans or 3)
+
+    # A copy: eval mode and CPU placement must not leak into the caller's model.
+    exported = copy.deepcopy(model).cpu().eval()
+    # Checkpointing only acts in training, but keep the traced graph free of it regardless.
+    if hasattr(exported, "activation_checkpointing"):
+        exported.activation_checkpointing = False
+    example = torch.zeros(2, in_chans, height, width)
+    batch = torch.export.Dim("batch", min=1)
+    with torch.no_grad():
+        program = torch.onnx.export(
+            exported, (example,), dynamo=True, verbose=False, opset_version=opset,
+            input_names=["input"], output_names=["logits"], dynamic_shapes=({0: batch},),
+        )
+    data = program.model_proto.SerializeToString() if program.model_proto.ByteSize() < _PROTOBUF_LIMIT else None
+    if data is None:
+        raise ConfigError("the model is larger than 2 GiB, which a single ONNX file cannot hold")
+    path = Path(path)
+    atomic_write_bytes(path, data)
+    return path
+
+
+def _input_hw(input_size) -> tuple[int, int]:
+    if isinstance(input_size, int) and not isinstance(input_size, bool):
+        sizes = (input_size, input_size)
+    elif isinstance(input_size, (tuple, list)) and len(input_size) == 2:
+        sizes = tuple(input_size)
+    else:
+        raise ConfigError(f"input_size must be an integer N (N×N images) or a pair (H, W), got {input_size!r}")
+    if not all(isinstance(side, int) and not isinstance(side, bool) and side >= 1 for side in sizes):
+        raise ConfigError(f"input_size must hold positive integers, got {input_size!r}")
+    return int(sizes[0]), int(sizes[1])
