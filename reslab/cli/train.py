@@ -16,7 +16,7 @@ import sys
 _FLAG_FIELDS = {
     "data": "data", "data_dir": "data_dir", "epochs": "epochs", "iterations": "iterations",
     "batch_size": "batch_size", "lr": "lr", "out": "out", "device": "device", "seed": "seed",
-    "save_every": "save_every", "eval_every": "eval_every",
+    "save_every": "save_every", "eval_every": "eval_every", "threads": "threads",
 }
 _BOOL_FLAGS = ("download", "quiet", "tensorboard", "compile", "ema", "channels_last", "bf16")
 
@@ -51,6 +51,7 @@ def register(subparsers) -> None:
     parser.add_argument("--seed", type=int, help="random seed (same seed on CPU: identical weights)")
     parser.add_argument("--save-every", type=int, help="save checkpoints/epoch_K.safetensors every N epochs (0 = never)")
     parser.add_argument("--eval-every", type=int, help="evaluate on the test split every N epochs")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: one per core)")
     parser.add_argument("--stop-after", type=int, metavar="EPOCHS",
                         help="save and stop once this many epochs are done (resume later with --resume)")
     for flag in _BOOL_FLAGS:

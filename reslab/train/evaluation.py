@@ -1,0 +1,178 @@
+"""Evaluation (loss, error, accuracy on a labelled split) and prediction (top-k on image files)."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from reslab.errors import ConfigError, DatasetError
+
+
+@dataclass
+class EvalResult:
+    """Mean cross-entropy ``loss``, top-1 ``error`` and ``accuracy`` (fractions) over ``count`` images."""
+
+    loss: float
+    error: float
+    accuracy: float
+    count: int
+    split: str = "test"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def autocast_context(device: torch.device, bf16: bool):
+    """bf16 autocast on CUDA when asked; a no-op otherwise."""
+    if bf16 and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def model_device(model: nn.Module) -> torch.device:
+    for tensor in model.parameters():
+        return tensor.device
+    return torch.device("cpu")
+
+
+@torch.no_grad()
+def eval_sums(model: nn.Module, batches, bf16: bool = False) -> torch.Tensor:
+    """Sum of losses, number of errors and count over ``batches`` of (x, y): float64 (3,) on the model's device.
+
+    The sums stay on the device (no per-batch sync); callers all-reduce them across ranks.
+    """
+    device = model_device(model)
+    sums = torch.zeros(3, dtype=torch.float64, device=device)
+    was_training = model.training
+    model.eval()
+    try:
+        for x, y in batches:
+            with autocast_context(device, bf16):
+                logits = model(x)
+            logits = logits.float()
+            sums[0] += F.cross_entropy(logits, y, reduction="sum")
+            sums[1] += (logits.argmax(dim=1) != y).sum()
+            sums[2] += y.numel()
+    finally:
+        model.train(was_training)
+    return sums
+
+
+def result_from_sums(sums: torch.Tensor, split: str = "test") -> EvalResult:
+    loss_sum, errors, count = (float(v) for v in sums.tolist())
+    if count == 0:
+        return EvalResult(float("nan"), float("nan"), float("nan"), 0, split)
+    return EvalResult(loss_sum / count, errors / count, 1.0 - errors / count, int(count), split)
+
+
+def evaluate(model: nn.Module, data, labels: torch.Tensor | None = None, *, split: str = "test",
+             batch_size: int = 500, device: str | torch.device | None = None,
+             mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+             channels_last: bool = False, bf16: bool = False) -> EvalResult:
+    """Loss, error and accuracy of ``model`` on labelled images.
+
+    Args:
+        model: any classifier ``(N, C, H, W) -> (N, K)``; evaluated in eval mode (its mode is
+            restored afterwards) on ``device`` (default: where the model is; it is moved back).
+        data: an :class:`~reslab.data.ImageDataset` (its ``split`` — "test" or "train" — and its
+            mean/std are used), or images: uint8 ``(N, C, H, W)`` (normalised with ``mean``/``std``)
+            or float ``(N, C, H, W)`` already normalised.
+        labels: int64 ``(N,)`` when ``data`` is a tensor.
+    """
+    from reslab.data import DeviceLoader, ImageDataset
+
+    if isinstance(data, ImageDataset):
+        if split not in ("test", "train"):
+            raise ConfigError(f"split={split!r} must be 'test' or 'train'")
+        images = getattr(data, f"{split}_images")
+        labels = getattr(data, f"{split}_labels")
+        mean, std = data.mean, data.std
+    else:
+        images = data
+        if not isinstance(images, torch.Tensor) or images.ndim != 4:
+            raise DatasetError("evaluate needs an ImageDataset or images of shape (N, C, H, W) with labels (N,)")
+        if labels is None:
+            raise DatasetError("evaluate got images without labels; pass labels=int64 tensor (N,)")
+    if images.shape[0] == 0:
+        raise DatasetError(f"the {split} split has no images to evaluate")
+    original = model_device(model)
+    target = original if device is None else torch.device(device)
+    model.to(target)
+    try:
+        if images.dtype == torch.uint8:
+            loader = DeviceLoader(images, labels, batch_size=batch_size, device=target, train=False,
+                                  mean=mean, std=std, channels_last=channels_last)
+            batches = iter(loader)
+        else:
+            if labels.shape[0] != images.shape[0]:
+                raise DatasetError(f"{images.shape[0]} images but {labels.shape[0]} labels")
+            batches = ((images[i:i + batch_size].to(target), labels[i:i + batch_size].to(target))
+                       for i in range(0, images.shape[0], batch_size))
+        return result_from_sums(eval_sums(model, batches, bf16).cpu(), split)
+    finally:
+        model.to(original)
+
+
+# -- prediction -----------------------------------------------------------------------------------
+@dataclass
+class Prediction:
+    """Top-k classes of one image: ``top`` = [(class index, class name, probability), ...]."""
+
+    source: str
+    top: list[tuple[int, str, float]]
+
+
+def load_images(paths: Sequence[str | Path], in_chans: int, image_size: tuple[int, int]) -> torch.Tensor:
+    """Decode PNG/JPEG files with Pillow into uint8 ``(N, in_chans, H, W)``.
+
+    Each image is converted to grayscale (``in_chans=1``) or RGB (3) and resized to
+    ``image_size`` = (H, W) with bilinear filtering (the image is not cropped: the aspect ratio
+    changes if it differs, as for an image folder resized when it was loaded).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    mode = {1: "L", 3: "RGB"}.get(in_chans)
+    if mode is None:
+        raise ConfigError(f"cannot prepare images for a model with {in_chans} input channels (expected 1 or 3)")
+    height, width = image_size
+    out = torch.empty((len(paths), in_chans, height, width), dtype=torch.uint8)
+    for i, path in enumerate(paths):
+        path = Path(path)
+        if not path.is_file():
+            raise DatasetError(f"image {str(path)!r} does not exist")
+        try:
+            with Image.open(path) as image:
+                image = image.convert(mode).resize((width, height), Image.BILINEAR)
+                pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            raise DatasetError(f"image {str(path)!r} cannot be read as PNG/JPEG ({exc}); give an image file") from None
+        out[i] = pixels.view(height, width, in_chans).permute(2, 0, 1)
+    return out
+
+
+@torch.no_grad()
+def predict_images(model: nn.Module, images: torch.Tensor, class_names: Sequence[str], mean, std,
+                   top_k: int = 5, sources: Sequence[str] | None = None) -> list[Prediction]:
+    """Top-k softmax probabilities of ``model`` for uint8 ``images (N, C, H, W)``."""
+    from reslab.data import normalize
+
+    if top_k < 1:
+        raise ConfigError(f"--top-k {top_k} must be at least 1")
+    top_k = min(top_k, len(class_names))
+    device = model_device(model)
+    was_training = model.training
+    model.eval()
+    try:
+        probabilities = torch.softmax(model(normalize(images.to(device), mean, std)).float(), dim=1).cpu()
+    finally:
+        model.train(was_training)
+    values, indices = probabilities.topk(top_k, dim=1)
+    sources = list(sources) if sources is not None else [f"image {i}" for i in range(images.shape[0])]
+    return [Prediction(source, [(int(k), class_names[int(k)], float(p)) for p, k in zip(row_p, row_k)])
+            for source, row_p, row_k in zip(sources, values, indices)]

@@ -1,0 +1,142 @@
+"""Loading trained runs back: ``load_run`` (model + config + dataset) and ``predict``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from reslab.errors import CheckpointError, ReslabError
+from reslab.train.checkpoint import CHECKPOINT_DIR, checkpoint_path, load_into, load_weights
+from reslab.train.evaluation import Prediction, load_images, predict_images
+from reslab.train.rundir import read_config
+
+
+@dataclass
+class LoadedRun:
+    """A trained run: ``model`` (eval mode, CPU), ``config`` (the run's ``config.json`` as a dict),
+    ``dataset`` (loaded on first use from the config's data settings unless one was given),
+    ``run_dir`` and the ``checkpoint`` file the weights came from."""
+
+    model: nn.Module
+    config: dict[str, Any]
+    run_dir: Path
+    checkpoint: Path
+    _dataset: Any = field(default=None, repr=False)
+
+    @property
+    def dataset(self):
+        """The run's :class:`~reslab.data.ImageDataset` (loaded once, on first access)."""
+        if self._dataset is None:
+            self._dataset = dataset_of(self.config)
+        return self._dataset
+
+    @property
+    def class_names(self) -> list[str]:
+        names = self.config.get("class_names")
+        if names:
+            return list(names)
+        return list(self.dataset.class_names)
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        return tuple(self.config["mean"])
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        return tuple(self.config["std"])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return tuple(self.config["image_size"])  # type: ignore[return-value]
+
+
+def dataset_of(config: dict[str, Any]):
+    """Load the dataset a run was trained on, from its config's data settings."""
+    from reslab.data import load_dataset
+
+    try:
+        return load_dataset(config["data"], data_dir=config.get("data_dir"), **dict(config.get("data_options") or {}))
+    except ReslabError as exc:
+        raise type(exc)(f"{exc} (loading the data of the run, dataset {config['data']!r}; pass dataset=... "
+                        "or the data directory to use another copy)") from None
+
+
+def build_model(config: dict[str, Any]) -> nn.Module:
+    """The run's architecture with fresh weights."""
+    from reslab.models import create_model
+
+    for key in ("model", "num_classes", "in_chans"):
+        if key not in config:
+            raise CheckpointError(f"the run config lacks {key!r}; it was not written by reslab train")
+    return create_model(config["model"], num_classes=config["num_classes"], in_chans=config["in_chans"],
+                        **dict(config.get("model_options") or {}))
+
+
+def _split_source(run_dir: str | Path, checkpoint: str | Path) -> tuple[Path, str | Path]:
+    """Accept a checkpoint file in place of the run directory (``RUN/checkpoints/x.safetensors``)."""
+    path = Path(run_dir)
+    if path.is_file() and path.suffix == ".safetensors":
+        if path.parent.name != CHECKPOINT_DIR:
+            raise CheckpointError(f"{str(path)!r} is not inside a run's {CHECKPOINT_DIR}/ folder, so its model "
+                                  "settings are unknown; give the run directory")
+        return path.parent.parent, path
+    return path, checkpoint
+
+
+def load_run(run_dir: str | Path, checkpoint: str | Path = "last", dataset=None) -> LoadedRun:
+    """Load a trained run.
+
+    Args:
+        run_dir: a run directory (or a ``.safetensors`` file inside its ``checkpoints/``).
+        checkpoint: ``"last"``, ``"init"``, ``"ema"``, ``"epoch_5"``, or a ``.safetensors`` path.
+        dataset: an :class:`~reslab.data.ImageDataset` to use instead of loading the run's.
+
+    Returns a :class:`LoadedRun` whose model is in eval mode on the CPU.
+
+    Raises:
+        CheckpointError: the directory is not a run, the checkpoint is missing, corrupt, or
+            does not match the run's model.
+    """
+    run_dir, checkpoint = _split_source(run_dir, checkpoint)
+    config = read_config(run_dir)
+    path = checkpoint_path(run_dir, checkpoint)
+    state, _ = load_weights(path)
+    model = build_model(config)
+    load_into(model, state, repr(str(path)))
+    model.eval()
+    return LoadedRun(model=model, config=config, run_dir=run_dir, checkpoint=path, _dataset=dataset)
+
+
+def predict(source, images, top_k: int = 5, checkpoint: str | Path = "last") -> list[Prediction]:
+    """Top-k classes of images, the Python twin of ``reslab predict``.
+
+    Args:
+        source: a :class:`LoadedRun`, a run directory or a checkpoint file inside one.
+        images: paths of PNG/JPEG files (resized to the run's image size and channels), or
+            uint8 images ``(N, C, H, W)`` of the run's size.
+        top_k: classes per image, most probable first.
+    """
+    run = source if isinstance(source, LoadedRun) else load_run(source, checkpoint)
+    in_chans = int(run.config["in_chans"])
+    if isinstance(images, torch.Tensor):
+        tensor, names = images, None
+    else:
+        paths = [Path(p) for p in ([images] if isinstance(images, (str, Path)) else images)]
+        tensor, names = load_images(paths, in_chans, run.image_size), [str(p) for p in paths]
+    return predict_images(run.model, tensor, run.class_names, run.mean, run.std, top_k=top_k, sources=names)
+
+
+def list_run_checkpoints(run_dir: str | Path) -> list[str]:
+    """Every checkpoint name ``load_run`` accepts for this run (``init``, ``epoch_K``..., ``last``, ``ema``)."""
+    from reslab.train.checkpoint import list_checkpoints
+
+    directory = Path(run_dir) / CHECKPOINT_DIR
+    names = [n for n in ("init",) if (directory / f"{n}.safetensors").is_file()]
+    names += [f"epoch_{k}" for k in list_checkpoints(run_dir)]
+    names += [n for n in ("last", "ema") if (directory / f"{n}.safetensors").is_file()]
+    return names
+

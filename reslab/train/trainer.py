@@ -1,0 +1,641 @@
+"""The trainer: ``train(config) -> TrainResult``.
+
+One loop serves a laptop CPU, one GPU and ``torchrun`` with many processes:
+
+* data: the whole split lives on the device as uint8 (:class:`reslab.data.DeviceLoader`);
+  batches are cropped/flipped/normalised there with batched ops, sharded across ranks;
+* step: forward (bf16 autocast on CUDA when asked) → cross-entropy with label smoothing →
+  backward (split into ``accumulate`` micro-batches when asked) → optional gradient clipping →
+  SGD with the schedule's lr → EMA update. Loss and error sums stay on the device; the host
+  reads them only every few steps (no ``.item()`` per step, which would stall a GPU);
+* bookkeeping: per-epoch metrics, atomic checkpoints, exact resume, clean stop on
+  SIGINT/SIGTERM, a clear error on a non-finite loss or out-of-memory.
+
+Determinism: the seed fixes the initial weights (``seed_everything`` before the model is
+built), the data order and augmentation (the loader's (seed, epoch) generator) and dropout
+(the global torch generator, saved in checkpoints). On CPU the same seed gives bit-identical
+weights, and resuming from a checkpoint continues the same trajectory.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from reslab.errors import ConfigError, ReslabError, TrainingError
+from reslab.train import checkpoint as ckpt
+from reslab.train import rundir
+from reslab.train.config import RESUMABLE_KEYS, TrainConfig, config_differences
+from reslab.train.distributed import DistInfo, setup as setup_distributed
+from reslab.train.ema import ModelEMA
+from reslab.train.evaluation import eval_sums, result_from_sums
+from reslab.train.optim import build_optimizer, set_lr
+from reslab.train.schedules import LRSchedule, build_schedule
+from reslab.train.step import TrainStep
+from reslab.utils import seed_everything
+
+#: Steps between host reads of the running loss (finiteness check, progress bar).
+CHECK_EVERY = 10
+
+
+@dataclass
+class TrainResult:
+    """What a call to :func:`train` produced.
+
+    ``model`` is the trained network (eval mode, CPU); ``metrics`` the per-epoch records (as in
+    ``metrics.jsonl``); ``finished`` says whether the whole schedule ran; ``stopped_by`` is
+    ``"SIGINT"``/``"SIGTERM"``/``"stop_after_epoch"`` when it ended early (a checkpoint was saved).
+    """
+
+    run_dir: Path
+    config: TrainConfig
+    model: nn.Module
+    epoch: int
+    iteration: int
+    total_iterations: int
+    metrics: list[dict[str, Any]]
+    finished: bool
+    elapsed_s: float
+    stopped_by: str | None = None
+    ema_model: nn.Module | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def _last(self, key: str) -> float | None:
+        for record in reversed(self.metrics):
+            if record.get(key) is not None:
+                return record[key]
+        return None
+
+    @property
+    def test_error(self) -> float | None:
+        return self._last("test_error")
+
+    @property
+    def test_loss(self) -> float | None:
+        return self._last("test_loss")
+
+    @property
+    def test_accuracy(self) -> float | None:
+        error = self.test_error
+        return None if error is None else 1.0 - error
+
+    @property
+    def ema_test_error(self) -> float | None:
+        return self._last("ema_test_error")
+
+    def summary(self) -> str:
+        """One line: model, data, test accuracy, length and time, run directory."""
+        c = self.config
+        parts = [f"{c.model} on {c.data}:"]
+        if self.test_error is not None:
+            parts.append(f"test accuracy {100 * (1 - self.test_error):.2f}% "
+                         f"(error {100 * self.test_error:.2f}%, loss {self.test_loss:.4f})")
+        else:
+            parts.append("no test set")
+        if self.ema_test_error is not None:
+            parts.append(f"| EMA test accuracy {100 * (1 - self.ema_test_error):.2f}%")
+        state = "done" if self.finished else f"stopped ({self.stopped_by})"
+        parts.append(f"| {self.epoch} epochs, {self.iteration}/{self.total_iterations} iterations, "
+                     f"{self.elapsed_s:.1f} s, {state} | run: {self.run_dir}")
+        return " ".join(parts)
+
+
+# -- signals --------------------------------------------------------------------------------------
+class _StopRequest:
+    """Turns SIGINT/SIGTERM into a flag the loop checks after each step; a second one aborts."""
+
+    def __init__(self, announce) -> None:
+        self.signal_name: str | None = None
+        self._announce = announce
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "_StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.signal_name is not None:
+            raise KeyboardInterrupt  # the second signal: stop waiting for the step to finish
+        self.signal_name = signal.Signals(signum).name
+        self._announce(f"{self.signal_name} received: finishing the current step and saving a checkpoint "
+                       "(send it again to abort without saving)")
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+# -- helpers --------------------------------------------------------------------------------------
+def make_criterion(config: TrainConfig) -> nn.Module:
+    """The training loss: cross-entropy with the config's label smoothing."""
+    return nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+
+
+def _is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in str(exc) or "out of memory" in str(exc))
+
+
+def _oom_error(config: TrainConfig, per_rank: int, device: torch.device, where: str) -> TrainingError:
+    smaller = max(1, config.batch_size // 2)
+    return TrainingError(
+        f"out of memory on {device} {where} (batch size {config.batch_size}, {per_rank} per process per step); "
+        f"use a smaller --batch-size (e.g. {smaller}) or keep the batch and split each step with "
+        f"--set accumulate={2 * config.accumulate}; the last checkpoint is kept")
+
+
+def _depth(model: nn.Module) -> int:
+    from reslab.models import weight_layers
+
+    try:
+        return len(weight_layers(model))
+    except Exception:  # noqa: BLE001 - a model outside the registry: no depth-based rules
+        return 0
+
+
+def _all_finite(tensors) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in tensors if t.dtype.is_floating_point)
+
+
+class _Printer:
+    """Messages of rank 0: through tqdm (so bars are not broken) unless quiet."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def __call__(self, message: str) -> None:
+        if self.enabled:
+            from tqdm import tqdm
+
+            tqdm.write(f"reslab train: {message}", file=sys.stderr)
+
+
+# -- the trainer ----------------------------------------------------------------------------------
+def train(config: TrainConfig | None = None, *, resume: str | Path | None = None,
+          stop_after_epoch: int | None = None) -> TrainResult:
+    """Train a model as ``config`` says, writing a run directory; or continue one.
+
+    Args:
+        config: the settings (see :class:`TrainConfig`, :func:`resolve_config`). With
+            ``resume`` it may be omitted (the run's own settings are used) or change only
+            :data:`~reslab.train.config.RESUMABLE_KEYS` (e.g. more ``epochs``).
+        resume: a run directory to continue exactly from its ``last.state.pt``.
+        stop_after_epoch: save and return once this many epochs (of the whole run) are done,
+            leaving the run unfinished (continue it with ``resume``).
+
+    Returns a :class:`TrainResult`. Raises ConfigError (bad settings, a run directory that is
+    in use), DatasetError, ModelConfigError, CheckpointError (resume of a missing/corrupt run)
+    or TrainingError (non-finite loss, out of memory).
+    """
+    if config is None and resume is None:
+        raise ConfigError("train() needs a TrainConfig, or resume=RUN_DIR to continue a run")
+    state: dict[str, Any] | None = None
+    if resume is not None:
+        run_dir = Path(resume)
+        saved = rundir.read_config(run_dir)
+        base = TrainConfig.from_dict(saved, source=f"{run_dir / rundir.CONFIG_FILE}")
+        if config is None:
+            config = base
+        else:
+            changed = {k: v for k, v in config_differences(base, config).items() if k not in RESUMABLE_KEYS}
+            if changed:
+                listing = ", ".join(f"{k} ({old!r} -> {new!r})" for k, (old, new) in sorted(changed.items()))
+                raise ConfigError(f"cannot change {listing} when resuming {str(run_dir)!r}: it would not continue the "
+                                  f"same run; only {', '.join(sorted(RESUMABLE_KEYS))} may change. Start a fresh run "
+                                  "with --out DIR instead")
+        config = config.replace(out=str(run_dir))
+        state = ckpt.load_state(rundir.state_path(run_dir))
+    else:
+        assert config is not None
+        run_dir = Path(config.out) if config.out else rundir.default_run_dir(config.model, config.data)
+
+    dist_info = setup_distributed(config.device)
+    try:
+        if resume is None and dist_info.is_main:
+            rundir.check_fresh(run_dir)
+        return _Trainer(config, run_dir, dist_info, state, stop_after_epoch).run()
+    finally:
+        dist_info.close()
+
+
+class _Trainer:
+    def __init__(self, config: TrainConfig, run_dir: Path, dist_info: DistInfo, state: dict | None,
+                 stop_after_epoch: int | None) -> None:
+        self.config = config
+        self.run_dir = run_dir
+        self.dist = dist_info
+        self.device = dist_info.device
+        self.resume_state = state
+        self.stop_after_epoch = stop_after_epoch
+        self.is_main = dist_info.is_main
+        self.say = _Printer(self.is_main and not config.quiet)
+        self.notes: list[str] = []
+
+    # -- set-up -------------------------------------------------------------------------------
+    def _load_data(self):
+        from reslab.data import load_dataset
+
+        c = self.config
+        load = lambda download: load_dataset(c.data, data_dir=c.data_dir, download=download, **c.data_options)  # noqa: E731
+        if self.dist.distributed and c.download:
+            # One download, then everyone reads the files.
+            dataset = load(True) if self.is_main else None
+            self.dist.barrier()
+            return dataset if dataset is not None else load(False)
+        return load(c.download)
+
+    def _build(self) -> None:
+        from reslab.data import AugmentConfig, DeviceLoader
+        from reslab.models import create_model
+
+        c, d = self.config, self.dist
+        if c.bf16 and self.device.type != "cuda":
+            self.notes.append("bf16 autocast is for CUDA; training in float32 on the CPU")
+        if c.sync_bn and d.distributed and self.device.type != "cuda":
+            self.notes.append("sync_bn needs CUDA (torch's SyncBatchNorm has no CPU kernel); on CPU each rank's "
+                              "BatchNorm uses its own shard's statistics, like accumulate=world_size micro-batches")
+
+        if c.threads:
+            torch.set_num_threads(c.threads)
+        seed_everything(c.seed)
+        self.dataset = ds = self._load_data()
+        self.model = model = create_model(c.model, num_classes=ds.num_classes, in_chans=ds.in_chans, **c.model_options)
+        self.depth = _depth(model)
+        self.init_state = ckpt.cpu_state_dict(model.state_dict())
+
+        if c.batch_size % d.world_size:
+            raise ConfigError(f"--batch-size {c.batch_size} must be divisible by the number of processes "
+                              f"({d.world_size}): each rank takes an equal share of every global batch")
+        self.per_rank_batch = c.batch_size // d.world_size
+        if self.per_rank_batch % c.accumulate:
+            raise ConfigError(f"accumulate={c.accumulate} must divide the per-process batch {self.per_rank_batch}")
+        num_train = int(ds.train_images.shape[0])
+        if c.batch_size > num_train:
+            raise ConfigError(f"--batch-size {c.batch_size} is larger than the training set of {c.data!r} "
+                              f"({num_train} images), so an epoch has no full batch; use --batch-size {num_train} "
+                              "or less")
+        try:
+            self.loader = DeviceLoader(
+                ds.train_images, ds.train_labels, batch_size=self.per_rank_batch, device=self.device, train=True,
+                augment=AugmentConfig(crop_padding=c.crop_padding, flip=c.flip, cutout=c.cutout),
+                mean=ds.mean, std=ds.std, seed=c.seed, drop_last=True, rank=d.rank, world_size=d.world_size,
+                channels_last=c.channels_last)
+            self.test_loader = None
+            if ds.test_images.shape[0] > 0:
+                self.test_loader = DeviceLoader(
+                    ds.test_images, ds.test_labels, batch_size=c.eval_batch_size, device=self.device, train=False,
+                    mean=ds.mean, std=ds.std, rank=d.rank, world_size=d.world_size, channels_last=c.channels_last)
+        except Exception as exc:  # noqa: BLE001
+            if _is_oom(exc):
+                raise TrainingError(f"the dataset does not fit in {self.device} memory ({exc}); use a smaller dataset "
+                                    "or another device") from None
+            raise
+        self.steps_per_epoch = len(self.loader)
+        self.total_iterations = c.iterations if c.iterations is not None else c.epochs * self.steps_per_epoch
+        self.total_epochs = math.ceil(self.total_iterations / self.steps_per_epoch)
+        self.schedule: LRSchedule = build_schedule(c, self.steps_per_epoch, self.total_iterations, self.depth)
+        self.notes.extend(self.schedule.notes)
+
+        memory_format = torch.channels_last if c.channels_last else torch.contiguous_format
+        model.to(self.device, memory_format=memory_format)
+        if c.sync_bn and d.distributed and self.device.type == "cuda":
+            model = self.model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.optimizer = build_optimizer(model, c)
+        self.ema = ModelEMA(model, c.ema_decay) if c.ema else None
+        self.criterion = make_criterion(c)
+        net: nn.Module = model
+        self.ddp = None
+        if d.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.ddp = net = DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            # Different dropout / drop-path masks on each rank (their data differ too).
+            torch.manual_seed(c.seed + 1_000_003 * d.rank)
+        if c.compile:
+            net = torch.compile(net)
+        self.net = net
+        self.step = TrainStep(net, model, self.optimizer, self.criterion, accumulate=c.accumulate,
+                              grad_clip=c.grad_clip, bf16=c.bf16, ema=self.ema, ddp=self.ddp)
+
+    def _resolved_config(self) -> dict[str, Any]:
+        c, ds = self.config, self.dataset
+        resolved = c.to_dict()
+        resolved["out"] = str(self.run_dir)
+        resolved.update({
+            "num_classes": ds.num_classes, "in_chans": ds.in_chans, "image_size": list(ds.image_size),
+            "mean": list(ds.mean), "std": list(ds.std), "class_names": list(ds.class_names),
+            "data_source": ds.source,
+            "dataset": {"name": ds.name, "source": ds.source, "options": dict(ds.options),
+                        "num_train": int(ds.train_images.shape[0]), "num_test": int(ds.test_images.shape[0])},
+            "model_settings": dict(getattr(self.model, "model_options", {})),
+            "depth": self.depth,
+            "num_parameters": sum(p.numel() for p in self.model.parameters()),
+            "device": str(self.device), "world_size": self.dist.world_size, "per_rank_batch": self.per_rank_batch,
+            "steps_per_epoch": self.steps_per_epoch, "total_iterations": self.total_iterations,
+            "total_epochs": self.total_epochs, "warmup_iterations": self.schedule.warmup,
+            "augment": c.augment_summary, "notes": list(self.notes),
+            "versions": rundir.versions(),
+            "written": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        })
+        return resolved
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def _save(self, *, finished: bool, epoch_done: int, batch_in_epoch: int, partial: dict | None,
+              snapshot: bool) -> None:
+        """Write last (+ ema, + epoch snapshot) weights and then the state (the commit point)."""
+        if not self.is_main:
+            return
+        weights = self.model.state_dict()
+        if not _all_finite(weights.values()):
+            raise TrainingError("the weights are no longer finite (NaN/Inf); not saving them. The last good "
+                                f"checkpoint in {self.run_dir / ckpt.CHECKPOINT_DIR} is kept")
+        directory = rundir.checkpoints_dir(self.run_dir)
+        meta = {"model": self.config.model, "epoch": epoch_done, "iteration": self.iteration,
+                "batch_in_epoch": batch_in_epoch}
+        weights = ckpt.cpu_state_dict(weights)
+        ckpt.save_weights(directory / "last.safetensors", weights, meta)
+        if self.ema is not None:
+            ckpt.save_weights(directory / "ema.safetensors", self.ema.module.state_dict(), meta)
+        if snapshot:
+            ckpt.save_weights(directory / ckpt.epoch_file(epoch_done), weights, meta)
+        state = {
+            "format": ckpt.STATE_FORMAT,
+            "epoch": epoch_done,
+            "batch_in_epoch": batch_in_epoch,
+            "iteration": self.iteration,
+            "total_iterations": self.total_iterations,
+            "finished": finished,
+            "model": weights,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": {"iteration": self.iteration, "kind": self.schedule.kind},
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "rng": ckpt.capture_rng(),
+            "metrics": list(self.metrics),
+            "partial": partial,
+            "elapsed_s": self._elapsed(),
+        }
+        ckpt.save_state(rundir.state_path(self.run_dir), state)
+
+    def _restore(self, state: dict) -> None:
+        ckpt.load_into(self.model, state["model"], f"{rundir.state_path(self.run_dir)}")
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError) as exc:
+            raise ckpt.CheckpointError(f"the optimizer state in {rundir.state_path(self.run_dir)} does not match the "
+                                       f"model ({exc})") from None
+        if self.ema is not None:
+            if state.get("ema") is None:
+                raise ckpt.CheckpointError("the run was trained without EMA; it cannot be resumed with ema=true")
+            self.ema.load_state_dict(state["ema"])
+        self.iteration = int(state["iteration"])
+        self.start_epoch = int(state["epoch"])
+        self.skip_batches = int(state.get("batch_in_epoch") or 0)
+        self.partial = state.get("partial")
+        self.metrics = list(state.get("metrics") or [])
+        self.elapsed_before = float(state.get("elapsed_s") or 0.0)
+        if self.iteration >= self.total_iterations:
+            raise ConfigError(f"the run in {str(self.run_dir)!r} already finished {self.iteration} of "
+                              f"{self.total_iterations} iterations; to train longer pass more --epochs "
+                              f"(it has done {self.start_epoch})")
+        ckpt.restore_rng(state["rng"])
+
+    def _elapsed(self) -> float:
+        return self.elapsed_before + (time.perf_counter() - self.session_start)
+
+    # -- the loop -----------------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        c = self.config
+        self.session_start = time.perf_counter()
+        self.iteration, self.start_epoch, self.skip_batches = 0, 0, 0
+        self.partial: dict | None = None
+        self.metrics: list[dict[str, Any]] = []
+        self.elapsed_before = 0.0
+        self._build()
+        resolved = self._resolved_config()
+        if self.resume_state is not None:
+            self._restore(self.resume_state)
+            resolved["resumed_at_iteration"] = self.iteration
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "analysis").mkdir(exist_ok=True)
+            rundir.write_config(self.run_dir, resolved)
+            if self.resume_state is None:
+                ckpt.save_weights(rundir.checkpoints_dir(self.run_dir) / "init.safetensors", self.init_state,
+                                  {"model": c.model, "epoch": 0, "iteration": 0})
+        for note in self.notes:
+            self.say(f"note: {note}")
+        self.say(f"{c.model} ({self.depth} layers) on {c.data} ({self.loader.dataset_size} train images), "
+                 f"{self.total_iterations} iterations = {self.total_epochs} epochs of {self.steps_per_epoch}, "
+                 f"batch {c.batch_size}, {self.device}"
+                 + (f" x{self.dist.world_size}" if self.dist.distributed else "") + f", run dir {self.run_dir}")
+
+        writer = self._tensorboard() if c.tensorboard and self.is_main else None
+        stopped_by = None
+        try:
+            with _StopRequest(self.say) as stop:
+                stopped_by = self._loop(stop, writer)
+        finally:
+            if writer is not None:
+                writer.close()
+        self.dist.barrier()
+        finished = stopped_by is None
+        model = self.model.to("cpu").eval()
+        ema_model = self.ema.module.to("cpu").eval() if self.ema is not None else None
+        return TrainResult(run_dir=self.run_dir, config=c, model=model, epoch=self.epoch_done,
+                           iteration=self.iteration, total_iterations=self.total_iterations,
+                           metrics=list(self.metrics), finished=finished, elapsed_s=self._elapsed(),
+                           stopped_by=stopped_by, ema_model=ema_model, notes=list(self.notes))
+
+    def _tensorboard(self):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise ConfigError("--tensorboard needs the tensorboard package: pip install 'reslab[tensorboard]'") from None
+        return SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step on the batch; returns (loss·n, wrong) as device tensors."""
+        return self.step(x, y)
+
+    def _evaluate(self, model: nn.Module):
+        if self.test_loader is None:
+            return None
+        sums = eval_sums(model, iter(self.test_loader), self.config.bf16)
+        return result_from_sums(self.dist.all_reduce_sum(sums).cpu())
+
+    def _sync_buffers(self) -> None:
+        """Give every rank rank 0's BatchNorm statistics before evaluating (DDP broadcasts them only in forward)."""
+        if self.dist.distributed:
+            import torch.distributed as dist
+
+            for buffer in self.model.buffers():
+                dist.broadcast(buffer, src=0)
+
+    def _loop(self, stop: _StopRequest, writer) -> str | None:
+        from tqdm import tqdm
+
+        c, d = self.config, self.dist
+        self.epoch_done = self.start_epoch
+        show_bar = self.is_main and not c.quiet and sys.stderr.isatty()
+        for epoch in range(self.start_epoch, self.total_epochs):
+            self.loader.set_epoch(epoch)
+            self.model.train()
+            steps = min(self.steps_per_epoch, self.total_iterations - epoch * self.steps_per_epoch)
+            skip = self.skip_batches if epoch == self.start_epoch else 0
+            partial = self.partial if (epoch == self.start_epoch and skip) else None
+            sums = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss·n, wrong, n
+            train_time = 0.0
+            if partial:
+                sums += torch.tensor([partial["loss_sum"], partial["wrong"], partial["count"]], dtype=torch.float64,
+                                     device=self.device)
+                train_time = float(partial["train_time_s"])
+            bar = tqdm(total=steps, initial=skip, desc=f"epoch {epoch + 1}/{self.total_epochs}", unit="step",
+                       leave=False, disable=not show_bar, dynamic_ncols=True, file=sys.stderr)
+            window = torch.zeros((), dtype=torch.float64, device=self.device)
+            window_count = 0
+            start = time.perf_counter()
+            batch = skip
+            stopped_by = None
+            try:
+                for index, (x, y) in enumerate(self.loader):
+                    if index < skip:
+                        continue  # resuming mid-epoch: the plan of the epoch is the same, skip done batches
+                    if index >= steps:
+                        break
+                    set_lr(self.optimizer, self.schedule.lr_at(self.iteration))
+                    try:
+                        loss_sum, wrong = self._step(x, y)
+                    except Exception as exc:  # noqa: BLE001
+                        if _is_oom(exc):
+                            raise _oom_error(c, self.per_rank_batch, self.device, f"in epoch {epoch + 1}") from None
+                        if c.compile and self.iteration == 0 and not isinstance(exc, ReslabError):
+                            raise TrainingError(f"torch.compile failed ({type(exc).__name__}: {exc}); train without "
+                                                "--set compile=true") from None
+                        raise
+                    self.iteration += 1
+                    batch = index + 1
+                    sums[0] += loss_sum
+                    sums[1] += wrong
+                    sums[2] += y.numel()
+                    window += loss_sum
+                    window_count += y.numel()
+                    bar.update(1)
+                    if batch % CHECK_EVERY == 0 or batch == steps:
+                        self._check_finite(window, window_count, epoch, bar)
+                        window.zero_()
+                        window_count = 0
+                    if d.any(stop.signal_name is not None):
+                        stopped_by = stop.signal_name or "signal on another rank"
+                        break
+            finally:
+                bar.close()
+            train_time += time.perf_counter() - start
+            if stopped_by is not None and batch < steps:
+                self._check_finite(window, max(window_count, 1), epoch, None)
+                # Ranks resume from rank 0's file, so store the global sums / W: every rank adds
+                # that share back and the epoch-end all-reduce restores the global total.
+                loss_sum_, wrong_, count_ = (self.dist.all_reduce_sum(sums.clone()) / d.world_size).tolist()
+                self._save(finished=False, epoch_done=epoch, batch_in_epoch=batch, snapshot=False,
+                           partial={"loss_sum": loss_sum_, "wrong": wrong_, "count": count_,
+                                    "train_time_s": train_time})
+                self.say(f"stopped by {stopped_by} in epoch {epoch + 1} at iteration {self.iteration}; checkpoint "
+                         f"saved. Continue with: reslab train --resume {self.run_dir}")
+                return stopped_by
+            self._end_epoch(epoch, sums, train_time, writer)
+            if stopped_by is not None:
+                self.say(f"stopped by {stopped_by} after epoch {epoch + 1}; checkpoint saved. "
+                         f"Continue with: reslab train --resume {self.run_dir}")
+                return stopped_by
+            if self.stop_after_epoch is not None and self.epoch_done >= self.stop_after_epoch \
+                    and self.epoch_done < self.total_epochs:
+                return "stop_after_epoch"
+        return None
+
+    def _check_finite(self, window: torch.Tensor, count: int, epoch: int, bar) -> None:
+        value = float(window) / max(count, 1)
+        bad = not math.isfinite(value)
+        if self.dist.any(bad):
+            last = rundir.state_path(self.run_dir)
+            kept = (f"the last good checkpoint {last} (iteration {self._saved_iteration()}) is kept"
+                    if last.is_file() else "no checkpoint had been saved yet")
+            raise TrainingError(
+                f"the training loss became {value} in epoch {epoch + 1} near iteration "
+                f"{self.iteration} (lr {self.schedule.lr_at(max(self.iteration - 1, 0)):.4g}); training stopped and "
+                f"{kept}. Lower --lr, add warm-up (--set warmup=500) or clip gradients (--set grad_clip=1)")
+        if bar is not None and not bar.disable:
+            bar.set_postfix(loss=f"{value:.3f}", lr=f"{self.schedule.lr_at(self.iteration - 1):.3g}", refresh=False)
+
+    def _saved_iteration(self) -> str:
+        try:
+            return str(ckpt.load_state(rundir.state_path(self.run_dir))["iteration"])
+        except ReslabError:
+            return "?"
+
+    def _end_epoch(self, epoch: int, sums: torch.Tensor, train_time: float, writer) -> None:
+        c = self.config
+        eval_start = time.perf_counter()
+        loss_sum, wrong, count = self.dist.all_reduce_sum(sums).tolist()
+        last_epoch = epoch + 1 == self.total_epochs
+        test = ema_test = None
+        if (epoch + 1) % c.eval_every == 0 or last_epoch or (
+                self.stop_after_epoch is not None and epoch + 1 >= self.stop_after_epoch):
+            self._sync_buffers()
+            test = self._evaluate(self.model)
+            if self.ema is not None:
+                ema_test = self._evaluate(self.ema.module)
+        eval_time = time.perf_counter() - eval_start
+        record = {
+            "epoch": epoch + 1,
+            "iteration": self.iteration,
+            "lr": self.schedule.lr_at(self.iteration - 1),
+            "train_loss": loss_sum / count if count else None,
+            "train_error": wrong / count if count else None,
+            "test_loss": test.loss if test else None,
+            "test_error": test.error if test else None,
+            "ema_test_loss": ema_test.loss if ema_test else None,
+            "ema_test_error": ema_test.error if ema_test else None,
+            "images_per_s": count / train_time if train_time > 0 else None,
+            "epoch_time_s": train_time + eval_time,
+            "elapsed_s": self._elapsed(),
+        }
+        self.metrics.append(record)
+        self.epoch_done = epoch + 1
+        finished = self.iteration >= self.total_iterations
+        snapshot = c.save_every > 0 and (epoch + 1) % c.save_every == 0
+        self._save(finished=finished, epoch_done=epoch + 1, batch_in_epoch=0, partial=None, snapshot=snapshot)
+        if self.is_main:
+            rundir.write_metrics(self.run_dir, self.metrics)
+            if writer is not None:
+                for key, value in record.items():
+                    if key not in ("epoch", "iteration") and value is not None:
+                        writer.add_scalar(key, value, self.iteration)
+                writer.flush()
+        self.say(_epoch_line(record, self.total_epochs))
+
+
+def _epoch_line(record: dict[str, Any], total_epochs: int) -> str:
+    parts = [f"epoch {record['epoch']}/{total_epochs}", f"lr {record['lr']:.4g}",
+             f"train loss {record['train_loss']:.4f} error {100 * record['train_error']:.2f}%"]
+    if record["test_error"] is not None:
+        parts.append(f"test loss {record['test_loss']:.4f} error {100 * record['test_error']:.2f}%")
+    if record["ema_test_error"] is not None:
+        parts.append(f"EMA test error {100 * record['ema_test_error']:.2f}%")
+    if record["images_per_s"] is not None:
+        parts.append(f"{record['images_per_s']:.0f} img/s")
+    parts.append(f"{record['epoch_time_s']:.1f} s")
+    return " | ".join(parts)
+
