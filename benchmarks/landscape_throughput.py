@@ -1,0 +1,172 @@
+"""Loss-landscape throughput: reslab's evaluator vs the reference design, same machine, one run.
+
+The reference is the design of Li et al.'s loss-landscape code, written plainly and fairly:
+for each grid point, copy the perturbed weights into the model's parameters, then stream the
+samples through a ``torch.utils.data.DataLoader`` (batch 128, ``shuffle=False``) whose
+``Dataset`` normalises each sample as it is read (as ``transforms.Normalize`` does), under
+``torch.no_grad()`` in eval mode, accumulating ``CrossEntropyLoss`` and correct predictions.
+
+reslab's path (:class:`reslab.analysis.landscape.LandscapeEvaluator`): samples normalised once
+and resident on the device, weights passed with ``functional_call``, ``inference_mode``, large
+batches, channels-last on CPU (or ``--method vmap``: several points per pass).
+
+Both evaluate the same points of the same filter-normalised random plane on the same samples;
+the script checks that their losses agree, times each ``--repeats`` times alternately (the
+best time of each counts, which filters out other processes' load), and prints the ratio last.
+
+    python benchmarks/landscape_throughput.py                       # ResNet-20, digits, CPU
+    python benchmarks/landscape_throughput.py --model resnet56 --data cifar10 --data-dir data \\
+        --samples 10000 --grid 5 --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from reslab.analysis.landscape import LandscapeEvaluator, random_plane  # noqa: E402
+from reslab.analysis.landscape.surface import grid_points  # noqa: E402
+from reslab.data import load_dataset, normalize  # noqa: E402
+from reslab.models import create_model  # noqa: E402
+
+
+class NormalizedImages(Dataset):
+    """The reference's dataset: uint8 images normalised one sample at a time in ``__getitem__``."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean, std):
+        self.images, self.labels = images, labels
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, index: int):
+        image = self.images[index].to(torch.float32).div_(255.0)
+        return (image - self.mean) / self.std, self.labels[index]
+
+
+def reference_evaluate(model: torch.nn.Module, plane, coords: torch.Tensor, loader: DataLoader,
+                       device: torch.device) -> list[float]:
+    """One point at a time: set the weights, run the loader, accumulate; returns the losses."""
+    parameters = dict(model.named_parameters())
+    losses = []
+    model.eval()
+    with torch.no_grad():
+        for a, b in coords.tolist():
+            for name, p in parameters.items():
+                p.copy_(plane.origin[name] + a * plane.axes[0][name] + b * plane.axes[1][name])
+            total, correct, count = 0.0, 0, 0
+            for inputs, targets in loader:
+                inputs, targets = inputs.to(device), targets.to(device)
+                outputs = model(inputs)
+                total += F.cross_entropy(outputs, targets).item() * targets.shape[0]
+                correct += (outputs.argmax(dim=1) == targets).sum().item()
+                count += targets.shape[0]
+            losses.append(total / count)
+    return losses
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="resnet20", help="model name (default resnet20)")
+    parser.add_argument("--data", default="digits", help="digits (default, embedded) or cifar10 (needs --data-dir)")
+    parser.add_argument("--data-dir", default=None, help="where the dataset's files are")
+    parser.add_argument("--samples", type=int, default=None, help="training images to evaluate on (default: all)")
+    parser.add_argument("--grid", type=int, default=4, help="points per axis of the timed grid (default 4: 16 points)")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("--method", default="auto", choices=["auto", "loop", "vmap"], help="reslab's method")
+    parser.add_argument("--batch-size", type=int, default=None, help="reslab's batch size (default 512 CPU, 2048 GPU)")
+    parser.add_argument("--chunk-size", type=int, default=8, help="points per pass with --method vmap")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="reslab's concurrent points on CPU (default: torch's thread count)")
+    parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
+                        help="reslab's precision (bf16/fp16: autocast, for GPUs)")
+    parser.add_argument("--no-fold-bn", action="store_true", help="reslab without folding BN into convs")
+    parser.add_argument("--ref-batch-size", type=int, default=128, help="the reference's batch size (default 128)")
+    parser.add_argument("--ref-workers", type=int, default=0, help="the reference DataLoader's workers (default 0)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repetitions of each (best counts; default 3)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    args = parser.parse_args(argv)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    dataset = load_dataset(args.data, data_dir=args.data_dir)
+    images, labels = dataset.train_images, dataset.train_labels
+    if args.samples is not None:
+        images, labels = images[:args.samples], labels[:args.samples]
+    torch.manual_seed(0)
+    model = create_model(args.model, num_classes=dataset.num_classes, in_chans=dataset.in_chans).eval()
+    plane = random_plane(model, dims=2, seed=0)
+    axis = torch.linspace(-1, 1, args.grid, dtype=torch.float64).numpy()
+    coords = torch.from_numpy(grid_points(axis, axis))
+    points = coords.shape[0]
+
+    print(f"model {args.model} ({sum(p.numel() for p in model.parameters()):,} parameters), data {dataset.name} "
+          f"{tuple(images.shape[1:])}, {images.shape[0]} samples, {points} grid points, device {device}, "
+          f"{torch.get_num_threads()} CPU threads, torch {torch.__version__}")
+
+    ref_model = create_model(args.model, num_classes=dataset.num_classes, in_chans=dataset.in_chans)
+    ref_model.load_state_dict(model.state_dict())
+    ref_model.to(device).eval()
+    ref_plane = plane.to(device)
+    loader = DataLoader(NormalizedImages(images, labels, dataset.mean, dataset.std), batch_size=args.ref_batch_size,
+                        shuffle=False, num_workers=args.ref_workers, persistent_workers=args.ref_workers > 0)
+
+    x = normalize(images, dataset.mean, dataset.std)
+    evaluator = LandscapeEvaluator(model, x, labels, batch_size=args.batch_size, device=device, method=args.method,
+                                   chunk_size=args.chunk_size, workers=args.workers, fold_bn=not args.no_fold_bn,
+                                   precision=args.precision)
+    our_plane = plane.to(device)
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    def run_reference():
+        return reference_evaluate(ref_model, ref_plane, coords, loader, device)
+
+    def run_ours():
+        return evaluator.evaluate(our_plane, coords)[0].tolist()
+
+    # Warm-up (allocator, oneDNN primitive caches, cuDNN autotuning) on the first point, then check agreement.
+    reference_evaluate(ref_model, ref_plane, coords[:1], loader, device)
+    evaluator.evaluate(our_plane, coords[:1])
+    best = {"reference": float("inf"), "reslab": float("inf")}
+    cpu = {"reference": float("inf"), "reslab": float("inf")}
+    values = {}
+    for _ in range(max(1, args.repeats)):
+        for name, fn in (("reference", run_reference), ("reslab", run_ours)):
+            sync()
+            start, start_cpu = time.perf_counter(), time.process_time()
+            values[name] = fn()
+            sync()
+            best[name] = min(best[name], time.perf_counter() - start)
+            cpu[name] = min(cpu[name], time.process_time() - start_cpu)
+    diff = max(abs(a - b) / max(abs(a), 1e-12) for a, b in zip(values["reference"], values["reslab"]))
+    print(f"losses agree: max relative difference {diff:.2e} over {points} points")
+    rate = {name: points / seconds for name, seconds in best.items()}
+    print(f"reference (one point at a time, DataLoader batch {args.ref_batch_size}): {rate['reference']:.2f} points/s")
+    print(f"reslab (method {evaluator.method}, batch {evaluator.batch_size}, channels_last {evaluator.channels_last}, "
+          f"{evaluator.bn_folded} BN folded, {evaluator.pointwise_fused} conv+ReLU fused, "
+          f"{evaluator.workers} worker(s)): "
+          f"{rate['reslab']:.2f} points/s")
+    print(f"projected 51x51 surface with reslab: {51 * 51 / rate['reslab']:.0f} s")
+    # CPU seconds of this process: on a machine shared with other jobs, less noisy than wall time.
+    if device.type == "cpu":
+        print(f"CPU-time ratio reslab/reference: {cpu['reference'] / cpu['reslab']:.2f}x "
+              f"({cpu['reference']:.2f} s vs {cpu['reslab']:.2f} s of CPU time)")
+    print(f"ratio reslab/reference: {rate['reslab'] / rate['reference']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,506 @@
+"""Curvature of the loss: Hessian eigenvalues, trace, spectral density and Li et al.'s convexity map.
+
+Everything is built on Hessian-vector products ``H v`` (never the Hessian itself, which for a
+ResNet-56 would have 10¹¹ entries), computed exactly by double backpropagation over the
+samples (or by forward-over-reverse autodiff, ``jvp(grad(f))``), with BatchNorm in eval mode:
+the Hessian is that of the function the landscape plots show.
+
+* top-k eigenvalues: power iteration with deflation (largest magnitude first);
+* trace: Hutchinson's estimator ``E[zᵀ H z]`` with Rademacher ``z`` (with its standard error);
+* spectral density: stochastic Lanczos quadrature (Ghorbani et al. 2019) — a few Lanczos runs
+  from random starts; each tridiagonal matrix's eigenvalues (Ritz values) and the squared first
+  components of its eigenvectors (weights) give a quadrature of the density, smoothed with
+  Gaussians;
+* λmin and the convexity measure ``|λmin / λmax|`` of Li et al. 2018 (§6): near 0, the
+  surface has no significant negative curvature (convex-looking); large, it is saddle-like.
+  λmin comes from Lanczos (the smallest Ritz value) or from power iteration on ``H − λmax·I``;
+* a map of ``λmin``, ``λmax`` and the ratio over a coarse grid of the random filter-normalised
+  plane that ``reslab analyze landscape`` uses with the same seed.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from reslab.analysis.common import Result
+from reslab.errors import AnalysisError
+
+HVP_METHODS = ("double_backward", "forward_over_reverse")
+MIN_METHODS = ("lanczos", "power")
+HVP = Callable[[torch.Tensor], torch.Tensor]
+
+
+# -- the operator --------------------------------------------------------------------------------
+class HessianOperator:
+    """``v ↦ H v`` for the mean loss of ``model`` on fixed samples, w.r.t. its trainable parameters.
+
+    Args:
+        model: the network (copied to ``device``, eval mode: BN uses its running statistics).
+        inputs: ``(N, ...)`` model inputs (normalised images ``(N, C, H, W)``).
+        targets: ``(N, ...)`` labels (int64 for cross-entropy) or regression targets.
+        loss_fn: ``loss_fn(outputs, targets) -> mean loss``; default cross-entropy.
+        batch_size: samples per pass; the loss is the exact mean over all N samples.
+        device: where to compute.
+        method: ``"double_backward"`` (default) or ``"forward_over_reverse"``.
+
+    Vectors are flat float32 ``(dim,)`` tensors on ``device``, parameters concatenated in
+    ``named_parameters`` order. :meth:`set_point` moves the operator to other weights.
+    """
+
+    def __init__(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *,
+                 loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                 batch_size: int = 256, device: str | torch.device = "cpu", method: str = "double_backward"):
+        if method not in HVP_METHODS:
+            raise AnalysisError(f"--hvp must be one of {', '.join(HVP_METHODS)}, got {method!r}")
+        if inputs.shape[0] == 0 or inputs.shape[0] != targets.shape[0]:
+            raise AnalysisError(f"need N ≥ 1 inputs with as many targets, got {tuple(inputs.shape)} and "
+                                f"{tuple(targets.shape)}")
+        if batch_size < 1:
+            raise AnalysisError(f"--batch-size must be at least 1, got {batch_size}")
+        self.device = torch.device(device)
+        self.method = method
+        self.loss_fn = loss_fn or (lambda outputs, y: F.cross_entropy(outputs, y))
+        self.model = copy.deepcopy(model).to(self.device).eval()
+        self.names = [n for n, p in self.model.named_parameters() if p.requires_grad]
+        self.shapes = [tuple(p.shape) for n, p in self.model.named_parameters() if p.requires_grad]
+        self.sizes = [math.prod(s) for s in self.shapes]
+        self.dim = int(sum(self.sizes))
+        self.num_samples = int(inputs.shape[0])
+        self.batches = [(inputs[s:s + batch_size].to(self.device), targets[s:s + batch_size].to(self.device))
+                        for s in range(0, self.num_samples, batch_size)]
+        self.fixed = {k: v for k, v in self.model.state_dict().items() if k not in set(self.names)}
+        self.point = {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
+        self.products = 0  # Hessian-vector products computed so far
+
+    # -- weights ------------------------------------------------------------------------------
+    def set_point(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Evaluate H at ``state`` (parameters by name; buffers by name are taken too)."""
+        for name in self.names:
+            if name in state:
+                self.point[name] = state[name].detach().to(self.device, torch.float32).clone()
+        for name in self.fixed:
+            if name in state and state[name].is_floating_point():
+                self.fixed[name] = state[name].detach().to(self.device, self.fixed[name].dtype).clone()
+
+    def flatten(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
+        return torch.cat([p.reshape(-1) for p in parts])
+
+    def unflatten(self, vector: torch.Tensor) -> list[torch.Tensor]:
+        return [chunk.view(shape) for chunk, shape in zip(torch.split(vector, self.sizes), self.shapes)]
+
+    # -- values -------------------------------------------------------------------------------
+    def _batch_loss(self, params: Mapping[str, torch.Tensor], xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        outputs = functional_call(self.model, ({**params}, self.fixed), (xb,))
+        return self.loss_fn(outputs, yb) * (xb.shape[0] / self.num_samples)
+
+    def loss(self) -> float:
+        """The mean loss at the current point."""
+        with torch.no_grad():
+            return float(sum(self._batch_loss(self.point, xb, yb).double() for xb, yb in self.batches))
+
+    def hvp(self, vector: torch.Tensor) -> torch.Tensor:
+        """``H v`` for a flat ``(dim,)`` vector; exact (no finite differences)."""
+        if vector.shape != (self.dim,):
+            raise AnalysisError(f"vector must have shape ({self.dim},), got {tuple(vector.shape)}")
+        vector = vector.to(self.device, torch.float32)
+        tangents = dict(zip(self.names, self.unflatten(vector)))
+        out = torch.zeros(self.dim, dtype=torch.float32, device=self.device)
+        for xb, yb in self.batches:
+            if self.method == "forward_over_reverse":
+                parts = self._hvp_forward_over_reverse(tangents, xb, yb)
+            else:
+                parts = self._hvp_double_backward(tangents, xb, yb)
+            out += self.flatten(parts)
+        self.products += 1
+        return out
+
+    def _hvp_double_backward(self, tangents, xb, yb) -> list[torch.Tensor]:
+        with torch.enable_grad():
+            params = {n: p.detach().requires_grad_(True) for n, p in self.point.items()}
+            loss = self._batch_loss(params, xb, yb)
+            leaves = [params[n] for n in self.names]
+            grads = torch.autograd.grad(loss, leaves, create_graph=True, allow_unused=True)
+            terms = [(g * tangents[n]).sum() for g, n in zip(grads, self.names) if g is not None and g.requires_grad]
+            if not terms:  # the loss is linear in every parameter: H = 0
+                return [torch.zeros_like(leaf) for leaf in leaves]
+            products = torch.autograd.grad(sum(terms), leaves, allow_unused=True)
+        return [torch.zeros_like(leaf) if p is None else p.detach() for p, leaf in zip(products, leaves)]
+
+    def _hvp_forward_over_reverse(self, tangents, xb, yb) -> list[torch.Tensor]:
+        def loss_of(params):
+            return self._batch_loss(params, xb, yb)
+
+        with torch.enable_grad():
+            _, products = torch.func.jvp(torch.func.grad(loss_of), (dict(self.point),), (dict(tangents),))
+        return [products[n].detach() for n in self.names]
+
+
+# -- algorithms on an abstract H v ----------------------------------------------------------------
+def _random_unit(dim: int, generator: torch.Generator, device, rademacher: bool = False) -> torch.Tensor:
+    """A random vector drawn on the CPU (same on every device for a seed), moved to ``device``."""
+    if rademacher:
+        v = torch.randint(0, 2, (dim,), generator=generator, dtype=torch.int8).to(torch.float32) * 2 - 1
+    else:
+        v = torch.randn(dim, generator=generator, dtype=torch.float32)
+    v = v.to(device)
+    return v / v.norm() if not rademacher else v
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(torch.dot(a.double(), b.double()))
+
+
+def top_eigenvalues(hvp: HVP, dim: int, k: int = 5, *, max_iterations: int = 100, tol: float = 1e-4,
+                    generator: torch.Generator | None = None, device="cpu", progress=None
+                    ) -> tuple[list[float], list[torch.Tensor], list[int]]:
+    """The ``k`` eigenvalues of largest magnitude, by power iteration with deflation.
+
+    After eigenpairs ``(λ_j, u_j)`` are found, the iteration runs on ``H − Σ λ_j u_j u_jᵀ`` (and
+    keeps its vector orthogonal to the ``u_j``), so it converges to the next one. It stops when
+    the Rayleigh quotient changes by less than ``tol`` relatively (or after ``max_iterations``).
+
+    Returns ``(eigenvalues, eigenvectors (dim,), iterations used)``, in the order found.
+    """
+    generator = generator or torch.Generator().manual_seed(0)
+    values: list[float] = []
+    vectors: list[torch.Tensor] = []
+    iterations: list[int] = []
+    for _ in range(k):
+        v = _random_unit(dim, generator, device)
+        estimate = None
+        used = 0
+        for used in range(1, max_iterations + 1):
+            for u in vectors:  # stay in the complement of the eigenvectors found
+                v = v - _dot(u, v) * u
+            v = v / v.norm()
+            w = hvp(v)
+            for lam, u in zip(values, vectors):
+                w = w - lam * _dot(u, v) * u
+            new = _dot(v, w)  # Rayleigh quotient of the deflated operator
+            norm = float(w.norm())
+            if progress is not None:
+                progress.update(1)
+            if norm == 0.0:
+                estimate = new
+                break
+            v = w / norm
+            if estimate is not None and abs(new - estimate) <= tol * max(abs(new), 1e-30):
+                estimate = new
+                break
+            estimate = new
+        values.append(float(estimate))
+        vectors.append(v)
+        iterations.append(used)
+    return values, vectors, iterations
+
+
+def hutchinson_trace(hvp: HVP, dim: int, probes: int = 100, *, generator: torch.Generator | None = None,
+                     device="cpu", progress=None) -> tuple[float, float, np.ndarray]:
+    """Hutchinson's estimate of ``tr H``: the mean of ``zᵀ H z`` over Rademacher probes ``z``.
+
+    Returns ``(estimate, standard error of the mean, the per-probe values)``.
+    """
+    if probes < 1:
+        raise AnalysisError(f"--trace-probes must be at least 1, got {probes}")
+    generator = generator or torch.Generator().manual_seed(0)
+    samples = []
+    for _ in range(probes):
+        z = _random_unit(dim, generator, device, rademacher=True)
+        samples.append(_dot(z, hvp(z)))
+        if progress is not None:
+            progress.update(1)
+    values = np.asarray(samples, dtype=np.float64)
+    error = float(values.std(ddof=1) / math.sqrt(probes)) if probes > 1 else float("nan")
+    return float(values.mean()), error, values
+
+
+def lanczos(hvp: HVP, dim: int, steps: int, *, generator: torch.Generator | None = None, device="cpu",
+            start: torch.Tensor | None = None, progress=None) -> tuple[np.ndarray, np.ndarray]:
+    """``steps`` Lanczos iterations with full reorthogonalisation from a random unit start.
+
+    Returns the tridiagonal matrix's diagonal ``alpha (m,)`` and off-diagonal ``beta (m-1,)``,
+    ``m ≤ steps`` (fewer when the Krylov space is exhausted, e.g. for a matrix with fewer distinct
+    eigenvalues). Keeps all ``m`` basis vectors: memory ``m × dim`` floats.
+    """
+    if steps < 1:
+        raise AnalysisError(f"Lanczos needs at least 1 step, got {steps}")
+    generator = generator or torch.Generator().manual_seed(0)
+    q = _random_unit(dim, generator, device) if start is None else (start / start.norm()).to(device, torch.float32)
+    basis = [q]
+    alphas: list[float] = []
+    betas: list[float] = []
+    for j in range(min(steps, dim)):
+        w = hvp(basis[-1])
+        if progress is not None:
+            progress.update(1)
+        alpha = _dot(w, basis[-1])
+        alphas.append(alpha)
+        w = w - alpha * basis[-1] - (betas[-1] * basis[-2] if betas else 0.0)
+        # Full reorthogonalisation (twice is enough): without it, rounding errors bring back
+        # converged eigenvectors and produce spurious copies of the extreme Ritz values.
+        stacked = torch.stack(basis)
+        for _ in range(2):
+            w = w - stacked.T @ (stacked @ w)
+        beta = float(w.norm())
+        if j == min(steps, dim) - 1 or beta <= 1e-10 * max(abs(alpha), 1.0):
+            break
+        betas.append(beta)
+        basis.append(w / beta)
+    return np.asarray(alphas), np.asarray(betas[:len(alphas) - 1])
+
+
+def ritz(alpha: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (Ritz values, ascending) of the tridiagonal matrix and their quadrature weights.
+
+    The weight of a Ritz value is the squared first component of its eigenvector: the Gauss
+    quadrature of the spectral measure ``vᵀ δ(H − t) v`` of the start vector. Weights sum to 1.
+    """
+    tridiagonal = np.diag(alpha) + np.diag(beta, 1) + np.diag(beta, -1)
+    nodes, vectors = np.linalg.eigh(tridiagonal)
+    return nodes, vectors[0, :] ** 2
+
+
+def slq(hvp: HVP, dim: int, steps: int = 80, starts: int = 3, *, generator: torch.Generator | None = None,
+        device="cpu", progress=None) -> tuple[np.ndarray, np.ndarray]:
+    """Stochastic Lanczos quadrature: ``(nodes, weights)``, each ``(starts, m)`` (NaN-padded rows)."""
+    if starts < 1:
+        raise AnalysisError(f"--density-starts must be at least 1, got {starts}")
+    generator = generator or torch.Generator().manual_seed(0)
+    runs = [ritz(*lanczos(hvp, dim, steps, generator=generator, device=device, progress=progress))
+            for _ in range(starts)]
+    width = max(len(n) for n, _ in runs)
+    nodes = np.full((starts, width), np.nan)
+    weights = np.full((starts, width), np.nan)
+    for i, (n, w) in enumerate(runs):
+        nodes[i, :len(n)] = n
+        weights[i, :len(w)] = w
+    return nodes, weights
+
+
+def density_curve(nodes: np.ndarray, weights: np.ndarray, sigma: float, grid: np.ndarray) -> np.ndarray:
+    """The smoothed spectral density ``(1/S) Σ_s Σ_j w_sj · N(t; θ_sj, σ²)`` on ``grid`` (integrates to ~1)."""
+    nodes = np.atleast_2d(nodes)
+    weights = np.atleast_2d(weights)
+    valid = np.isfinite(nodes) & np.isfinite(weights)
+    theta, w = nodes[valid], weights[valid]
+    kernel = np.exp(-0.5 * ((grid[:, None] - theta[None, :]) / sigma) ** 2) / (sigma * math.sqrt(2 * math.pi))
+    return kernel @ w / nodes.shape[0]
+
+
+def extreme_eigenvalues(hvp: HVP, dim: int, steps: int = 30, *, generator: torch.Generator | None = None,
+                        device="cpu", progress=None) -> tuple[float, float]:
+    """``(λmin, λmax)`` estimated by the extreme Ritz values of one Lanczos run.
+
+    Ritz values lie inside the spectrum and converge to its ends first, so with a few dozen
+    steps these are close (from inside) to the true extremes.
+    """
+    nodes, _ = ritz(*lanczos(hvp, dim, steps, generator=generator, device=device, progress=progress))
+    return float(nodes[0]), float(nodes[-1])
+
+
+def smallest_eigenvalue_power(hvp: HVP, dim: int, lambda_max: float, *, max_iterations: int = 200,
+                              tol: float = 1e-4, generator: torch.Generator | None = None, device="cpu",
+                              progress=None) -> float:
+    """λmin by power iteration on ``H − λmax·I`` (whose spectrum is ``≤ 0``, largest magnitude at λmin)."""
+    shifted = lambda v: hvp(v) - lambda_max * v  # noqa: E731
+    values, _, _ = top_eigenvalues(shifted, dim, 1, max_iterations=max_iterations, tol=tol, generator=generator,
+                                   device=device, progress=progress)
+    return values[0] + lambda_max
+
+
+def convexity_ratio(lambda_min: float, lambda_max: float) -> float:
+    """Li et al.'s ``|λmin / λmax|`` (NaN when λmax is 0)."""
+    return abs(lambda_min / lambda_max) if lambda_max != 0 else float("nan")
+
+
+# -- the analysis ------------------------------------------------------------------------------
+@dataclass
+class HessianResult(Result):
+    """Everything ``reslab analyze hessian`` measures (``hessian.json`` + ``hessian.npz``).
+
+    ``density``: ``nodes``/``weights`` ``(starts, m)`` (Ritz values and weights), ``sigma``,
+    ``grid``/``values`` (the smoothed density). ``map``: ``x (nx,)``, ``y (ny,)``,
+    ``lambda_min``/``lambda_max``/``ratio`` ``(ny, nx)`` (``[j, i]`` at ``(x[i], y[j])``).
+    """
+
+    analysis: ClassVar[str] = "hessian"
+    target: dict[str, Any]
+    settings: dict[str, Any]
+    loss: float
+    dim: int
+    top_eigenvalues: list[float] = field(default_factory=list)
+    top_iterations: list[int] = field(default_factory=list)
+    lambda_max: float | None = None
+    lambda_min: float | None = None
+    convexity_ratio: float | None = None
+    trace: float | None = None
+    trace_std_error: float | None = None
+    density: dict[str, Any] | None = None
+    map: dict[str, Any] | None = None
+    seconds: float = 0.0
+    hessian_vector_products: int = 0
+
+
+def analyze_hessian(target, *, samples: int | None = 512, split: str = "train", seed: int = 0, sample_seed: int = 0,
+                    top_k: int = 5,
+                    max_iterations: int = 100, tol: float = 1e-4, trace: bool = False, trace_probes: int = 100,
+                    density: bool = False, density_steps: int = 80, density_starts: int = 3,
+                    density_sigma: float = 0.01, min_method: str = "lanczos", extreme_steps: int = 40,
+                    map_grid: tuple[float, float, int] | None = None, map_steps: int = 20,
+                    keep_bn_bias: bool = False, batch_size: int = 256, device="cpu",
+                    hvp_method: str = "double_backward", progress: bool = False,
+                    inputs: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                    loss_fn=None) -> HessianResult:
+    """The Python twin of ``reslab analyze hessian``.
+
+    Args:
+        target: a :class:`reslab.analysis.common.Target` (or anything with ``.model``,
+            ``.dataset`` and ``.describe()``).
+        samples, split, sample_seed: which images (a subset of the split drawn with ``sample_seed``).
+        seed: seeds every random vector and the map's plane.
+        top_k: eigenvalues of largest magnitude by power iteration (0: skip; λmax then comes
+            from Lanczos).
+        trace, trace_probes: Hutchinson's trace with that many Rademacher probes.
+        density, density_steps, density_starts, density_sigma: SLQ spectral density; the
+            Gaussian width is ``density_sigma × (spectrum width)``.
+        min_method: ``"lanczos"`` (smallest Ritz value of ``extreme_steps`` steps) or ``"power"``.
+        map_grid: ``(start, stop, points)``: λmin, λmax and ``|λmin/λmax|`` at each point of a
+            points × points grid of the random filter-normalised plane of ``seed`` (the plane
+            ``reslab analyze landscape --seed`` draws), each from ``map_steps`` Lanczos steps.
+        inputs, labels, loss_fn: use these instead of the target's dataset / cross-entropy.
+    """
+    from reslab.analysis.landscape.surface import target_samples
+
+    if min_method not in MIN_METHODS:
+        raise AnalysisError(f"--min-method must be one of {', '.join(MIN_METHODS)}, got {min_method!r}")
+    if top_k < 0:
+        raise AnalysisError(f"--top-k must be 0 or more, got {top_k}")
+    started = time.perf_counter()
+    if inputs is None or labels is None:
+        inputs, labels = target_samples(target, split, samples, sample_seed)
+    device = torch.device(device)
+    operator = HessianOperator(target.model, inputs, labels, loss_fn=loss_fn, batch_size=batch_size,
+                               device=device, method=hvp_method)
+    generator = torch.Generator().manual_seed(int(seed))
+
+    def bar(total: int, desc: str):
+        if not progress:
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=total, desc=desc, unit="hvp", dynamic_ncols=True, leave=False)
+
+    result = HessianResult(
+        target=target.describe() if hasattr(target, "describe") else {},
+        settings={"samples": int(inputs.shape[0]), "split": split, "seed": seed, "sample_seed": sample_seed,
+                  "bn_mode": "eval",
+                  "batch_size": batch_size, "device": str(device), "hvp": hvp_method, "top_k": top_k,
+                  "max_iterations": max_iterations, "tol": tol, "min_method": min_method,
+                  "extreme_steps": extreme_steps, "trace_probes": trace_probes if trace else None,
+                  "density_steps": density_steps if density else None,
+                  "density_starts": density_starts if density else None,
+                  "density_sigma": density_sigma if density else None,
+                  "dataset": getattr(getattr(target, "dataset", None), "name", None)},
+        loss=operator.loss(), dim=operator.dim,
+    )
+    hvp, dim = operator.hvp, operator.dim
+    if top_k:
+        progress_bar = bar(top_k * max_iterations, "top eigenvalues")
+        values, _, iterations = top_eigenvalues(hvp, dim, top_k, max_iterations=max_iterations, tol=tol,
+                                                generator=generator, device=device, progress=progress_bar)
+        _close(progress_bar)
+        result.top_eigenvalues, result.top_iterations = values, iterations
+    progress_bar = bar(extreme_steps, "extreme eigenvalues")
+    ritz_min, ritz_max = extreme_eigenvalues(hvp, dim, extreme_steps, generator=generator, device=device,
+                                             progress=progress_bar)
+    _close(progress_bar)
+    lambda_max = max([ritz_max] + [v for v in result.top_eigenvalues if v > 0])
+    if min_method == "power":
+        progress_bar = bar(2 * max_iterations, "smallest eigenvalue")
+        lambda_min = smallest_eigenvalue_power(hvp, dim, lambda_max, max_iterations=2 * max_iterations, tol=tol,
+                                               generator=generator, device=device, progress=progress_bar)
+        _close(progress_bar)
+    else:
+        lambda_min = ritz_min
+    result.lambda_max, result.lambda_min = lambda_max, lambda_min
+    result.convexity_ratio = convexity_ratio(lambda_min, lambda_max)
+    if trace:
+        progress_bar = bar(trace_probes, "trace")
+        result.trace, result.trace_std_error, _ = hutchinson_trace(hvp, dim, trace_probes, generator=generator,
+                                                                   device=device, progress=progress_bar)
+        _close(progress_bar)
+    if density:
+        progress_bar = bar(density_steps * density_starts, "density")
+        nodes, weights = slq(hvp, dim, density_steps, density_starts, generator=generator, device=device,
+                             progress=progress_bar)
+        _close(progress_bar)
+        low, high = float(np.nanmin(nodes)), float(np.nanmax(nodes))
+        sigma = density_sigma * max(high - low, 1e-12)
+        grid = np.linspace(low - 5 * sigma, high + 5 * sigma, 1000)
+        result.density = {"nodes": nodes, "weights": weights, "sigma": sigma, "grid": grid,
+                          "values": density_curve(nodes, weights, sigma, grid)}
+    if map_grid is not None:
+        result.map = hessian_map(operator, target.model, map_grid, seed=seed, steps=map_steps,
+                                 keep_bn_bias=keep_bn_bias, generator=generator, progress=progress)
+    result.seconds = time.perf_counter() - started
+    result.hessian_vector_products = operator.products
+    return result
+
+
+def hessian_map(operator: HessianOperator, model: nn.Module, grid: tuple[float, float, int], *, seed: int = 0,
+                steps: int = 20, keep_bn_bias: bool = False, generator: torch.Generator | None = None,
+                progress: bool = False) -> dict[str, Any]:
+    """λmin, λmax and ``|λmin/λmax|`` over a ``points × points`` grid of the random plane of ``seed``."""
+    from reslab.analysis.landscape.directions import random_plane
+
+    low, high, points = grid
+    if points < 1:
+        raise AnalysisError(f"--map grid needs at least 1 point, got {points}")
+    axis = np.linspace(low, high, points) if points > 1 else np.array([low], dtype=np.float64)
+    plane = random_plane(model, dims=2, seed=seed, keep_bn_bias=keep_bn_bias)
+    shape = (axis.size, axis.size)
+    lam_min, lam_max = np.full(shape, np.nan), np.full(shape, np.nan)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=axis.size ** 2, desc="curvature map", unit="pt", dynamic_ncols=True)
+    origin = copy.deepcopy(operator.point), copy.deepcopy(operator.fixed)
+    try:
+        for j, b in enumerate(axis):
+            for i, a in enumerate(axis):
+                operator.set_point(plane.point([float(a), float(b)]))
+                lam_min[j, i], lam_max[j, i] = extreme_eigenvalues(operator.hvp, operator.dim, steps,
+                                                                   generator=generator, device=operator.device)
+                if bar is not None:
+                    bar.update(1)
+    finally:
+        operator.point, operator.fixed = origin
+        _close(bar)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.abs(lam_min / lam_max)
+    return {"x": axis, "y": axis.copy(), "lambda_min": lam_min, "lambda_max": lam_max, "ratio": ratio,
+            "seed": seed, "steps": steps, "plane": "random", "normalization": "filter",
+            "keep_bn_bias": bool(keep_bn_bias)}
+
+
+def _close(bar) -> None:
+    if bar is not None:
+        bar.close()
+
+
+__all__ = [
+    "HessianOperator", "HessianResult", "analyze_hessian", "convexity_ratio", "density_curve",
+    "extreme_eigenvalues", "hessian_map", "hutchinson_trace", "lanczos", "ritz", "slq",
+    "smallest_eigenvalue_power", "top_eigenvalues",
+]
