@@ -28,9 +28,13 @@ def result_heading(directory: Path, data: dict[str, Any]) -> str:
     target = data.get("target") or {}
     label = target.get("label") or directory.name
     checkpoint = target.get("checkpoint")
+    # Analyses of several checkpoints (gradients --checkpoints init last) record them all.
+    checkpoints = [str(c) for c in target.get("checkpoints") or [] if c]
     name = directory.name if target.get("run_dir") else label
     if name != label:
         name = f"{name} ({label})"
+    if len(checkpoints) > 1:
+        return f"{name} @ {', '.join(checkpoints)}"
     return f"{name} @ {checkpoint}" if checkpoint and checkpoint != "init" else (
         f"{name}, at initialisation" if checkpoint == "init" else name)
 
