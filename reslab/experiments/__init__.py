@@ -2,6 +2,8 @@
 
 * :mod:`reslab.experiments.degradation` — plain vs residual twins at several depths
   (He et al. 2015, Fig. 6): :func:`run_degradation`.
+* :mod:`reslab.experiments.landscape` — loss surfaces and Hessian sharpness of several models
+  (Li et al. 2018): :func:`run_landscape_experiment`.
 * :mod:`reslab.experiments.common` — :func:`ensure_run` / :func:`ensure_runs`: train a run if
   it is new, resume it if interrupted, reuse it if finished (several at a time if asked).
 
@@ -26,4 +28,5 @@ from reslab.experiments.landscape import LandscapeExperimentResult, run_landscap
 __all__ = [
     "RunOutcome", "ensure_run", "ensure_runs", "plan_run", "run_status", "cpu_count",
     "DEFAULT_DEPTHS", "DegradationResult", "run_degradation", "twin_models", "validate_depths", "format_table",
+    "LandscapeExperimentResult", "run_landscape_experiment",
 ]

@@ -2,7 +2,9 @@
 
 Reads ``RUN_DIR/analysis/landscape*.npz`` (or ``DIR/landscape*.npz``) written by
 ``reslab analyze landscape``; landscapes of the same kind (plane, dimensions, split, grid) are
-drawn together so residual and plain twins can be compared at a glance.
+drawn together so residual and plain twins can be compared at a glance. An experiment directory
+written by ``reslab experiment landscape`` adds its comparison table (``EXP_DIR/landscape.json``:
+test error, loss rises, λmax, λmin, |λmin/λmax|, trace) at the top.
 """
 
 from __future__ import annotations
@@ -83,13 +85,49 @@ def build(run_dirs: list[Path], experiment_dirs: list[Path]) -> str | None:
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for data in datas:
         groups.setdefault(_group_key(data), []).append(data)
-    for key, group in groups.items():
+    body.extend(_experiment_tables(experiment_dirs))
+    # The random plane (the models' comparison) first, then the trajectory, then lines.
+    order = {"random": 0, "pca": 1, "interp": 2}
+    for key, group in sorted(groups.items(), key=lambda item: (item[0][1] != 2, order.get(item[0][0], 3))):
         group.sort(key=lambda d: (landscape_kind(d) != "residual", landscape_label(d)))
         body.append(subsection_html(_group_title(key, group[0]), _group_html(key, group)))
     if incomplete:
         names = ", ".join(f"{d['run']} ({Path(d['path']).name})" for d in incomplete)
         body.append(note_html(f"Incomplete landscapes left out (rerun the same command to finish them): {names}."))
     return section_html(TITLE, "".join(body))
+
+
+def _experiment_tables(experiment_dirs: list[Path]) -> list[str]:
+    """The comparison table of every ``EXP_DIR/landscape.json`` (``reslab experiment landscape``)."""
+    from reslab.report.files import read_json
+
+    parts = []
+    for directory in experiment_dirs:
+        summary = read_json(Path(directory) / "landscape.json")
+        if not isinstance(summary, dict) or summary.get("experiment") != "landscape":
+            continue
+        settings = summary.get("settings") or {}
+        hessian = settings.get("hessian") or {}
+        rows = []
+        for model in summary.get("models") or []:
+            rows.append([model.get("run", "?"), model.get("model", "?"), model.get("kind", "?"),
+                         _pct(model.get("test_error")), _num(model.get("loss_at_origin")),
+                         _num(model.get("loss_rise_r0.5")), _num(model.get("loss_rise_r1")),
+                         _num(model.get("lambda_max")), _num(model.get("lambda_min")),
+                         _num(model.get("convexity_ratio")), _num(model.get("trace"))])
+        caption = (f"{Path(directory).name}: {summary.get('dataset', '?')}, surfaces on {settings.get('samples', '?')} "
+                   f"{settings.get('split', 'train')} images (grid {settings.get('grid', '?')}, direction seed "
+                   f"{settings.get('direction_seed', 0)}, the same for every model). Loss rise r≤R: mean loss within "
+                   "distance R of the origin of the random plane minus the loss at the origin (smaller = flatter)."
+                   + (f" Curvature from Hessian-vector products on {hessian.get('samples')} images: λmax by power "
+                      f"iteration, λmin by {hessian.get('extreme_steps')} Lanczos steps, the trace by Hutchinson "
+                      f"with {hessian.get('trace_probes')} probes; |λmin/λmax| near 0 = convex-looking."
+                      if hessian else ""))
+        parts.append(subsection_html(
+            f"Residual vs plain: sharpness ({Path(directory).name})",
+            table_html(["run", "model", "kind", "test error", "loss at origin", "loss rise r≤0.5", "loss rise r≤1",
+                        "λmax", "λmin", "|λmin/λmax|", "trace"], rows, caption=caption)))
+    return parts
 
 
 def _group_title(key: tuple, data: dict[str, Any]) -> str:
