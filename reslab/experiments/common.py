@@ -30,7 +30,7 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -66,6 +66,26 @@ class RunOutcome:
     def trained(self) -> bool:
         """Whether this call ran any training step."""
         return self.action != "reused"
+
+
+@dataclass
+class ExperimentResult:
+    """What an experiment did (``outcomes``, one per run) and measured (``summary``, its JSON file).
+
+    ``summary`` is None when the experiment was stopped before it finished; ``complete`` is then
+    False. ``files`` lists what it wrote.
+    """
+
+    experiment_dir: Path
+    outcomes: list[RunOutcome]
+    summary: dict[str, Any] | None
+    files: list[Path] = field(default_factory=list)
+    complete: bool = True
+
+    @property
+    def trained(self) -> int:
+        """How many runs this call trained (or resumed); 0 when everything was reused."""
+        return sum(1 for o in self.outcomes if o.trained)
 
 
 def _load_state(run_dir: Path) -> dict[str, Any] | None:

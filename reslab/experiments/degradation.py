@@ -24,12 +24,13 @@ import io
 import json
 import math
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from reslab.errors import ConfigError
 from reslab.experiments.common import (
+    ExperimentResult,
     Message,
     RunOutcome,
     cpu_count,
@@ -210,28 +211,12 @@ def _toml(value: Any) -> str:
 
 
 # -- the result -----------------------------------------------------------------------------------
-@dataclass
-class DegradationResult:
-    """What :func:`run_degradation` did and measured.
-
-    ``summary`` is the content of ``degradation.json`` (None when the experiment was stopped
-    before every run finished; ``complete`` is then False and nothing was written).
-    """
-
-    experiment_dir: Path
-    outcomes: list[RunOutcome]
-    summary: dict[str, Any] | None
-    files: list[Path] = field(default_factory=list)
-    complete: bool = True
+class DegradationResult(ExperimentResult):
+    """What :func:`run_degradation` did and measured; ``summary`` is ``degradation.json``."""
 
     @property
     def runs(self) -> list[dict[str, Any]]:
         return list((self.summary or {}).get("runs") or [])
-
-    @property
-    def trained(self) -> int:
-        """How many runs this call trained (or resumed); 0 when everything was reused."""
-        return sum(1 for o in self.outcomes if o.trained)
 
     def table(self) -> str:
         """The summary table: one line per run (model, kind, depth, seed, errors, epochs, time)."""

@@ -36,16 +36,18 @@ import os
 import shlex
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from reslab.errors import ConfigError
 from reslab.experiments.common import (
+    ExperimentResult,
     Message,
     RunOutcome,
     cpu_count,
     ensure_runs,
+    run_status,
     stderr_printer,
     unique_in_order,
 )
@@ -166,8 +168,6 @@ def find_reusable(config, candidates: Sequence[Path]) -> Path | None:
     ConfigError when matching runs exist but none has finished (reusing half a run would compare
     an undertrained network; finish it first).
     """
-    from reslab.experiments.common import run_status
-
     matches = [c for c in candidates if _run_matches(c, config)]
     for match in matches:
         if run_status(match) == "finished":
@@ -282,8 +282,6 @@ def resolve_runs(planned: Sequence[ModelRun], candidates: Sequence[Path], say: M
     for item in planned:
         marker = _reused_marker(item.run_dir)
         if marker is not None:
-            from reslab.experiments.common import run_status
-
             if run_status(item.run_dir) != "finished":
                 raise ConfigError(f"{item.run_dir} was linked from {marker.get('source')} but holds no finished run; "
                                   "remove it and rerun")
@@ -567,28 +565,12 @@ def write_figures(experiment_dir: Path, entries: Sequence[Mapping[str, Any]], ti
 
 
 # -- the result -------------------------------------------------------------------------------------
-@dataclass
-class LandscapeExperimentResult:
-    """What :func:`run_landscape_experiment` did and measured.
-
-    ``summary`` is the content of ``landscape.json`` (None when training was stopped before every
-    run finished, or a grid before it was complete; ``complete`` is then False).
-    """
-
-    experiment_dir: Path
-    outcomes: list[RunOutcome]
-    summary: dict[str, Any] | None
-    files: list[Path] = field(default_factory=list)
-    complete: bool = True
+class LandscapeExperimentResult(ExperimentResult):
+    """What :func:`run_landscape_experiment` did and measured; ``summary`` is ``landscape.json``."""
 
     @property
     def models(self) -> list[dict[str, Any]]:
         return list((self.summary or {}).get("models") or [])
-
-    @property
-    def trained(self) -> int:
-        """How many runs this call trained (or resumed); 0 when everything was reused."""
-        return sum(1 for o in self.outcomes if o.trained)
 
     def table(self) -> str:
         return format_table(self.models)
