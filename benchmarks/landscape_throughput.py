@@ -13,6 +13,8 @@ batches, channels-last on CPU (or ``--method vmap``: several points per pass).
 Both evaluate the same points of the same filter-normalised random plane on the same samples;
 the script checks that their losses agree, times each ``--repeats`` times alternately (the
 best time of each counts, which filters out other processes' load), and prints the ratio last.
+When reslab's path uses the private fused conv+ReLU op (CPU), the same evaluator without it is
+timed alongside, and one line says what the op buys.
 
     python benchmarks/landscape_throughput.py                       # ResNet-20, digits, CPU
     python benchmarks/landscape_throughput.py --model resnet56 --data cifar10 --data-dir data \\
@@ -32,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from reslab.analysis.landscape import LandscapeEvaluator, random_plane  # noqa: E402
+from reslab.analysis.landscape import LandscapeEvaluator, bnfold, random_plane  # noqa: E402
 from reslab.analysis.landscape.surface import grid_points  # noqa: E402
 from reslab.data import load_dataset, normalize  # noqa: E402
 from reslab.models import create_model  # noqa: E402
@@ -127,6 +129,18 @@ def main(argv: list[str] | None = None) -> None:
                                    chunk_size=args.chunk_size, workers=args.workers, fold_bn=not args.no_fold_bn,
                                    precision=args.precision)
     our_plane = plane.to(device)
+    # What the private fused conv+ReLU op buys: the same evaluator without it (BN still folded),
+    # i.e. the public F.relu(F.conv2d(...)) path that bnfold.fused_conv_relu falls back to.
+    public = None
+    if evaluator.pointwise_fused:
+        saved = bnfold.fused_conv_relu
+        bnfold.fused_conv_relu = lambda: bnfold.public_conv_relu
+        try:
+            public = LandscapeEvaluator(model, x, labels, batch_size=args.batch_size, device=device,
+                                        method=args.method, chunk_size=args.chunk_size, workers=args.workers,
+                                        fold_bn=not args.no_fold_bn, precision=args.precision)
+        finally:
+            bnfold.fused_conv_relu = saved
 
     def sync():
         if device.type == "cuda":
@@ -141,11 +155,15 @@ def main(argv: list[str] | None = None) -> None:
     # Warm-up (allocator, oneDNN primitive caches, cuDNN autotuning) on the first point, then check agreement.
     reference_evaluate(ref_model, ref_plane, coords[:1], loader, device)
     evaluator.evaluate(our_plane, coords[:1])
-    best = {"reference": float("inf"), "reslab": float("inf")}
-    cpu = {"reference": float("inf"), "reslab": float("inf")}
+    runs = [("reference", run_reference), ("reslab", run_ours)]
+    if public is not None:
+        public.evaluate(our_plane, coords[:1])
+        runs.append(("public", lambda: public.evaluate(our_plane, coords)[0].tolist()))
+    best = {name: float("inf") for name, _ in runs}
+    cpu = {name: float("inf") for name, _ in runs}
     values = {}
     for _ in range(max(1, args.repeats)):
-        for name, fn in (("reference", run_reference), ("reslab", run_ours)):
+        for name, fn in runs:
             sync()
             start, start_cpu = time.perf_counter(), time.process_time()
             values[name] = fn()
@@ -160,6 +178,12 @@ def main(argv: list[str] | None = None) -> None:
           f"{evaluator.bn_folded} BN folded, {evaluator.pointwise_fused} conv+ReLU fused, "
           f"{evaluator.workers} worker(s)): "
           f"{rate['reslab']:.2f} points/s")
+    if public is not None:
+        print(f"fused conv+ReLU (private oneDNN op) vs public F.relu(F.conv2d): {rate['reslab']:.2f} vs "
+              f"{rate['public']:.2f} points/s, {1e3 / rate['reslab']:.0f} vs {1e3 / rate['public']:.0f} ms per point "
+              f"({rate['reslab'] / rate['public']:.2f}x)")
+    else:
+        print("fused conv+ReLU (private oneDNN op): not in use, nothing to compare")
     print(f"projected 51x51 surface with reslab: {51 * 51 / rate['reslab']:.0f} s")
     # CPU seconds of this process: on a machine shared with other jobs, less noisy than wall time.
     if device.type == "cpu":

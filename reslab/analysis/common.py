@@ -3,212 +3,44 @@
 An analysis *target* is either a model name (a fresh, seeded initialisation; the dataset says
 how many classes, channels and pixels it needs) or a run directory written by the trainer (the
 weights of one of its checkpoints, and the dataset it was trained on). Every analysis returns a
-:class:`Result` — a dataclass of numbers, lists and NumPy arrays — saved as
-``NAME.json`` (everything but arrays) plus ``NAME.npz`` (the arrays, when there are any).
-
-Result file format (read by ``reslab.report`` without importing this module):
-
-* ``NAME.json``: one JSON object with ``"analysis"`` (e.g. ``"gradients"``), ``"format"`` (1),
-  ``"created"`` (UTC, ISO 8601), ``"versions"`` and the dataclass fields. A NumPy array field
-  is replaced by ``{"__array__": KEY}``.
-* ``NAME.npz``: the arrays, under those keys (written only when the result holds arrays).
+:class:`reslab.store.Result` — a dataclass of numbers, lists and NumPy arrays — saved as
+``NAME.json`` plus ``NAME.npz`` (the contract and file format are in :mod:`reslab.store.results`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import datetime as _dt
-import json
-import math
-import platform
 import re
 import sys
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Mapping
+from typing import Any, Iterator, Mapping
 
-import numpy as np
 import torch
 from torch import nn
 
-from reslab.errors import AnalysisError, CheckpointError
-from reslab.utils import atomic_path, atomic_write_text, resolve_device
+from reslab.data import load_dataset, normalize
+from reslab.errors import AnalysisError
+from reslab.models import create_model, list_models, model_info
+from reslab.train import load_run
+from reslab.store.jsonfiles import utc_now, versions
+from reslab.store.results import Result, from_dict, read_result, to_plain
+from reslab.store.rundir import (
+    ANALYSIS_DIRNAME,
+    KIND_PLAIN,
+    KIND_RESIDUAL,
+    config_dataset,
+    config_kind,
+    config_model,
+    config_value,
+    is_run_dir,
+    read_config,
+    read_metrics,
+    same_training,
+)
+from reslab.utils import resolve_device
 
-RESULT_FORMAT = 1
-ANALYSIS_DIRNAME = "analysis"
-KIND_RESIDUAL = "residual"
-KIND_PLAIN = "plain"
-
-
-# -- results -------------------------------------------------------------------------------------
-@dataclass
-class Result:
-    """Base of every analysis result: ``save(path)`` writes JSON (+ NPZ), ``load(path)`` reads it.
-
-    Subclasses are dataclasses and set the class attribute ``analysis`` (the file's
-    ``"analysis"`` field and default file name). Fields may be numbers, strings, lists, dicts,
-    ``None``, NumPy arrays, other dataclasses or lists of them.
-    """
-
-    analysis: ClassVar[str] = "result"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {field_.name: _to_plain(getattr(self, field_.name)) for field_ in dataclasses.fields(self)}
-
-    def save(self, path: str | Path) -> Path:
-        """Write ``path`` (a ``.json`` file, or a directory → ``DIR/<analysis>.json``) atomically.
-
-        Returns the JSON path. Arrays go to the ``.npz`` file next to it.
-        """
-        path = Path(path)
-        if path.suffix != ".json":
-            path = path / f"{self.analysis}.json"
-        arrays: dict[str, np.ndarray] = {}
-        body = _extract_arrays(self.to_dict(), arrays, prefix="")
-        document = {"analysis": self.analysis, "format": RESULT_FORMAT, "created": utc_now(),
-                    "versions": versions(), **body}
-        npz_path = path.with_suffix(".npz")
-        if arrays:
-            with atomic_path(npz_path) as tmp:
-                with open(tmp, "wb") as handle:  # a handle, so numpy does not append ".npz" to the temp name
-                    np.savez(handle, **arrays)
-        elif npz_path.exists():
-            npz_path.unlink()  # a stale array file from an earlier run must not be merged in by readers
-        atomic_write_text(path, dumps_readable(_finite(document)) + "\n")
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path):
-        """Read a result written by :meth:`save` (``path``: the ``.json`` file or its directory)."""
-        path = Path(path)
-        if path.is_dir():
-            path = path / f"{cls.analysis}.json"
-        data = load_result_file(path)
-        if data.get("analysis") != cls.analysis:
-            raise AnalysisError(f"{path} holds a {data.get('analysis')!r} result, not {cls.analysis!r}")
-        return from_dict(cls, data)
-
-
-def dumps_readable(value, indent: int = 0) -> str:
-    """JSON with one key per line but each list of numbers/strings on a single line."""
-    pad, inner = " " * indent, " " * (indent + 1)
-    if isinstance(value, dict) and value:
-        items = [f"{inner}{json.dumps(str(k))}: {dumps_readable(v, indent + 1)}" for k, v in value.items()]
-        return "{\n" + ",\n".join(items) + f"\n{pad}}}"
-    if isinstance(value, list) and value and any(isinstance(v, (dict, list)) for v in value):
-        items = [f"{inner}{dumps_readable(v, indent + 1)}" for v in value]
-        return "[\n" + ",\n".join(items) + f"\n{pad}]"
-    return json.dumps(value, allow_nan=False)
-
-
-def utc_now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
-
-
-def versions() -> dict[str, str]:
-    """Software versions recorded with every result."""
-    from reslab import __version__
-
-    return {"reslab": __version__, "torch": torch.__version__, "numpy": np.__version__,
-            "python": platform.python_version()}
-
-
-def load_result_file(path: str | Path) -> dict[str, Any]:
-    """A result JSON as a dict, with its arrays (from the ``.npz`` next to it) put back."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise AnalysisError(f"result file {path} does not exist; run the analysis first") from None
-    except (OSError, ValueError) as exc:
-        raise AnalysisError(f"result file {path} is not valid JSON ({exc}); delete it and run the analysis again") from None
-    npz_path = path.with_suffix(".npz")
-    if npz_path.exists():
-        with np.load(npz_path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-        data = _insert_arrays(data, arrays)
-    return data
-
-
-def from_dict(cls, data: Mapping[str, Any]):
-    """Build dataclass ``cls`` from a dict, recursing into dataclass-typed fields; extra keys are ignored."""
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for field_ in dataclasses.fields(cls):
-        if field_.name in data:
-            kwargs[field_.name] = _convert(hints.get(field_.name, Any), data[field_.name])
-    return cls(**kwargs)
-
-
-def _convert(hint, value):
-    if value is None:
-        return None
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        options = [a for a in typing.get_args(hint) if a is not type(None)]
-        return _convert(options[0], value) if len(options) == 1 else value
-    if dataclasses.is_dataclass(hint) and isinstance(value, Mapping):
-        return from_dict(hint, value)
-    if origin is list and typing.get_args(hint):
-        return [_convert(typing.get_args(hint)[0], v) for v in value]
-    if hint is np.ndarray:
-        return np.asarray(value)
-    return value
-
-
-def _to_plain(value):
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu().numpy()
-    if isinstance(value, dict):
-        return {str(k): _to_plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_to_plain(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def _extract_arrays(value, arrays: dict, prefix: str):
-    if isinstance(value, np.ndarray):
-        key = re.sub(r"[^A-Za-z0-9_]+", "_", prefix).strip("_") or "array"
-        while key in arrays:
-            key += "_"
-        arrays[key] = value
-        return {"__array__": key}
-    if isinstance(value, dict):
-        return {k: _extract_arrays(v, arrays, f"{prefix}.{k}") for k, v in value.items()}
-    if isinstance(value, list):
-        return [_extract_arrays(v, arrays, f"{prefix}.{i}") for i, v in enumerate(value)]
-    return value
-
-
-def _insert_arrays(value, arrays: dict):
-    if isinstance(value, dict):
-        if set(value) == {"__array__"}:
-            if value["__array__"] not in arrays:
-                raise AnalysisError(f"array {value['__array__']!r} is missing from the result's .npz file")
-            return arrays[value["__array__"]]
-        return {k: _insert_arrays(v, arrays) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_insert_arrays(v, arrays) for v in value]
-    return value
-
-
-def _finite(value):
-    """JSON has no NaN/Infinity: write them as null (readers treat null as a missing value)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
+#: Reads a result file as a dict (the name analyses and experiments have always used).
+load_result_file = read_result
 
 
 # -- targets -------------------------------------------------------------------------------------
@@ -262,7 +94,7 @@ class Target:
         return {
             "label": self.label,
             "model": self.model_name,
-            "model_options": _to_plain(dict(getattr(self.model, "model_options", {}) or {})),
+            "model_options": to_plain(dict(getattr(self.model, "model_options", {}) or {})),
             "kind": self.kind,
             "checkpoint": self.checkpoint,
             "run_dir": str(self.run_dir) if self.run_dir is not None else None,
@@ -275,11 +107,6 @@ class Target:
 def model_kind(model: nn.Module) -> str:
     """``"plain"`` for a network without shortcuts, else ``"residual"``."""
     return KIND_PLAIN if getattr(model, "is_plain", False) else KIND_RESIDUAL
-
-
-def is_run_dir(path: str | Path) -> bool:
-    path = Path(path)
-    return path.is_dir() and (path / "config.json").is_file()
 
 
 def load_target(
@@ -327,8 +154,6 @@ def load_target(
 
 
 def load_data(name: str, data_dir=None, data_options: Mapping[str, Any] | None = None, download: bool = False):
-    from reslab.data import load_dataset
-
     return load_dataset(name, data_dir=data_dir, download=download, **dict(data_options or {}))
 
 
@@ -337,8 +162,6 @@ def build_model(name: str, dataset, seed: int = 0, **options) -> nn.Module:
 
     The global RNG is left as it was: the seed alone decides the weights.
     """
-    from reslab.models import create_model
-
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = create_model(name, num_classes=dataset.num_classes, in_chans=dataset.in_chans, **options)
@@ -350,45 +173,13 @@ def _run_target(run_dir: Path, checkpoint: str, dataset=None) -> Target:
     config = dict(getattr(loaded, "config", {}) or {})
     model = loaded.model.cpu().eval()
     return Target(model=model, dataset=loaded.dataset, label=run_dir.name, checkpoint=str(checkpoint),
-                  run_dir=run_dir, config=config, seed=int(_find_key(config, "seed", 0) or 0))
+                  run_dir=run_dir, config=config, seed=int(config_value(config, "seed", default=0) or 0))
 
 
 def _load_run(run_dir: Path, checkpoint: str, dataset=None):
-    """``reslab.train.load_run``, imported here so that analysis imports even without the trainer."""
-    try:
-        from reslab.train import load_run
-    except ImportError as exc:  # pragma: no cover - only while the train room is missing
-        raise AnalysisError(f"cannot read run {run_dir}: the training room is not available ({exc})") from exc
     if dataset is None:
         return load_run(run_dir, checkpoint=checkpoint)
     return load_run(run_dir, checkpoint=checkpoint, dataset=dataset)
-
-
-def _find_key(config: Mapping[str, Any], key: str, default=None):
-    """``config[key]``, or the first ``key`` found in a nested dict (run configs group settings)."""
-    if key in config:
-        return config[key]
-    for value in config.values():
-        if isinstance(value, Mapping):
-            found = _find_key(value, key, None)
-            if found is not None:
-                return found
-    return default
-
-
-def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The rows of ``RUN_DIR/metrics.jsonl`` (``[]`` when absent); broken lines are skipped."""
-    path = Path(run_dir) / "metrics.jsonl"
-    rows = []
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue  # a line cut short by a crash mid-write
-            if isinstance(row, dict):
-                rows.append(row)
-    return rows
 
 
 def checkpoint_lr(target: Target) -> float | None:
@@ -413,7 +204,7 @@ def checkpoint_lr(target: Target) -> float | None:
     if name == "init":
         if rows:
             return float(rows[0]["lr"])
-        lr = _find_key(target.config, "lr")
+        lr = config_value(target.config, "lr")
         return float(lr) if isinstance(lr, (int, float)) else None
     return None
 
@@ -429,8 +220,6 @@ _TWIN_NAMES = [
 
 def twin_model_name(name: str) -> str | None:
     """The registered name of ``name``'s twin (``resnet56`` ↔ ``plain56``), or ``None`` if it has none."""
-    from reslab.models import list_models
-
     registered = set(list_models())
     for regex, template in _TWIN_NAMES:
         match = regex.fullmatch(name)
@@ -443,8 +232,6 @@ def twin_model_name(name: str) -> str | None:
 
 def twin_options(model: nn.Module) -> dict[str, Any]:
     """Model options of the twin: the same options with the shortcut switched on or off."""
-    from reslab.models import model_info
-
     options = dict(getattr(model, "model_options", {}) or {})
     if model_kind(model) == KIND_RESIDUAL:
         options["shortcut"] = "none"
@@ -464,8 +251,6 @@ def fresh_twin(target: Target) -> Target:
     twin_name = twin_model_name(name)
     if twin_name is not None:
         # A named twin (plain56) reads better in plots than "resnet56, shortcut=none".
-        from reslab.models import model_info
-
         defaults = model_info(twin_name).defaults
         options = {k: v for k, v in options.items() if not (k == "shortcut" and defaults.get("shortcut") == v)}
         build_name, label = twin_name, twin_name
@@ -475,28 +260,18 @@ def fresh_twin(target: Target) -> Target:
     return Target(model=model, dataset=target.dataset, label=label, checkpoint="init", seed=target.seed)
 
 
-def config_kind(name: str | None, options: Mapping[str, Any]) -> str:
-    """``"plain"`` or ``"residual"`` for a model name + options as a run config records them."""
-    shortcut = options.get("shortcut")
-    if shortcut is None:  # the name's default: plain* and cifar_plain* have no shortcuts
-        return KIND_PLAIN if name and "plain" in name else KIND_RESIDUAL
-    return KIND_PLAIN if shortcut == "none" else KIND_RESIDUAL
-
-
 def find_twin_run(run_dir: Path) -> Path | None:
     """A sibling run directory holding the twin of ``run_dir``'s model with the same seed and data."""
-    config = _read_json(run_dir / "config.json")
+    config = read_config(run_dir)
     name, options = config_model(config)
     if name is None:
         return None
-    seed = _find_key(config, "seed")
-    dataset = config_dataset(config)
     want_kind = KIND_PLAIN if config_kind(name, options) == KIND_RESIDUAL else KIND_RESIDUAL
     twin_name = twin_model_name(name)
     for sibling in sorted(p for p in run_dir.parent.iterdir() if p != run_dir and is_run_dir(p)):
-        other = _read_json(sibling / "config.json")
+        other = read_config(sibling)
         other_name, other_options = config_model(other)
-        if other_name is None or _find_key(other, "seed") != seed or config_dataset(other) != dataset:
+        if not same_training(config, other, ignore=("model", "model_options")):
             continue
         if other_name in (name, twin_name) and config_kind(other_name, other_options) == want_kind:
             return sibling
@@ -532,34 +307,6 @@ def resolve_twin(target: Target, twin: str | None, checkpoint: str | None = None
     return Target(model=model, dataset=target.dataset, label=twin, checkpoint="init", seed=target.seed)
 
 
-def config_model(config: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]:
-    """(model name, model options) recorded in a run's ``config.json``."""
-    model = config.get("model")
-    if isinstance(model, Mapping):
-        options = model.get("options") or model.get("model_options") or {}
-        return model.get("name"), dict(options)
-    options = config.get("model_options") or {}
-    return (model if isinstance(model, str) else None), dict(options)
-
-
-def config_dataset(config: Mapping[str, Any]) -> str | None:
-    for key in ("data", "dataset"):
-        value = config.get(key)
-        if isinstance(value, Mapping):
-            return value.get("name")
-        if isinstance(value, str):
-            return value
-    return None
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"cannot read {path} ({exc}); is this a run directory written by `reslab train`?") from None
-    return data if isinstance(data, dict) else {}
-
-
 # -- samples and batches -------------------------------------------------------------------------
 def select_samples(dataset, split: str = "test", samples: int | None = None, seed: int = 0,
                    mean=None, std=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -569,8 +316,6 @@ def select_samples(dataset, split: str = "test", samples: int | None = None, see
     split holds → the whole split.
     mean, std: the normalisation (default: the dataset's own training-split statistics).
     """
-    from reslab.data import normalize
-
     if split not in ("train", "test"):
         raise AnalysisError(f"split must be 'train' or 'test', got {split!r}")
     images = getattr(dataset, f"{split}_images")

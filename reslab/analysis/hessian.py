@@ -24,7 +24,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Literal, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -33,7 +33,10 @@ from torch import nn
 from torch.func import functional_call
 
 from reslab.analysis.common import Result
+from reslab.analysis.landscape.directions import random_plane
+from reslab.analysis.landscape.surface import target_samples
 from reslab.errors import AnalysisError
+from reslab.settings import Settings, setting
 
 HVP_METHODS = ("double_backward", "forward_over_reverse")
 MIN_METHODS = ("lanczos", "power")
@@ -351,118 +354,156 @@ class HessianResult(Result):
     hessian_vector_products: int = 0
 
 
-def analyze_hessian(target, *, samples: int | None = 512, split: str = "train", seed: int = 0, sample_seed: int = 0,
-                    top_k: int = 5,
-                    max_iterations: int = 100, tol: float = 1e-4, trace: bool = False, trace_probes: int = 100,
-                    density: bool = False, density_steps: int = 80, density_starts: int = 3,
-                    density_sigma: float = 0.01, min_method: str = "lanczos", extreme_steps: int = 40,
-                    map_grid: tuple[float, float, int] | None = None, map_steps: int = 20,
-                    keep_bn_bias: bool = False, batch_size: int = 256, device="cpu",
-                    hvp_method: str = "double_backward", progress: bool = False,
-                    inputs: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-                    loss_fn=None) -> HessianResult:
+@dataclass(frozen=True)
+class HessianSettings(Settings):
+    """Every option of :func:`analyze_hessian` and ``reslab analyze hessian``, with its one default."""
+
+    samples: int | None = setting(512, "images of the split the loss is averaged over (none: the whole split)",
+                                  minimum=1, cli=False)  # the shared target arguments add --samples
+    split: Literal["train", "test"] = setting("train", "which split")
+    seed: int = setting(0, "seeds every random vector and the map's plane", minimum=0, cli=False)
+    sample_seed: int = setting(0, "seed of the choice of --samples images (0: the same images whatever --seed)",
+                               minimum=0)
+    top_k: int = setting(5, "eigenvalues of largest magnitude by power iteration (0 = skip)", minimum=0)
+    max_iterations: int = setting(100, "power iterations per eigenvalue at most", minimum=1)
+    tol: float = setting(1e-4, "stop an eigenvalue when it changes by less than this, relatively", minimum=0)
+    min_method: Literal["lanczos", "power"] = setting(
+        "lanczos", "λmin from the smallest Ritz value of a Lanczos run, or by power iteration on H − λmax·I")
+    extreme_steps: int = setting(40, "Lanczos steps for λmin/λmax", minimum=1)
+    trace: bool = setting(False, "estimate the trace (Hutchinson)")
+    trace_probes: int = setting(100, "Rademacher probes of the trace", minimum=1)
+    density: bool = setting(False, "eigenvalue density (stochastic Lanczos quadrature)")
+    density_steps: int = setting(80, "Lanczos steps per start of the density", minimum=1)
+    density_starts: int = setting(3, "random starts of the density", minimum=1)
+    density_sigma: float = setting(0.01, "Gaussian broadening, as a fraction of the spectrum's width", minimum=0)
+    map_grid: tuple[float, float, int] | None = setting(
+        None, "(start, stop, points) of the curvature map over the random plane of seed", cli=False)
+    map_steps: int = setting(20, "Lanczos steps per map point", minimum=1)
+    keep_bn_bias: bool = setting(False, "the map's plane also perturbs BN γ/β and biases (as landscape "
+                                        "--keep-bn-bias)")
+    batch_size: int = setting(256, "images per forward pass", minimum=1, cli=False)
+    device: str = setting("cpu", "where to compute", cli=False)
+    hvp_method: Literal["double_backward", "forward_over_reverse"] = setting(
+        "double_backward", "how Hessian-vector products are computed", flag="--hvp")
+
+    def check(self) -> None:
+        if self.map_grid is not None and self.map_grid[2] < 1:
+            raise AnalysisError(f"--map grid needs at least 1 point, got {self.map_grid[2]}")
+
+
+def analyze_hessian(target, settings: HessianSettings | Mapping[str, Any] | None = None, *, progress: bool = False,
+                    inputs: torch.Tensor | None = None, labels: torch.Tensor | None = None, loss_fn=None,
+                    **changes: Any) -> HessianResult:
     """The Python twin of ``reslab analyze hessian``.
 
     Args:
         target: a :class:`reslab.analysis.common.Target` (or anything with ``.model``,
             ``.dataset`` and ``.describe()``).
-        samples, split, sample_seed: which images (a subset of the split drawn with ``sample_seed``).
-        seed: seeds every random vector and the map's plane.
-        top_k: eigenvalues of largest magnitude by power iteration (0: skip; λmax then comes
-            from Lanczos).
-        trace, trace_probes: Hutchinson's trace with that many Rademacher probes.
-        density, density_steps, density_starts, density_sigma: SLQ spectral density; the
-            Gaussian width is ``density_sigma × (spectrum width)``.
-        min_method: ``"lanczos"`` (smallest Ritz value of ``extreme_steps`` steps) or ``"power"``.
-        map_grid: ``(start, stop, points)``: λmin, λmax and ``|λmin/λmax|`` at each point of a
-            points × points grid of the random filter-normalised plane of ``seed`` (the plane
-            ``reslab analyze landscape --seed`` draws), each from ``map_steps`` Lanczos steps.
+        settings: a :class:`HessianSettings` (or a mapping of its fields); ``changes`` — any of
+            its fields as keywords (``top_k=2, trace=True``) — are applied on top. See the class
+            for each option and its default.
+        progress: tqdm bars on stderr.
         inputs, labels, loss_fn: use these instead of the target's dataset / cross-entropy.
     """
-    from reslab.analysis.landscape.surface import target_samples
-
-    if min_method not in MIN_METHODS:
-        raise AnalysisError(f"--min-method must be one of {', '.join(MIN_METHODS)}, got {min_method!r}")
-    if top_k < 0:
-        raise AnalysisError(f"--top-k must be 0 or more, got {top_k}")
+    settings = HessianSettings.of(settings, **changes)
     started = time.perf_counter()
     if inputs is None or labels is None:
-        inputs, labels = target_samples(target, split, samples, sample_seed)
-    device = torch.device(device)
-    operator = HessianOperator(target.model, inputs, labels, loss_fn=loss_fn, batch_size=batch_size,
-                               device=device, method=hvp_method)
-    generator = torch.Generator().manual_seed(int(seed))
-
-    def bar(total: int, desc: str):
-        if not progress:
-            return None
-        from tqdm import tqdm
-
-        return tqdm(total=total, desc=desc, unit="hvp", dynamic_ncols=True, leave=False)
-
-    result = HessianResult(
-        target=target.describe() if hasattr(target, "describe") else {},
-        settings={"samples": int(inputs.shape[0]), "split": split, "seed": seed, "sample_seed": sample_seed,
-                  "bn_mode": "eval",
-                  "batch_size": batch_size, "device": str(device), "hvp": hvp_method, "top_k": top_k,
-                  "max_iterations": max_iterations, "tol": tol, "min_method": min_method,
-                  "extreme_steps": extreme_steps, "trace_probes": trace_probes if trace else None,
-                  "density_steps": density_steps if density else None,
-                  "density_starts": density_starts if density else None,
-                  "density_sigma": density_sigma if density else None,
-                  "dataset": getattr(getattr(target, "dataset", None), "name", None)},
-        loss=operator.loss(), dim=operator.dim,
-    )
-    hvp, dim = operator.hvp, operator.dim
-    if top_k:
-        progress_bar = bar(top_k * max_iterations, "top eigenvalues")
-        values, _, iterations = top_eigenvalues(hvp, dim, top_k, max_iterations=max_iterations, tol=tol,
-                                                generator=generator, device=device, progress=progress_bar)
-        _close(progress_bar)
-        result.top_eigenvalues, result.top_iterations = values, iterations
-    progress_bar = bar(extreme_steps, "extreme eigenvalues")
-    ritz_min, ritz_max = extreme_eigenvalues(hvp, dim, extreme_steps, generator=generator, device=device,
-                                             progress=progress_bar)
-    _close(progress_bar)
-    lambda_max = max([ritz_max] + [v for v in result.top_eigenvalues if v > 0])
-    if min_method == "power":
-        progress_bar = bar(2 * max_iterations, "smallest eigenvalue")
-        lambda_min = smallest_eigenvalue_power(hvp, dim, lambda_max, max_iterations=2 * max_iterations, tol=tol,
-                                               generator=generator, device=device, progress=progress_bar)
-        _close(progress_bar)
-    else:
-        lambda_min = ritz_min
-    result.lambda_max, result.lambda_min = lambda_max, lambda_min
-    result.convexity_ratio = convexity_ratio(lambda_min, lambda_max)
-    if trace:
-        progress_bar = bar(trace_probes, "trace")
-        result.trace, result.trace_std_error, _ = hutchinson_trace(hvp, dim, trace_probes, generator=generator,
-                                                                   device=device, progress=progress_bar)
-        _close(progress_bar)
-    if density:
-        progress_bar = bar(density_steps * density_starts, "density")
-        nodes, weights = slq(hvp, dim, density_steps, density_starts, generator=generator, device=device,
-                             progress=progress_bar)
-        _close(progress_bar)
-        low, high = float(np.nanmin(nodes)), float(np.nanmax(nodes))
-        sigma = density_sigma * max(high - low, 1e-12)
-        grid = np.linspace(low - 5 * sigma, high + 5 * sigma, 1000)
-        result.density = {"nodes": nodes, "weights": weights, "sigma": sigma, "grid": grid,
-                          "values": density_curve(nodes, weights, sigma, grid)}
-    if map_grid is not None:
-        result.map = hessian_map(operator, target.model, map_grid, seed=seed, steps=map_steps,
-                                 keep_bn_bias=keep_bn_bias, generator=generator, progress=progress)
+        inputs, labels = target_samples(target, settings.split, settings.samples, settings.sample_seed)
+    device = torch.device(settings.device)
+    operator = HessianOperator(target.model, inputs, labels, loss_fn=loss_fn, batch_size=settings.batch_size,
+                               device=device, method=settings.hvp_method)
+    spectrum = _Spectrum(operator, settings, progress)
+    result = HessianResult(target=target.describe() if hasattr(target, "describe") else {},
+                           settings=_recorded_settings(settings, target, inputs, device),
+                           loss=operator.loss(), dim=operator.dim)
+    if settings.top_k:
+        result.top_eigenvalues, result.top_iterations = spectrum.top()
+    result.lambda_max, result.lambda_min = spectrum.extremes(result.top_eigenvalues)
+    result.convexity_ratio = convexity_ratio(result.lambda_min, result.lambda_max)
+    if settings.trace:
+        result.trace, result.trace_std_error = spectrum.trace()
+    if settings.density:
+        result.density = spectrum.density()
+    if settings.map_grid is not None:
+        result.map = hessian_map(operator, target.model, settings.map_grid, seed=settings.seed,
+                                 steps=settings.map_steps, keep_bn_bias=settings.keep_bn_bias,
+                                 generator=spectrum.generator, progress=progress)
     result.seconds = time.perf_counter() - started
     result.hessian_vector_products = operator.products
     return result
+
+
+def _recorded_settings(settings: HessianSettings, target, inputs: torch.Tensor, device) -> dict[str, Any]:
+    """What ``hessian.json`` records of the settings (options of parts not computed are ``None``)."""
+    s = settings
+    return {"samples": int(inputs.shape[0]), "split": s.split, "seed": s.seed, "sample_seed": s.sample_seed,
+            "bn_mode": "eval", "batch_size": s.batch_size, "device": str(device), "hvp": s.hvp_method,
+            "top_k": s.top_k, "max_iterations": s.max_iterations, "tol": s.tol, "min_method": s.min_method,
+            "extreme_steps": s.extreme_steps, "trace_probes": s.trace_probes if s.trace else None,
+            "density_steps": s.density_steps if s.density else None,
+            "density_starts": s.density_starts if s.density else None,
+            "density_sigma": s.density_sigma if s.density else None,
+            "dataset": getattr(getattr(target, "dataset", None), "name", None)}
+
+
+class _Spectrum:
+    """The steps of :func:`analyze_hessian`, sharing one operator, one generator and the progress bars."""
+
+    def __init__(self, operator: HessianOperator, settings: HessianSettings, progress: bool):
+        self.operator, self.settings, self.progress = operator, settings, progress
+        self.generator = torch.Generator().manual_seed(int(settings.seed))
+
+    def _run(self, total: int, desc: str, step: Callable[[Any], Any]):
+        if self.progress:
+            from tqdm import tqdm  # noqa: PLC0415 - lazy: only a person watching a terminal needs it
+        bar = tqdm(total=total, desc=desc, unit="hvp", dynamic_ncols=True, leave=False) if self.progress else None
+        try:
+            return step(bar)
+        finally:
+            _close(bar)
+
+    def _common(self, bar) -> dict[str, Any]:
+        return {"generator": self.generator, "device": self.operator.device, "progress": bar}
+
+    def top(self) -> tuple[list[float], list[int]]:
+        s, op = self.settings, self.operator
+        values, _, iterations = self._run(s.top_k * s.max_iterations, "top eigenvalues", lambda bar: top_eigenvalues(
+            op.hvp, op.dim, s.top_k, max_iterations=s.max_iterations, tol=s.tol, **self._common(bar)))
+        return values, iterations
+
+    def extremes(self, top_values: Sequence[float]) -> tuple[float, float]:
+        """(λmax, λmin): λmax the largest of Lanczos' and the power iteration's; λmin by ``min_method``."""
+        s, op = self.settings, self.operator
+        ritz_min, ritz_max = self._run(s.extreme_steps, "extreme eigenvalues", lambda bar: extreme_eigenvalues(
+            op.hvp, op.dim, s.extreme_steps, **self._common(bar)))
+        lambda_max = max([ritz_max] + [v for v in top_values if v > 0])
+        if s.min_method == "lanczos":
+            return lambda_max, ritz_min
+        lambda_min = self._run(2 * s.max_iterations, "smallest eigenvalue", lambda bar: smallest_eigenvalue_power(
+            op.hvp, op.dim, lambda_max, max_iterations=2 * s.max_iterations, tol=s.tol, **self._common(bar)))
+        return lambda_max, lambda_min
+
+    def trace(self) -> tuple[float, float]:
+        s, op = self.settings, self.operator
+        estimate, std_error, _ = self._run(s.trace_probes, "trace", lambda bar: hutchinson_trace(
+            op.hvp, op.dim, s.trace_probes, **self._common(bar)))
+        return estimate, std_error
+
+    def density(self) -> dict[str, Any]:
+        s, op = self.settings, self.operator
+        nodes, weights = self._run(s.density_steps * s.density_starts, "density", lambda bar: slq(
+            op.hvp, op.dim, s.density_steps, s.density_starts, **self._common(bar)))
+        low, high = float(np.nanmin(nodes)), float(np.nanmax(nodes))
+        sigma = s.density_sigma * max(high - low, 1e-12)
+        grid = np.linspace(low - 5 * sigma, high + 5 * sigma, 1000)
+        return {"nodes": nodes, "weights": weights, "sigma": sigma, "grid": grid,
+                "values": density_curve(nodes, weights, sigma, grid)}
 
 
 def hessian_map(operator: HessianOperator, model: nn.Module, grid: tuple[float, float, int], *, seed: int = 0,
                 steps: int = 20, keep_bn_bias: bool = False, generator: torch.Generator | None = None,
                 progress: bool = False) -> dict[str, Any]:
     """λmin, λmax and ``|λmin/λmax|`` over a ``points × points`` grid of the random plane of ``seed``."""
-    from reslab.analysis.landscape.directions import random_plane
-
     low, high, points = grid
     if points < 1:
         raise AnalysisError(f"--map grid needs at least 1 point, got {points}")
@@ -472,7 +513,7 @@ def hessian_map(operator: HessianOperator, model: nn.Module, grid: tuple[float, 
     lam_min, lam_max = np.full(shape, np.nan), np.full(shape, np.nan)
     bar = None
     if progress:
-        from tqdm import tqdm
+        from tqdm import tqdm  # noqa: PLC0415 - lazy: only a person watching a terminal needs it
 
         bar = tqdm(total=axis.size ** 2, desc="curvature map", unit="pt", dynamic_ncols=True)
     origin = copy.deepcopy(operator.point), copy.deepcopy(operator.fixed)
@@ -500,7 +541,7 @@ def _close(bar) -> None:
 
 
 __all__ = [
-    "HessianOperator", "HessianResult", "analyze_hessian", "convexity_ratio", "density_curve",
+    "HessianOperator", "HessianResult", "HessianSettings", "analyze_hessian", "convexity_ratio", "density_curve",
     "extreme_eigenvalues", "hessian_map", "hutchinson_trace", "lanczos", "ritz", "slq",
     "smallest_eigenvalue_power", "top_eigenvalues",
 ]

@@ -9,44 +9,33 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
-from reslab.errors import ConfigError
-
-
-def parse_value(text: str) -> Any:
-    """``"true"``/``"false"`` → bool, ``"none"`` → None, numbers → int/float, else the string."""
-    lowered = text.strip().lower()
-    if lowered in ("true", "yes", "on"):
-        return True
-    if lowered in ("false", "no", "off"):
-        return False
-    if lowered in ("none", "null"):
-        return None
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
+from reslab.settings import parse_key_values  # noqa: F401 - the one KEY=VALUE parser, used by the commands
 
 
-def parse_key_values(pairs: Sequence[str] | None, flag: str) -> dict[str, Any]:
-    """``["a=1", "b=x"]`` → ``{"a": 1, "b": "x"}``; ConfigError naming ``flag`` otherwise."""
-    options: dict[str, Any] = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"{flag} {pair!r}: expected KEY=VALUE, e.g. {flag} num_train=256")
-        options[key.strip()] = parse_value(value)
-    return options
+#: The TARGET of the analyses that also take a checkpoint file (landscape, hessian).
+TARGET_OR_CHECKPOINT = ("a run directory, a checkpoint file inside one (RUN/checkpoints/x.safetensors), or a model "
+                        "name (fresh, seeded initialisation; needs --data)", "RUN_DIR|CHECKPOINT|MODEL")
 
 
 def add_target_arguments(parser: argparse.ArgumentParser, *, samples_default: int | None, samples_help: str,
-                         batch_size_default: int, checkpoint: bool = True) -> None:
-    """TARGET, data, twin, samples, output and device options common to every analysis."""
-    parser.add_argument("target", metavar="MODEL|RUN_DIR",
-                        help="a model name (fresh, seeded initialisation; needs --data) or a run directory")
+                         batch_size_default: int | None, checkpoint: bool = True,
+                         helps: Mapping[str, str | tuple[str, str]] | None = None) -> None:
+    """TARGET, data, twin, samples, output and device options common to every analysis.
+
+    ``helps``: another help text — or ``(help, metavar)`` — for some of them, by destination
+    (``"target"``, ``"seed"``, ``"batch_size"``, ``"out"``): the command knows what they mean for it.
+    """
+    helps = dict(helps or {})
+
+    def text(dest: str, default: str, metavar: str | None = None) -> dict[str, Any]:
+        given = helps.get(dest, default)
+        help_text, shown = given if isinstance(given, tuple) else (given, metavar)
+        return {"help": help_text, **({"metavar": shown} if shown else {})}
+
+    parser.add_argument("target", **text(
+        "target", "a model name (fresh, seeded initialisation; needs --data) or a run directory", "MODEL|RUN_DIR"))
     data = parser.add_argument_group("data")
     data.add_argument("--data", metavar="NAME",
                       help="dataset (digits, cifar10, cifar100, imagefolder, synthetic); required for a MODEL, "
@@ -68,13 +57,14 @@ def add_target_arguments(parser: argparse.ArgumentParser, *, samples_default: in
                             "--twin after MODEL|RUN_DIR (or write --twin=auto), so it does not take the target")
     model.add_argument("--model-option", metavar="KEY=VALUE", action="append", default=[],
                        help="option of a fresh MODEL, repeatable (e.g. zero_init_last=true)")
-    model.add_argument("--seed", type=int, default=0, help="seed of fresh models and of sample choice (default 0)")
+    model.add_argument("--seed", type=int, default=0,
+                       **text("seed", "seed of fresh models and of sample choice (default 0)"))
     run = parser.add_argument_group("run")
     run.add_argument("--batch-size", type=int, default=batch_size_default,
-                     help=f"images per forward pass (default {batch_size_default})")
+                     **text("batch_size", f"images per forward pass (default {batch_size_default})"))
     run.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1 or auto")
-    run.add_argument("--out", metavar="DIR",
-                     help="output directory (default: RUN_DIR/analysis, or analysis/MODEL for a model name)")
+    run.add_argument("--out", **text(
+        "out", "output directory (default: RUN_DIR/analysis, or analysis/MODEL for a model name)", "DIR"))
     run.add_argument("--quiet", action="store_true", help="no progress bars")
 
 

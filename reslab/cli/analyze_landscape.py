@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from reslab.cli._analysis import add_target_arguments, load_main_target, parse_key_values, print_written
+from reslab.cli._analysis import TARGET_OR_CHECKPOINT, add_target_arguments, load_main_target, parse_key_values, print_written
 
 
 def register(subparsers) -> None:
@@ -18,17 +18,16 @@ def register(subparsers) -> None:
                     "(+ .json sidecar, + the directions as .safetensors) and PNG plots; a rerun with the same "
                     "arguments resumes an interrupted grid.",
     )
-    add_target_arguments(parser, samples_default=2048, samples_help="images of the split to evaluate every point on",
-                         batch_size_default=512)
-    _set_help(parser, "target", "a run directory, a checkpoint file inside one (RUN/checkpoints/x.safetensors), or a "
-                                "model name (fresh, seeded initialisation; needs --data)", "RUN_DIR|CHECKPOINT|MODEL")
-    _set_help(parser, "batch_size", "images per forward pass (default 512 on CPU, 2048 on a GPU)")
-    _set_help(parser, "seed", "seed of the random directions (x: SEED, y: SEED+1) and of fresh models (default 0)")
+    add_target_arguments(
+        parser, samples_default=2048, samples_help="images of the split to evaluate every point on",
+        batch_size_default=None,
+        helps={"target": TARGET_OR_CHECKPOINT,
+               "batch_size": "images per forward pass (default 512 on CPU, 2048 on a GPU)",
+               "seed": "seed of the random directions (x: SEED, y: SEED+1) and of fresh models (default 0)",
+               "out": ("output directory, or the .npz file to write (default: RUN_DIR/analysis, or analysis/MODEL "
+                       "for a model name)", "DIR|FILE.npz")})
     parser.add_argument("--sample-seed", type=int, default=0,
                         help="seed of the choice of --samples images (default 0: the same images whatever --seed)")
-    parser.set_defaults(batch_size=None)
-    _set_help(parser, "out", "output directory, or the .npz file to write (default: RUN_DIR/analysis, or "
-                             "analysis/MODEL for a model name)", "DIR|FILE.npz")
     plane = parser.add_argument_group("plane")
     plane.add_argument("--plane", choices=["random", "pca", "interp"], default="random",
                        help="random: filter-normalised Gaussian directions (default); pca: the trajectory's top PCA "
@@ -36,7 +35,8 @@ def register(subparsers) -> None:
     plane.add_argument("--dims", type=int, choices=[1, 2], default=None,
                        help="1 (a line) or 2 (a plane); default 2, and 1 for interp")
     plane.add_argument("--grid", default=None, metavar="START:STOP:N",
-                       help="grid along the first direction, e.g. -1:1:51, or just N points over the default range "
+                       help="grid along the first direction, e.g. --grid=-1:1:51 (a value starting with '-' "
+                            "needs the '='), or just N points over the default range "
                             "(-1:1 random, -0.5:1.5 interp, the trajectory's extent + 20%% pca); default 51 points")
     plane.add_argument("--grid-y", default=None, metavar="START:STOP:N", help="grid along the second direction "
                                                                              "(default: as --grid)")
@@ -68,22 +68,7 @@ def register(subparsers) -> None:
                        help="torch CPU threads (default: torch's choice; on a busy shared machine fewer threads "
                             "can be much faster)")
     speed.add_argument("--no-plots", action="store_true", help="write the .npz only")
-    allow_negative_ranges(parser)
     parser.set_defaults(func=run)
-
-
-def allow_negative_ranges(parser) -> None:
-    """Let ``--grid -1:1:51`` parse: argparse takes a value starting with '-' for an option unless
-    it looks like a negative number, so widen its private "negative number" pattern to ranges."""
-    parser._negative_number_matcher = re.compile(r"^-\d+$|^-\d*\.\d+$|^-[\d.]+(e-?\d+)?:[-\d.e:]*$")
-
-
-def _set_help(parser, dest: str, text: str, metavar: str | None = None) -> None:
-    for action in parser._actions:  # argparse has no public way to amend a shared option's help
-        if action.dest == dest:
-            action.help = text
-            if metavar:
-                action.metavar = metavar
 
 
 def set_threads(threads: int | None) -> None:

@@ -13,6 +13,7 @@ import importlib
 import os
 import sys
 
+from reslab import __version__
 from reslab.errors import ReslabError
 
 # Order is the order in ``reslab --help``.
@@ -28,10 +29,24 @@ COMMAND_MODULES = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from reslab import __version__
+class Parser(argparse.ArgumentParser):
+    """argparse, with a hint where its own message leaves a user stuck.
 
-    parser = argparse.ArgumentParser(
+    argparse reads a value that starts with '-' as the next option unless it looks like a plain
+    negative number, so ``--grid -1:1:51`` ends in "expected one argument". Its public way out
+    is ``--grid=-1:1:51``; the message says so.
+    """
+
+    def error(self, message: str):
+        if message.endswith("expected one argument"):
+            flag = message.split()[1].rstrip(":") if message.startswith("argument ") else "--option"
+            message += (f" (a value that starts with '-', such as a negative grid bound, is written with '=': "
+                        f"{flag.split('/')[0]}=-1:1:51)")
+        super().error(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
         prog="reslab",
         description="Residual networks: build the family with plain twins, train them, measure why they work.",
     )

@@ -26,16 +26,23 @@ poorly across threads).
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import shlex
 import shutil
 import sys
 import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from reslab.errors import ConfigError
-from reslab.train import RESUMABLE_KEYS, TrainConfig
+from reslab.settings import Settings, key_value_arguments, to_arguments
+from reslab.store import rundir
+from reslab.train import RESUMABLE_KEYS, TrainConfig, train
+from reslab.train import checkpoint as ckpt
+from reslab.train.config import config_differences
 
 STATUS_NEW = "new"
 STATUS_EMPTY = "empty"
@@ -89,9 +96,6 @@ class ExperimentResult:
 
 
 def _load_state(run_dir: Path) -> dict[str, Any] | None:
-    from reslab.train import checkpoint as ckpt
-    from reslab.train import rundir
-
     path = rundir.state_path(run_dir)
     if not path.is_file():
         return None
@@ -104,8 +108,6 @@ def run_status(run_dir: str | Path) -> str:
 
 
 def _status_and_state(run_dir: Path) -> tuple[str, dict[str, Any] | None]:
-    from reslab.train import rundir
-
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"{run_dir} is a file, not a run directory; remove it or choose another --out")
     if not (run_dir / rundir.CONFIG_FILE).is_file() and not rundir.checkpoints_dir(run_dir).exists():
@@ -118,9 +120,6 @@ def _status_and_state(run_dir: Path) -> tuple[str, dict[str, Any] | None]:
 
 def _check_same_settings(run_dir: Path, config: TrainConfig) -> TrainConfig:
     """The run's saved settings; ConfigError if they differ from ``config`` in a non-resumable field."""
-    from reslab.train import rundir
-    from reslab.train.config import config_differences
-
     saved = TrainConfig.from_dict(rundir.read_config(run_dir), source=str(run_dir / rundir.CONFIG_FILE))
     changed = {k: v for k, v in config_differences(saved, config).items() if k not in RESUMABLE_KEYS}
     if changed:
@@ -133,8 +132,6 @@ def _check_same_settings(run_dir: Path, config: TrainConfig) -> TrainConfig:
 
 def _clear_empty_run(run_dir: Path) -> None:
     """Remove what a run that stopped before its first checkpoint wrote (keeps ``analysis/``)."""
-    from reslab.train import rundir
-
     for name in (rundir.CONFIG_FILE, rundir.METRICS_JSONL, rundir.METRICS_CSV):
         (run_dir / name).unlink(missing_ok=True)
     shutil.rmtree(rundir.checkpoints_dir(run_dir), ignore_errors=True)
@@ -156,8 +153,6 @@ def plan_run(config: TrainConfig) -> str:
     Raises ConfigError when the directory holds a run with other settings, or a finished run
     longer than asked.
     """
-    from reslab.train import rundir
-
     if not config.out:
         raise ConfigError("an experiment run needs its run directory in config.out")
     run_dir = Path(config.out)
@@ -188,8 +183,6 @@ def ensure_run(config: TrainConfig, *, say: Message | None = None) -> RunOutcome
     other settings, or a finished run longer than asked; otherwise whatever
     :func:`reslab.train.train` raises.
     """
-    from reslab.train import train
-
     say = say or (lambda message: None)
     start = time.perf_counter()
     plan = plan_run(config)
@@ -254,9 +247,6 @@ def ensure_runs(configs: Sequence[TrainConfig], *, jobs: int = 1, say: Message |
                 break
         return [o for o in outcomes if o is not None]
 
-    import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=context) as pool:
         pending = {pool.submit(_worker, configs[index]): index for index in todo}
@@ -299,12 +289,8 @@ POLL_S = 5.0
 
 
 def _read_metrics(config: TrainConfig) -> list[dict[str, Any]]:
-    from reslab.train import rundir
-
-    try:
-        return rundir.read_metrics(config.out)
-    except Exception:  # noqa: BLE001 - a file being replaced: look again next time
-        return []
+    # The run is training in a worker right now: tolerate the line it may be writing.
+    return rundir.read_metrics(config.out, partial_ok=True)
 
 
 def _report_new_epochs(config: TrainConfig, seen: int, say: Message) -> int:
@@ -346,6 +332,20 @@ def stderr_printer(prefix: str, enabled: bool = True) -> Message:
         if enabled:
             print(f"{prefix}: {message}", file=sys.stderr, flush=True)
     return say
+
+
+def experiment_command(words: Sequence[str], settings: Settings, *, always: Iterable[str] = ()) -> str:
+    """The shell command that (re)makes an experiment: ``words`` (``reslab experiment NAME``), then
+    every setting that differs from its class default (and those in ``always``), and the training
+    ``overrides`` as ``--set KEY=VALUE``. Used by every experiment, so each one's ``command`` reads
+    the same way and runs back into the same settings."""
+    arguments = to_arguments(settings, base=type(settings)(), always=always)
+    overrides = getattr(settings, "overrides", None)
+    if overrides:
+        # Before --out, which to_arguments writes last of the fields that come after it.
+        position = arguments.index("--out") if "--out" in arguments else len(arguments)
+        arguments[position:position] = key_value_arguments(overrides)
+    return shlex.join([*words, *arguments])
 
 
 def unique_in_order(values: Iterable[Any]) -> list[Any]:

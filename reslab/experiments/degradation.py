@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from reslab.errors import ConfigError
+from reslab.settings import key_value_arguments
 from reslab.experiments.common import (
     ExperimentResult,
     Message,
-    RunOutcome,
     cpu_count,
     ensure_runs,
     stderr_printer,
@@ -190,24 +190,11 @@ def command_line(depths: Sequence[int], data: str, *, recipe, seeds: list[int], 
         parts += ["--seed", str(seeds[0])]
     if epochs is not None:
         parts += ["--epochs", str(epochs)]
-    for key, value in (overrides or {}).items():
-        if isinstance(value, Mapping):
-            for k, v in value.items():
-                parts += ["--set", f"{key}.{k}={_toml(v)}"]
-        else:
-            parts += ["--set", f"{key}={_toml(value)}"]
+    parts += key_value_arguments(overrides)
     if jobs > 1:
         parts += ["--jobs", str(jobs)]
     parts += ["--out", str(out)]
     return shlex.join(parts)
-
-
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(_toml(v) for v in value) + "]"
-    return str(value)
 
 
 # -- the result -----------------------------------------------------------------------------------

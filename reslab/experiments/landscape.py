@@ -33,24 +33,50 @@ import datetime as _dt
 import json
 import math
 import os
-import shlex
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
-from reslab.errors import ConfigError
+import numpy as np
+import torch
+
+from reslab.analysis import hessian as hessian_analysis
+from reslab.analysis.common import load_target, progress_enabled
+from reslab.analysis.hessian import HessianSettings, analyze_hessian
+from reslab.analysis.landscape import LandscapeResult, analyze_landscape, make_plane
+from reslab.analysis.landscape.directions import model_state, state_hash
+from reslab.analysis.landscape.surface import (
+    DEFAULT_RANGES,
+    computation_fingerprint,
+    default_file_name,
+    grid_axis,
+    grid_points,
+    parse_grid,
+    pca_default_range,
+)
+from reslab.errors import AnalysisError, ConfigError, ReslabError
 from reslab.experiments.common import (
     ExperimentResult,
     Message,
     RunOutcome,
     cpu_count,
     ensure_runs,
+    experiment_command,
     run_status,
     stderr_printer,
     unique_in_order,
 )
+from reslab.models import model_info
+from reslab.settings import Settings, setting
+from reslab.store import rundir
+from reslab.store.jsonfiles import json_ready, utc_now, write_json
+from reslab.store.lock import LOCK_FILE
+from reslab.store.results import read_result
+from reslab.store.rundir import is_run_dir, same_training
+from reslab.train import resolve_config
+from reslab.utils import resolve_device
 
 DEFAULT_MODELS = ("resnet56", "plain56")
 PLANES = ("random", "pca", "interp")
@@ -62,19 +88,99 @@ RADII = (0.25, 0.5, 1.0)
 #: Settings the experiment chooses itself; ``--set`` may not change them.
 FIXED_KEYS = ("model", "seed", "out", "data")
 
-#: Evaluation budgets by dataset. Digits: a few minutes for ResNet-56 + plain-56 on 2 CPU cores
-#: (measured in docs/landscape.md); anything else (CIFAR): a budget of tens of CPU minutes.
-BUDGETS: dict[str, dict[str, Any]] = {
-    "digits": {"grid": "-1:1:21", "samples": 512, "hessian_samples": 256, "top_k": 1, "max_iterations": 20,
-               "extreme_steps": 15, "trace_probes": 10},
-    "default": {"grid": "-1:1:11", "samples": 1000, "hessian_samples": 256, "top_k": 1, "max_iterations": 20,
-                "extreme_steps": 15, "trace_probes": 5},
-}
+Plane = Literal["random", "pca", "interp"]
 
 
-def default_budget(data: str) -> dict[str, Any]:
-    """The evaluation budget used for ``data`` when nothing else is asked (see :data:`BUDGETS`)."""
-    return dict(BUDGETS.get(str(data).lower(), BUDGETS["default"]))
+@dataclass(frozen=True)
+class LandscapeExperimentSettings(Settings):
+    """Every option of :func:`run_landscape_experiment` and ``reslab experiment landscape``.
+
+    The evaluation options left ``None`` (grid, samples and the Hessian's) come from the
+    dataset's :func:`default_budget`.
+    """
+
+    models: tuple[str, ...] = setting(DEFAULT_MODELS, "models to compare, trained with the same recipe and seed",
+                                      metavar="MODEL")
+    data: str = setting("digits", "dataset: digits (embedded), cifar10, cifar100, synthetic, imagefolder")
+    data_dir: str | None = setting(None, "where the dataset's files are (CIFAR: the folder holding "
+                                         "cifar-10-batches-py)", metavar="DIR")
+    download: bool = setting(False, "download the dataset if missing (CIFAR only)")
+    # -- training
+    recipe: str | None = setting(None, "training recipe name or .toml path (default: digits-degradation for the "
+                                       "digits, the trainer's default otherwise)", metavar="NAME|FILE")
+    epochs: int | None = setting(None, "epochs per run (replaces the recipe's length)", minimum=1)
+    seed: int = setting(0, "training seed of every run (runs are named MODEL-sSEED)", minimum=0)
+    overrides: dict[str, Any] = setting(default_factory=dict, help="training settings, the same for every run",
+                                        cli=False)  # the CLI's --set KEY=VALUE
+    jobs: int = setting(1, "runs trained at the same time (each in its own process)", minimum=1)
+    reuse: tuple[str, ...] = setting((), "take finished runs of the same model, seed and data from these run or "
+                                         "experiment directories instead of training (hard-linked into --out; never "
+                                         "retrained)", metavar="EXP_OR_RUN_DIR")
+    # -- landscapes
+    grid: str | None = setting(None, "grid of the random plane along both directions, START:STOP:N or N points over "
+                                     "-1..1; the PCA plane gets N×N points over the trajectory, the interpolation "
+                                     "2N−1 over −0.5…1.5 (negative bounds: --grid=-1:1:21)", metavar="START:STOP:N")
+    samples: int | None = setting(None, "images every point is evaluated on", minimum=1)
+    split: Literal["train", "test"] = setting("train", "which split")
+    direction_seed: int = setting(0, "seed of the random directions, the same for every model", minimum=0)
+    sample_seed: int = setting(0, "seed of the choice of --samples images", minimum=0, cli=False)
+    planes: tuple[Plane, ...] = setting(DEFAULT_PLANES, "planes to compute (pca needs epoch checkpoints and is "
+                                                        "skipped with a note for runs without them)")
+    precision: Literal["fp32", "bf16", "fp16"] = setting(
+        "fp32", "fp32, or bf16/fp16 autocast for the landscapes (much faster on GPUs; losses differ slightly)")
+    workers: int | None = setting(None, "CPU: landscape points evaluated at once, one thread each (default: the "
+                                        "cores)", minimum=1)
+    # -- curvature
+    hessian: bool = setting(True, "compute λmax, λmin, |λmin/λmax| and the trace")
+    hessian_samples: int | None = setting(None, "images the Hessian's loss averages over", minimum=1)
+    top_k: int | None = setting(None, "top eigenvalues by power iteration", minimum=0)
+    hessian_iterations: int | None = setting(None, "power iterations per eigenvalue at most", minimum=1)
+    extreme_steps: int | None = setting(None, "Lanczos steps for λmin", minimum=1)
+    trace_probes: int | None = setting(None, "Hutchinson probes for the trace; 0 = no trace", minimum=0)
+    # -- where and how
+    device: str = setting("auto", "where to train and analyse: auto (CUDA when available), cpu, cuda, cuda:1",
+                          metavar="DEVICE")
+    threads: int | None = setting(None, "torch CPU threads for the analyses and the training (default: torch's "
+                                        "choice; on a busy shared machine 1 is often much faster)", minimum=1)
+    out: str | None = setting(None, "experiment directory (default runs/landscape-DATA)", metavar="DIR")
+    quiet: bool = setting(False, "print only the summary table")
+
+    def check(self) -> None:
+        if not self.models:
+            raise ConfigError("--models: give at least one model, e.g. --models resnet56 plain56")
+        if not self.planes:
+            raise ConfigError(f"--planes: expected one or more of {', '.join(PLANES)}, got none")
+        if self.grid is not None:
+            parse_grid(self.grid, "--grid")
+        fixed = [key for key in FIXED_KEYS if key in self.overrides]
+        if fixed:
+            raise ConfigError(f"--set {', '.join(fixed)}: the landscape experiment sets the model, seed, data and run "
+                              "directory of each run itself; use --models, --seed, --data and --out")
+
+
+@dataclass(frozen=True)
+class LandscapeBudget:
+    """How much evaluation a dataset gets when the user asks for nothing else."""
+
+    grid: str
+    samples: int
+    hessian: HessianSettings
+
+
+def default_budget(data: str) -> LandscapeBudget:
+    """The evaluation budget of ``data``: digits — a few minutes for ResNet-56 + plain-56 on 2 CPU
+    cores (measured in docs/landscape.md); anything else (CIFAR) — tens of CPU minutes.
+
+    The Hessian's budget is a :class:`~reslab.analysis.hessian.HessianSettings`: what it does not
+    set (``tol``, ``min_method``, …) is the analysis's own default.
+    """
+    # Looked up at call time, so the analysis's settings class is the one source of its defaults.
+    settings_class = hessian_analysis.HessianSettings
+    if str(data).lower() == "digits":
+        return LandscapeBudget("-1:1:21", 512, settings_class(samples=256, top_k=1, max_iterations=20,
+                                                              extreme_steps=15, trace=True, trace_probes=10))
+    return LandscapeBudget("-1:1:11", 1000, settings_class(samples=256, top_k=1, max_iterations=20, extreme_steps=15,
+                                                           trace=True, trace_probes=5))
 
 
 def default_recipe(data: str) -> str | None:
@@ -86,50 +192,9 @@ def run_name(model: str, seed: int) -> str:
     return f"{model}-s{seed}"
 
 
-# -- validation -------------------------------------------------------------------------------------
-def validate_models(models: Sequence[str] | str | None) -> list[str]:
-    """Unique model names in order; ModelConfigError for an unknown name, ConfigError for none."""
-    from reslab.models import model_info
-
-    if models is None:
-        return list(DEFAULT_MODELS)
-    values = [models] if isinstance(models, str) else list(models)
-    if not values:
-        raise ConfigError("--models: give at least one model, e.g. --models resnet56 plain56")
-    for name in values:
-        model_info(str(name))  # raises ModelConfigError naming the close matches
-    return unique_in_order(str(v) for v in values)
-
-
-def validate_planes(planes: Sequence[str] | str | None) -> list[str]:
-    if planes is None:
-        return list(DEFAULT_PLANES)
-    values = [planes] if isinstance(planes, str) else list(planes)
-    bad = [p for p in values if p not in PLANES]
-    if bad or not values:
-        given = " ".join(map(str, values)) or "none"
-        raise ConfigError(f"--planes: expected one or more of {', '.join(PLANES)}, got {given}")
-    return [p for p in PLANES if p in values]
-
-
-def _positive(name: str, value: Any, minimum: int = 1) -> int:
-    try:
-        number = int(value)
-        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise ValueError
-    except (TypeError, ValueError):
-        raise ConfigError(f"--{name}: expected a whole number, got {value!r}") from None
-    if number < minimum:
-        raise ConfigError(f"--{name} must be at least {minimum}, got {number}")
-    return number
-
-
 # -- finding and linking runs to reuse ----------------------------------------------------------------
 def candidate_runs(reuse: Sequence[str | Path]) -> list[Path]:
     """Run directories in ``reuse``: each a run directory itself or a directory holding runs."""
-    from reslab.analysis.common import is_run_dir
-    from reslab.report.plots import natural_key
-
     found: list[Path] = []
     for raw in reuse:
         path = Path(raw)
@@ -139,8 +204,7 @@ def candidate_runs(reuse: Sequence[str | Path]) -> list[Path]:
         if is_run_dir(path):
             found.append(path)
             continue
-        children = sorted((c for c in path.iterdir() if c.is_dir() and is_run_dir(c)),
-                          key=lambda c: natural_key(c.name))
+        children = rundir.experiment_runs(path)
         if not children:
             raise ConfigError(f"--reuse {path}: holds no run directories (subdirectories with config.json); give "
                               "the directory a `reslab train` or `reslab experiment` wrote")
@@ -150,16 +214,11 @@ def candidate_runs(reuse: Sequence[str | Path]) -> list[Path]:
 
 def _run_matches(run_dir: Path, config) -> bool:
     """Whether ``run_dir`` trained ``config``'s model (with its options) on its data with its seed."""
-    from reslab.train import rundir
-
     try:
         saved = rundir.read_config(run_dir)
-    except Exception:  # noqa: BLE001 - an unreadable run is simply not a match
+    except ReslabError:  # an unreadable run is simply not a match
         return False
-    return (saved.get("model") == config.model and saved.get("seed") == config.seed
-            and str(saved.get("data", "")).lower() == str(config.data).lower()
-            and dict(saved.get("data_options") or {}) == dict(config.data_options or {})
-            and dict(saved.get("model_options") or {}) == dict(config.model_options or {}))
+    return same_training(saved, config.to_dict())
 
 
 def find_reusable(config, candidates: Sequence[Path]) -> Path | None:
@@ -194,7 +253,7 @@ def link_run(source: Path, dest: Path) -> tuple[int, int]:
     try:
         for path in sorted(source.rglob("*")):
             relative = path.relative_to(source)
-            if relative.parts[0] == "analysis" or not path.is_file():
+            if relative.parts[0] == "analysis" or relative.name == LOCK_FILE or not path.is_file():
                 continue
             target = staging / relative
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -233,33 +292,30 @@ class ModelRun:
         return self.run_dir.name
 
 
-def plan_models(models: Sequence[str], data: str, experiment_dir: Path, *, recipe, seed: int, epochs: int | None,
-                overrides: Mapping[str, Any], data_dir, download: bool, quiet: bool, threads: int | None
-                ) -> list[ModelRun]:
-    from reslab.train import resolve_config
-
-    overrides = dict(overrides or {})
-    fixed = [key for key in FIXED_KEYS if key in overrides]
-    if fixed:
-        raise ConfigError(f"--set {', '.join(fixed)}: the landscape experiment sets the model, seed, data and run "
-                          "directory of each run itself; use --models, --seed, --data and --out")
+def plan_models(plan: "LandscapePlan") -> list[ModelRun]:
+    """One training config per model: the recipe, ``--set``, and what the experiment fixes itself."""
+    settings = plan.settings
+    overrides = dict(settings.overrides)
     # Every epoch's weights, so the PCA plane of the trajectory can be drawn (a few MB each).
     overrides.setdefault("save_every", 1)
-    if epochs is not None:
-        overrides["epochs"] = epochs
-    if data_dir is not None:
-        overrides["data_dir"] = str(data_dir)
-    if download:
+    if settings.epochs is not None:
+        overrides["epochs"] = settings.epochs
+    if settings.data_dir is not None:
+        overrides["data_dir"] = str(settings.data_dir)
+    if settings.download:
         overrides["download"] = True
-    if quiet:
+    if settings.quiet or settings.jobs > 1:
         overrides["quiet"] = True
-    if threads is not None and "threads" not in overrides:
-        overrides["threads"] = threads
+    if settings.device not in (None, "auto"):
+        overrides.setdefault("device", str(settings.device))
+    if plan.train_threads is not None:
+        overrides.setdefault("threads", plan.train_threads)
     planned = []
-    for model in models:
-        values = {**overrides, "seed": seed, "out": str(experiment_dir / run_name(model, seed))}
-        config = resolve_config(recipe, model=model, data=data, overrides=values)
-        planned.append(ModelRun(model, config, experiment_dir / run_name(model, seed)))
+    for model in settings.models:
+        run_dir = plan.experiment_dir / run_name(model, settings.seed)
+        values = {**overrides, "seed": settings.seed, "out": str(run_dir)}
+        config = resolve_config(plan.recipe, model=model, data=settings.data, overrides=values)
+        planned.append(ModelRun(model, config, run_dir))
     return planned
 
 
@@ -312,7 +368,6 @@ def resolve_runs(planned: Sequence[ModelRun], candidates: Sequence[Path], say: M
 # -- analyses ---------------------------------------------------------------------------------------
 def _axes(kind: str, plane, grid: str):
     """The grid axes ``analyze_landscape`` builds for ``grid`` on ``plane`` (x, y or None)."""
-    from reslab.analysis.landscape.surface import DEFAULT_RANGES, grid_axis, parse_grid, pca_default_range
 
     spec = parse_grid(grid, "--grid")
     if kind == "pca":
@@ -328,11 +383,7 @@ def current_landscape(path: Path, plane, kind: str, grid: str, images, labels, p
     "Exactly" is the evaluator's own fingerprint: the plane's tensors (weights and directions),
     the grid points and the samples.
     """
-    import numpy as np
 
-    from reslab.analysis.landscape import LandscapeResult
-    from reslab.analysis.landscape.surface import computation_fingerprint, grid_points
-    from reslab.errors import AnalysisError
 
     if not path.is_file():
         return None
@@ -352,7 +403,6 @@ def current_landscape(path: Path, plane, kind: str, grid: str, images, labels, p
 def _plane_grid(kind: str, grid: str) -> str:
     """The grid asked of each plane: the random plane ``grid`` as given; PCA the same number of points
     over the trajectory's extent; the interpolation twice as many over −0.5…1.5 (a line is cheap)."""
-    from reslab.analysis.landscape.surface import parse_grid
 
     points = parse_grid(grid, "--grid")[2]
     if kind == "pca":
@@ -379,21 +429,18 @@ def _finite(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def analyze_run(item: ModelRun, *, planes: Sequence[str], grid: str, samples: int, split: str, direction_seed: int,
-                sample_seed: int, hessian: Mapping[str, Any] | None, experiment_dir: Path, dataset=None,
-                workers: int | None = None, device="cpu", precision: str = "fp32", progress: bool = False,
+def analyze_run(item: ModelRun, plan: "LandscapePlan", *, dataset=None, progress: bool = False,
                 say: Message) -> tuple[dict[str, Any], Any]:
     """Landscapes and Hessian of one run (skipping those already computed); its ``landscape.json`` entry.
 
     Returns ``(entry, dataset)`` so the next run of the same data need not load it again.
     """
-    from reslab.analysis.common import load_target
-    from reslab.analysis.landscape import analyze_landscape, make_plane
-    from reslab.analysis.landscape.surface import default_file_name
-    from reslab.errors import AnalysisError
-    from reslab.report.landscape_plots import landscape_summary, load_landscape
-    from reslab.train import rundir
+    # Lazy: the report room draws with matplotlib, which `reslab --help` should not have to import.
+    from reslab.report.landscape_plots import landscape_summary, load_landscape  # noqa: PLC0415
 
+    settings = plan.settings
+    split, samples, sample_seed, direction_seed = settings.split, plan.samples, settings.sample_seed, \
+        settings.direction_seed
     target = load_target(item.run_dir, checkpoint="last", dataset=dataset)
     images, labels = target.samples(split, samples, seed=sample_seed)
     analysis_dir = item.run_dir / "analysis"
@@ -402,7 +449,7 @@ def analyze_run(item: ModelRun, *, planes: Sequence[str], grid: str, samples: in
     tests = [m.get("test_error") for m in metrics if _finite(m.get("test_error")) is not None]
     entry: dict[str, Any] = {
         "model": target.model_name, "kind": target.kind, "run": item.name,
-        "run_dir": _relative(item.run_dir, experiment_dir), "action": item.action, "reused_from": item.reused_from,
+        "run_dir": _relative(item.run_dir, plan.experiment_dir), "action": item.action, "reused_from": item.reused_from,
         "recipe": saved_config.get("recipe"), "epochs": metrics[-1].get("epoch") if metrics else None,
         "train_error": _finite(metrics[-1].get("train_error")) if metrics else None,
         "test_error": _finite(tests[-1]) if tests else None, "best_test_error": min(tests) if tests else None,
@@ -410,10 +457,10 @@ def analyze_run(item: ModelRun, *, planes: Sequence[str], grid: str, samples: in
         "parameters": sum(p.numel() for p in target.model.parameters()),
         "files": {}, "seconds_now": {},
     }
-    for kind in planes:
+    for kind in settings.planes:
         name = default_file_name(kind, 1 if kind == "interp" else 2, split, "init", "last")
         path = analysis_dir / name
-        plane_grid = _plane_grid(kind, grid)
+        plane_grid = _plane_grid(kind, plan.grid)
         started = time.perf_counter()
         try:
             plane = make_plane(target, kind, seed=direction_seed, interp_from="init")
@@ -422,22 +469,22 @@ def analyze_run(item: ModelRun, *, planes: Sequence[str], grid: str, samples: in
             entry[kind] = {"skipped": str(exc)}
             say(f"{item.name}: {kind} plane skipped: {exc}")
             continue
-        saved = current_landscape(path, plane, kind, plane_grid, images, labels, precision)
+        saved = current_landscape(path, plane, kind, plane_grid, images, labels, settings.precision)
         if saved is None:
             say(f"{item.name}: {kind} landscape, grid {plane_grid}, {images.shape[0]} {split} images")
             saved = analyze_landscape(target, plane=kind, grid=plane_grid, samples=samples, split=split,
                                       seed=direction_seed, sample_seed=sample_seed, interp_from="init",
-                                      out=path, workers=workers, device=device, precision=precision,
-                                      progress=progress, images=images, labels=labels)
+                                      out=path, workers=plan.workers, device=plan.device,
+                                      precision=settings.precision, progress=progress, images=images, labels=labels)
             computed = True
         else:
             computed = False
         if not saved.complete:  # stopped early; the partial grid is saved
-            entry[kind] = {"file": _relative(path, experiment_dir), "complete": False}
+            entry[kind] = {"file": _relative(path, plan.experiment_dir), "complete": False}
             continue
         summary = landscape_summary(load_landscape(path), radii=RADII)
         info: dict[str, Any] = {
-            "file": _relative(path, experiment_dir), "grid_points": int(saved.loss.size),
+            "file": _relative(path, plan.experiment_dir), "grid_points": int(saved.loss.size),
             "origin_loss": _finite(saved.origin_loss), "origin_accuracy": _finite(saved.origin_accuracy),
             "max_loss": _finite(summary.get("max_loss")), "computed_now": computed,
             # As the file records them: the evaluation that completed the grid.
@@ -456,9 +503,8 @@ def analyze_run(item: ModelRun, *, planes: Sequence[str], grid: str, samples: in
         entry["files"][kind] = info["file"]
         if computed:
             entry["seconds_now"][kind] = round(time.perf_counter() - started, 2)
-    if hessian is not None:
-        info = _hessian(target, item, split=split, seed=direction_seed, sample_seed=sample_seed, device=device,
-                        progress=progress, say=say, experiment_dir=experiment_dir, **hessian)
+    if plan.hessian is not None:
+        info = _hessian(target, item, plan, progress=progress, say=say)
         entry["hessian"] = info
         entry["files"]["hessian"] = info["file"]
         if info.get("computed_now"):
@@ -475,49 +521,39 @@ def analyze_run(item: ModelRun, *, planes: Sequence[str], grid: str, samples: in
     return entry, target.dataset
 
 
-HESSIAN_KEYS = ("samples", "split", "seed", "sample_seed", "top_k", "max_iterations", "tol", "extreme_steps",
-                "trace_probes")
-
-
-def _hessian(target, item: ModelRun, *, split: str, seed: int, sample_seed: int, samples: int, top_k: int,
-             max_iterations: int, extreme_steps: int, trace_probes: int, progress: bool, say: Message,
-             experiment_dir: Path, device="cpu", tol: float = 1e-4) -> dict[str, Any]:
+def _hessian(target, item: ModelRun, plan: "LandscapePlan", *, progress: bool, say: Message) -> dict[str, Any]:
     """``hessian.json`` of the run's last weights: reused when its settings and weights hash match."""
-    from reslab.analysis.common import load_result_file
-    from reslab.analysis.hessian import analyze_hessian
-    from reslab.analysis.landscape.directions import model_state, state_hash
-
+    hessian = plan.hessian
     path = item.run_dir / "analysis" / "hessian.json"
-    inputs, labels = target.samples(split, samples, seed=sample_seed)
+    inputs, labels = target.samples(hessian.split, hessian.samples, seed=hessian.sample_seed)
     weights = state_hash(model_state(target.model))
-    wanted = {"samples": int(inputs.shape[0]), "split": split, "seed": seed, "sample_seed": sample_seed,
-              "top_k": top_k, "max_iterations": max_iterations, "tol": tol, "extreme_steps": extreme_steps,
-              "trace_probes": trace_probes or None}
+    wanted = {"samples": int(inputs.shape[0]), "split": hessian.split, "seed": hessian.seed,
+              "sample_seed": hessian.sample_seed, "top_k": hessian.top_k, "max_iterations": hessian.max_iterations,
+              "tol": hessian.tol, "extreme_steps": hessian.extreme_steps,
+              "trace_probes": hessian.trace_probes if hessian.trace else None}
     data = None
     if path.is_file():
         try:
-            data = load_result_file(path)
-        except Exception:  # noqa: BLE001 - an unreadable file is recomputed
+            data = read_result(path)
+        except ReslabError:  # an unreadable file is recomputed
             data = None
-    settings = (data or {}).get("settings") or {}
+    recorded = (data or {}).get("settings") or {}
     computed = False
-    if not (data and all(settings.get(k) == v for k, v in wanted.items())
-            and settings.get("weights_sha256") == weights):
-        say(f"{item.name}: Hessian on {inputs.shape[0]} {split} images (top-{top_k}, ≤{max_iterations} power "
-            f"iterations, {extreme_steps} Lanczos steps, {trace_probes} trace probes)")
-        result = analyze_hessian(target, samples=samples, split=split, seed=seed, sample_seed=sample_seed,
-                                 top_k=top_k, max_iterations=max_iterations, tol=tol, trace=trace_probes > 0,
-                                 trace_probes=max(trace_probes, 1), extreme_steps=extreme_steps, device=device,
-                                 progress=progress, inputs=inputs, labels=labels)
+    if not (data and all(recorded.get(k) == v for k, v in wanted.items())
+            and recorded.get("weights_sha256") == weights):
+        say(f"{item.name}: Hessian on {inputs.shape[0]} {hessian.split} images (top-{hessian.top_k}, "
+            f"≤{hessian.max_iterations} power iterations, {hessian.extreme_steps} Lanczos steps, "
+            f"{hessian.trace_probes if hessian.trace else 0} trace probes)")
+        result = analyze_hessian(target, hessian, progress=progress, inputs=inputs, labels=labels)
         result.settings["weights_sha256"] = weights  # lets a rerun know these are the same weights
         result.save(path)
-        data = load_result_file(path)
+        data = read_result(path)
         computed = True
     return {
-        "file": _relative(path, experiment_dir), "samples": int(inputs.shape[0]), "loss": _finite(data.get("loss")),
-        "lambda_max": _finite(data.get("lambda_max")), "lambda_min": _finite(data.get("lambda_min")),
-        "convexity_ratio": _finite(data.get("convexity_ratio")), "trace": _finite(data.get("trace")),
-        "trace_std_error": _finite(data.get("trace_std_error")),
+        "file": _relative(path, plan.experiment_dir), "samples": int(inputs.shape[0]),
+        "loss": _finite(data.get("loss")), "lambda_max": _finite(data.get("lambda_max")),
+        "lambda_min": _finite(data.get("lambda_min")), "convexity_ratio": _finite(data.get("convexity_ratio")),
+        "trace": _finite(data.get("trace")), "trace_std_error": _finite(data.get("trace_std_error")),
         "top_eigenvalues": [_finite(v) for v in data.get("top_eigenvalues") or []],
         "hessian_vector_products": data.get("hessian_vector_products"), "computed_now": computed,
         "seconds": _finite(data.get("seconds")),
@@ -527,14 +563,15 @@ def _hessian(target, item: ModelRun, *, split: str, seed: int, sample_seed: int,
 # -- figures ----------------------------------------------------------------------------------------
 def write_figures(experiment_dir: Path, entries: Sequence[Mapping[str, Any]], title: str) -> list[Path]:
     """Side-by-side PNGs of every plane computed for all models, each figure on one shared scale."""
-    from reslab.report.landscape_plots import (
+    # Lazy: the report room draws with matplotlib, which `reslab --help` should not have to import.
+    from reslab.report.landscape_plots import (  # noqa: PLC0415
         load_landscape,
         plot_contours,
         plot_landscape_1d,
         plot_surfaces_3d,
         plot_trajectories,
     )
-    from reslab.report.plots import save_figure
+    from reslab.report.plots import save_figure  # noqa: PLC0415
 
     written = []
     for kind in PLANES:
@@ -596,278 +633,185 @@ def format_table(models: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def command_line(models: Sequence[str], data: str, *, recipe, seed: int, epochs, overrides, data_dir, download,
-                 grid: str, samples: int, split: str, direction_seed: int, planes: Sequence[str], hessian: bool,
-                 hessian_budget: Mapping[str, Any], reuse: Sequence[Any], out: Path, jobs: int,
-                 threads: int | None = None, device: str = "auto", precision: str = "fp32") -> str:
-    """The ``reslab experiment landscape`` command that (re)makes this experiment."""
-    parts = ["reslab", "experiment", "landscape", "--models", *models, "--data", data]
-    if data_dir is not None:
-        parts += ["--data-dir", str(data_dir)]
-    if download:
-        parts.append("--download")
-    if recipe is not None:
-        parts += ["--recipe", str(recipe)]
-    if seed:
-        parts += ["--seed", str(seed)]
-    if epochs is not None:
-        parts += ["--epochs", str(epochs)]
-    for key, value in (overrides or {}).items():
-        if isinstance(value, Mapping):
-            parts += [arg for k, v in value.items() for arg in ("--set", f"{key}.{k}={_toml(v)}")]
-        else:
-            parts += ["--set", f"{key}={_toml(value)}"]
-    parts += [f"--grid={grid}", "--samples", str(samples)]
-    if split != "train":
-        parts += ["--split", split]
-    if direction_seed:
-        parts += ["--direction-seed", str(direction_seed)]
-    parts += ["--planes", *planes]
-    if precision != "fp32":
-        parts += ["--precision", precision]
-    if hessian:
-        parts += ["--hessian-samples", str(hessian_budget["samples"]), "--top-k", str(hessian_budget["top_k"]),
-                  "--hessian-iterations", str(hessian_budget["max_iterations"]),
-                  "--extreme-steps", str(hessian_budget["extreme_steps"]),
-                  "--trace-probes", str(hessian_budget["trace_probes"])]
-    else:
-        parts.append("--no-hessian")
-    if reuse:
-        parts += ["--reuse", *map(str, reuse)]
-    if jobs > 1:
-        parts += ["--jobs", str(jobs)]
-    if device not in (None, "auto"):
-        parts += ["--device", str(device)]
-    if threads is not None:
-        parts += ["--threads", str(threads)]
-    parts += ["--out", str(out)]
-    return shlex.join(parts)
-
-
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(_toml(v) for v in value) + "]"
-    return str(value)
-
-
 # -- the experiment ---------------------------------------------------------------------------------
-def run_landscape_experiment(
-    models: Sequence[str] | None = DEFAULT_MODELS,
-    data: str = "digits",
-    *,
-    data_dir: str | Path | None = None,
-    download: bool = False,
-    recipe: str | Path | None = None,
-    seed: int = 0,
-    epochs: int | None = None,
-    overrides: Mapping[str, Any] | None = None,
-    grid: str | None = None,
-    samples: int | None = None,
-    split: str = "train",
-    direction_seed: int = 0,
-    sample_seed: int = 0,
-    planes: Sequence[str] | None = DEFAULT_PLANES,
-    hessian: bool = True,
-    hessian_samples: int | None = None,
-    top_k: int | None = None,
-    hessian_iterations: int | None = None,
-    extreme_steps: int | None = None,
-    trace_probes: int | None = None,
-    reuse: Sequence[str | Path] = (),
-    out: str | Path | None = None,
-    jobs: int = 1,
-    device: str = "auto",
-    precision: str = "fp32",
-    threads: int | None = None,
-    workers: int | None = None,
-    quiet: bool = False,
-    progress: bool | None = None,
-    say: Message | None = None,
-) -> LandscapeExperimentResult:
-    """Train (or reuse) the models, then compare their loss landscapes and curvature.
+@dataclass(frozen=True)
+class LandscapePlan:
+    """The experiment with every choice made: settings, the dataset's budget applied, and where."""
 
-    Args:
-        models: model names (default ``resnet56 plain56``), trained with the same recipe and seed.
-        data, data_dir, download: the dataset (``digits``, ``cifar10`` with ``data_dir``, …).
-        recipe: training recipe (default ``digits-degradation`` for the digits, else the
-            trainer's default, ``cifar10-fast``); ``epochs`` and ``overrides`` (``--set``)
-            change it for every run. Runs trained here save every epoch (``save_every=1``).
-        seed: the training seed (runs are named ``MODEL-sSEED``).
-        grid: the random plane's grid, ``START:STOP:N`` or ``N`` (default by data, see
-            :data:`BUDGETS`); the PCA plane gets N×N points over the trajectory, the
-            interpolation 2N−1 points over −0.5…1.5.
-        samples, split, sample_seed: the images every point is evaluated on (the same for all
-            models); ``direction_seed``: the random directions' seed (the same for all models).
-        planes: any of ``random``, ``pca``, ``interp`` (default all; PCA is skipped, with a
-            note, for runs without epoch checkpoints).
-        hessian: compute the Hessian summary; ``hessian_samples``, ``top_k``,
-            ``hessian_iterations`` (power iterations per eigenvalue), ``extreme_steps``
-            (Lanczos steps for λmin), ``trace_probes`` (Hutchinson; 0 = no trace) set its budget.
-        reuse: run or experiment directories to take finished runs from (matched by model,
-            model options, seed and data); they are hard-linked into ``out``, never retrained.
-        out: the experiment directory (default ``runs/landscape-{data}``).
-        jobs: runs trained at the same time (each in its own process).
-        device: where the analyses run (``auto``: CUDA when available); a device other than
-            ``auto`` is also the training's. ``precision``: ``fp32`` (default), or ``bf16``/``fp16``
-            autocast for the landscapes (much faster on GPUs; the Hessian stays in fp32).
-        threads: torch CPU threads for the analyses and, unless ``overrides`` sets them, the
-            training (on a busy shared machine 1 is often much faster than more).
-        workers: landscape points evaluated at once on a CPU (default: the CPU cores).
-        quiet: no progress lines or bars; ``progress``: tqdm bars (default: on a terminal).
+    settings: LandscapeExperimentSettings
+    grid: str
+    samples: int
+    hessian: HessianSettings | None  # None: no Hessian
+    experiment_dir: Path
+    recipe: str | None
+    device: Any  # torch.device of the analyses
+    workers: int
+    train_threads: int | None
 
-    Returns a :class:`LandscapeExperimentResult` and writes ``landscape.json`` and the PNGs
-    once every run and grid is complete.
-    """
-    import torch
+    @property
+    def command(self) -> str:
+        """The ``reslab experiment landscape`` command that (re)makes this experiment, budget spelled out."""
+        s = self.settings
+        resolved = s.replace(grid=self.grid, samples=self.samples, recipe=None if self.recipe is None else
+                             str(self.recipe), out=str(self.experiment_dir))
+        if self.hessian is not None:
+            h = self.hessian
+            resolved = resolved.replace(hessian_samples=h.samples, top_k=h.top_k, hessian_iterations=h.max_iterations,
+                                        extreme_steps=h.extreme_steps, trace_probes=h.trace_probes if h.trace else 0)
+        return experiment_command(["reslab", "experiment", "landscape"], resolved,
+                                  always=("models", "data", "grid", "samples", "planes"))
 
-    from reslab.analysis.common import progress_enabled
 
-    models = validate_models(models)
-    planes = validate_planes(planes)
-    data = str(data)
-    if split not in ("train", "test"):
-        raise ConfigError(f"--split must be 'train' or 'test', got {split!r}")
-    budget = default_budget(data)
-    grid = str(grid) if grid is not None else budget["grid"]
-    from reslab.analysis.landscape.surface import parse_grid
-
-    parse_grid(grid, "--grid")
-    samples = _positive("samples", samples if samples is not None else budget["samples"])
-    hessian_budget = {
-        "samples": _positive("hessian-samples", hessian_samples if hessian_samples is not None
-                             else budget["hessian_samples"]),
-        "top_k": _positive("top-k", top_k if top_k is not None else budget["top_k"], 0),
-        "max_iterations": _positive("hessian-iterations", hessian_iterations if hessian_iterations is not None
-                                    else budget["max_iterations"]),
-        "extreme_steps": _positive("extreme-steps", extreme_steps if extreme_steps is not None
-                                   else budget["extreme_steps"]),
-        "trace_probes": _positive("trace-probes", trace_probes if trace_probes is not None
-                                  else budget["trace_probes"], 0),
-    }
-    seed = _positive("seed", seed, 0)
-    jobs = _positive("jobs", jobs)
-    if threads is not None:
-        threads = _positive("threads", threads)
-    if workers is not None:
-        workers = _positive("workers", workers)
-    from reslab.utils import resolve_device
-
-    analysis_device = resolve_device(device)
-    if precision not in ("fp32", "bf16", "fp16"):
-        raise ConfigError(f"--precision must be fp32, bf16 or fp16, got {precision!r}")
-    recipe = recipe if recipe is not None else default_recipe(data)
-    experiment_dir = Path(out) if out is not None else Path("runs") / f"landscape-{data}"
+def plan_experiment(settings: LandscapeExperimentSettings) -> LandscapePlan:
+    """Check the settings against the world (models, devices, --out) and apply the dataset's budget."""
+    for name in settings.models:
+        model_info(str(name))  # raises ModelConfigError naming the close matches
+    settings = settings.replace(models=tuple(unique_in_order(settings.models)),
+                                planes=tuple(p for p in PLANES if p in settings.planes))
+    budget = default_budget(settings.data)
+    hessian = None
+    if settings.hessian:
+        trace_probes = settings.trace_probes if settings.trace_probes is not None else budget.hessian.trace_probes
+        hessian = budget.hessian.of(
+            budget.hessian, split=settings.split, seed=settings.direction_seed, sample_seed=settings.sample_seed,
+            **{key: value for key, value in {
+                "samples": settings.hessian_samples, "top_k": settings.top_k,
+                "max_iterations": settings.hessian_iterations, "extreme_steps": settings.extreme_steps,
+            }.items() if value is not None},
+            trace=trace_probes > 0, trace_probes=max(trace_probes, 1))
+    device = resolve_device(settings.device)
+    if hessian is not None:
+        hessian = hessian.replace(device=str(device))
+    experiment_dir = Path(settings.out) if settings.out is not None else Path("runs") / f"landscape-{settings.data}"
     if experiment_dir.exists() and not experiment_dir.is_dir():
         raise ConfigError(f"--out {experiment_dir} is a file; give a directory for the experiment")
-    say = say or stderr_printer("reslab experiment landscape", enabled=not quiet)
-    progress = progress_enabled(quiet) if progress is None else progress
-    overrides = dict(overrides or {})
-    if device not in (None, "auto") and "device" not in overrides:
-        overrides["device"] = str(device)
-    train_threads = threads
-    if jobs > 1 and "threads" not in overrides and threads is None:
-        train_threads = max(1, cpu_count() // jobs)
-    planned = plan_models(models, data, experiment_dir, recipe=recipe, seed=seed, epochs=epochs, overrides=overrides,
-                          data_dir=data_dir, download=download, quiet=quiet or jobs > 1, threads=train_threads)
-    command = command_line(models, data, recipe=recipe, seed=seed, epochs=epochs, overrides=overrides,
-                           data_dir=data_dir, download=download, grid=grid, samples=samples, split=split,
-                           direction_seed=direction_seed, planes=planes, hessian=hessian,
-                           hessian_budget=hessian_budget, reuse=list(reuse or ()), out=experiment_dir, jobs=jobs,
-                           threads=threads, device=device, precision=precision)
-    candidates = candidate_runs(list(reuse)) if reuse else []
+    train_threads = settings.threads
+    if settings.jobs > 1 and "threads" not in settings.overrides and settings.threads is None:
+        train_threads = max(1, cpu_count() // settings.jobs)
+    return LandscapePlan(
+        settings=settings, grid=settings.grid if settings.grid is not None else budget.grid,
+        samples=settings.samples if settings.samples is not None else budget.samples, hessian=hessian,
+        experiment_dir=experiment_dir,
+        recipe=settings.recipe if settings.recipe is not None else default_recipe(settings.data),
+        device=device, workers=settings.workers or cpu_count(), train_threads=train_threads)
+
+
+def run_landscape_experiment(models: Sequence[str] | None = None, data: str | None = None,
+                             settings: LandscapeExperimentSettings | Mapping[str, Any] | None = None, *,
+                             progress: bool | None = None, say: Message | None = None,
+                             **changes: Any) -> LandscapeExperimentResult:
+    """Train (or reuse) the models, then compare their loss landscapes and curvature.
+
+    ``models`` (default ``resnet56 plain56``) and ``data`` (default ``digits``) as in the CLI;
+    ``settings`` a :class:`LandscapeExperimentSettings` (or mapping), and ``changes`` any of its
+    fields as keywords (``grid="-1:1:11"``, ``reuse=[dirs]``, ``overrides={"lr": 0.1}``). See the
+    class for every option and :func:`default_budget` for what the dataset decides.
+    ``progress``: tqdm bars (default: on a terminal); ``say``: where progress lines go.
+
+    The steps, in order: plan (settings checked, budget applied) → train or reuse the runs →
+    analyse each run → summarise (``landscape.json`` and the side-by-side PNGs, written once every
+    run and grid is complete; a stopped experiment resumes with the same command).
+    """
+    given = {"models": None if models is None else ([models] if isinstance(models, str) else list(models)),
+             "data": data}
+    settings = LandscapeExperimentSettings.of(settings, **{k: v for k, v in given.items() if v is not None},
+                                              **changes)
+    plan = plan_experiment(settings)
+    say = say or stderr_printer("reslab experiment landscape", enabled=not settings.quiet)
+    progress = progress_enabled(settings.quiet) if progress is None else progress
     started = time.perf_counter()
-    experiment_dir.mkdir(parents=True, exist_ok=True)
-    say(f"{len(planned)} runs ({', '.join(p.name for p in planned)}) in {experiment_dir}")
+    planned, outcomes = _train_runs(plan, say)
+    if not (len(outcomes) == len(planned) and all(o.finished for o in outcomes)):
+        say(f"stopped before every run finished; rerun the same command to resume: {plan.command}")
+        return LandscapeExperimentResult(plan.experiment_dir, outcomes, None, [], complete=False)
+    train_seconds = time.perf_counter() - started
+    analysis_started = time.perf_counter()
+    entries, threads = _analyse_runs(plan, planned, progress, say)
+    if any(not (e.get(k) or {}).get("complete", True) for e in entries for k in settings.planes):
+        say(f"a grid is incomplete; rerun the same command to continue it: {plan.command}")
+        return LandscapeExperimentResult(plan.experiment_dir, outcomes, None, [], complete=False)
+    seconds = {"training": round(train_seconds, 2), "analyses": round(time.perf_counter() - analysis_started, 2)}
+    summary, files = _summarise(plan, planned, entries, threads, seconds, started)
+    return LandscapeExperimentResult(plan.experiment_dir, outcomes, summary, files)
+
+
+def _train_runs(plan: LandscapePlan, say: Message) -> tuple[list[ModelRun], list[RunOutcome]]:
+    """Link reusable runs, train (or resume) the others; the runs and what happened to each."""
+    planned = plan_models(plan)
+    candidates = candidate_runs(list(plan.settings.reuse)) if plan.settings.reuse else []
+    plan.experiment_dir.mkdir(parents=True, exist_ok=True)
+    say(f"{len(planned)} runs ({', '.join(p.name for p in planned)}) in {plan.experiment_dir}")
     to_train = resolve_runs(planned, candidates, say)
-    outcomes = ensure_runs([p.config for p in to_train], jobs=jobs, say=say) if to_train else []
+    outcomes = ensure_runs([p.config for p in to_train], jobs=plan.settings.jobs, say=say) if to_train else []
     for item, outcome in zip(to_train, outcomes):
         item.action = outcome.action
     outcomes += [RunOutcome(str(p.run_dir), p.model, "reused", True, 0.0) for p in planned if p not in to_train]
-    complete = len(outcomes) == len(planned) and all(o.finished for o in outcomes)
-    if not complete:
-        say(f"stopped before every run finished; rerun the same command to resume: {command}")
-        return LandscapeExperimentResult(experiment_dir, outcomes, None, [], complete=False)
-    train_seconds = time.perf_counter() - started
+    return planned, outcomes
 
+
+def _analyse_runs(plan: LandscapePlan, planned: Sequence[ModelRun], progress: bool, say: Message
+                  ) -> tuple[list[dict[str, Any]], int]:
+    """Every run's landscapes and Hessian (those already computed are reused); entries and threads used."""
     previous_threads = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    analysis_started = time.perf_counter()
-    entries = []
-    dataset = None
+    if plan.settings.threads is not None:
+        torch.set_num_threads(plan.settings.threads)
+    entries, dataset = [], None
     try:
         for item in planned:
-            entry, loaded = analyze_run(
-                item, planes=planes, grid=grid, samples=samples, split=split, direction_seed=direction_seed,
-                sample_seed=sample_seed, hessian=hessian_budget if hessian else None, experiment_dir=experiment_dir,
-                dataset=dataset, workers=workers or cpu_count(), device=analysis_device, precision=precision,
-                progress=progress, say=say)
+            entry, loaded = analyze_run(item, plan, dataset=dataset, progress=progress, say=say)
             # Twins share their data: load it once (CIFAR takes seconds to decode).
             dataset = loaded if dataset is None else dataset
             entries.append(entry)
     finally:
         torch.set_num_threads(previous_threads)
-    if any(not (e.get(k) or {}).get("complete", True) for e in entries for k in planes):
-        say(f"a grid is incomplete; rerun the same command to continue it: {command}")
-        return LandscapeExperimentResult(experiment_dir, outcomes, None, [], complete=False)
+    threads = plan.settings.threads if plan.settings.threads is not None else previous_threads
+    return entries, threads
 
+
+def _summarise(plan: LandscapePlan, planned: Sequence[ModelRun], entries: list[dict[str, Any]], threads: int,
+               seconds: dict[str, float], started: float) -> tuple[dict[str, Any], list[Path]]:
+    """``landscape.json`` and the side-by-side figures."""
+    s = plan.settings
     entries.sort(key=lambda e: (e["kind"] != "residual", e["model"]))
-    first_config = _read_config(planned[0].run_dir)
+    first_config = rundir.read_config(planned[0].run_dir)
     dataset_info = first_config.get("dataset") if isinstance(first_config.get("dataset"), Mapping) else {}
     summary = {
         "experiment": "landscape",
         "format": FORMAT,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "dataset": dataset_info.get("name") or data,
+        "created": utc_now(),
+        "dataset": dataset_info.get("name") or s.data,
         "data_source": first_config.get("data_source") or dataset_info.get("source"),
-        "seed": seed,
-        "command": command,
+        "seed": s.seed,
+        "command": plan.command,
         "settings": {
-            "grid": grid, "planes": planes, "samples": samples, "split": split, "direction_seed": direction_seed,
-            "sample_seed": sample_seed, "bn_mode": "eval", "hessian": dict(hessian_budget) if hessian else None,
-            "device": str(analysis_device), "precision": precision,
-            "threads": threads if threads is not None else previous_threads, "workers": workers or cpu_count(),
-            "radii": list(RADII),
+            "grid": plan.grid, "planes": list(s.planes), "samples": plan.samples, "split": s.split,
+            "direction_seed": s.direction_seed, "sample_seed": s.sample_seed, "bn_mode": "eval",
+            "hessian": _hessian_budget(plan.hessian), "device": str(plan.device), "precision": s.precision,
+            "threads": threads, "workers": plan.workers, "radii": list(RADII),
         },
         # Wall time of this call (a rerun that reuses everything takes seconds).
-        "seconds_now": {"training": round(train_seconds, 2),
-                        "analyses": round(time.perf_counter() - analysis_started, 2)},
+        "seconds_now": dict(seconds),
         "models": entries,
     }
     title = f"{summary['dataset']}: " + " vs ".join(e["model"] for e in entries)
-    figures = write_figures(experiment_dir, entries, title)
+    figures = write_figures(plan.experiment_dir, entries, title)
     summary["figures"] = [f.name for f in figures]
     summary["seconds_now"]["total"] = round(time.perf_counter() - started, 2)
-    json_path = experiment_dir / SUMMARY_FILE
-    from reslab.utils import atomic_write_text
-
-    atomic_write_text(json_path, json.dumps(_json_ready(summary), indent=1, allow_nan=False) + "\n")
-    return LandscapeExperimentResult(experiment_dir, outcomes, summary, [json_path, *figures])
+    json_path = write_json(plan.experiment_dir / SUMMARY_FILE, summary)
+    return json_ready(summary), [json_path, *figures]
 
 
-def _json_ready(value: Any) -> Any:
-    """JSON has no NaN/Infinity: write them as null."""
-    if isinstance(value, float) and not math.isfinite(value):
+def _hessian_budget(hessian: HessianSettings | None) -> dict[str, Any] | None:
+    """The Hessian's budget as ``landscape.json`` has always recorded it."""
+    if hessian is None:
         return None
-    if isinstance(value, Mapping):
-        return {str(k): _json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
-    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
-        return _json_ready(value.item())  # NumPy scalars
-    return value
-
-
-def _read_config(run_dir: Path) -> dict[str, Any]:
-    from reslab.train import rundir
-
-    return rundir.read_config(run_dir)
+    return {"samples": hessian.samples, "top_k": hessian.top_k, "max_iterations": hessian.max_iterations,
+            "extreme_steps": hessian.extreme_steps, "trace_probes": hessian.trace_probes if hessian.trace else 0,
+            "tol": hessian.tol}
 
 
 __all__ = [
-    "BUDGETS", "DEFAULT_MODELS", "DEFAULT_PLANES", "PLANES", "LandscapeExperimentResult", "ModelRun",
-    "run_landscape_experiment", "validate_models", "validate_planes", "candidate_runs", "find_reusable", "link_run",
+    "DEFAULT_MODELS", "LandscapeBudget", "LandscapeExperimentSettings", "LandscapePlan", "plan_experiment", "DEFAULT_PLANES", "PLANES", "LandscapeExperimentResult", "ModelRun",
+    "run_landscape_experiment", "candidate_runs", "find_reusable", "link_run",
     "current_landscape", "analyze_run", "write_figures", "format_table", "default_budget",
 ]

@@ -1,7 +1,7 @@
-"""Residual blocks: ``merge(branch(x), shortcut(x))``.
+"""Residual blocks: ``y = merge(F(x), shortcut(x))`` (He et al. 2015, Eq. 1: ``y = F(x) + x``).
 
 Every block in the family is one :class:`ResidualBlock`; the four kinds below only define the
-*branch* (the residual function F). The *shortcut* and the *merge* are values:
+*branch* (the residual function F). The *shortcut* and the *merge* are option values:
 
 =============  ==========================================================================
 ``shortcut``   ``"A"`` strided identity + zero-padded channels (parameter-free),
@@ -11,8 +11,12 @@ Every block in the family is one :class:`ResidualBlock`; the four kinds below on
 ``gated``      highway merge ``T(x)·F(x) + (1 − T(x))·shortcut(x)`` instead of a sum.
 =============  ==========================================================================
 
+The merge is a small object (:class:`NoMerge` for the plain twin, :class:`SumMerge`,
+:class:`HighwayMerge`), so :meth:`ResidualBlock.forward` reads like the paper.
+
 Layer names follow torchvision (``conv1``, ``bn1``, …, ``downsample.0``) so its state dicts load
-unchanged; ``downsample`` holds the shortcut path whenever it is not a bare identity.
+unchanged; ``downsample`` holds the shortcut path whenever it is not a bare identity, and a
+highway block's gate convolution is ``gate``.
 
 Two hook points serve the analyses without touching the maths:
 
@@ -44,8 +48,69 @@ SHORTCUT_OPTIONS = ("A", "B", "C", "none")
 GATE_BIAS_INIT = -2.0
 
 
+# -- merges: y from F(x) and shortcut(x) ------------------------------------------------------
+class Merge:
+    """How a block joins its two paths: ``merge(branch_out, shortcut_out, shortcut_input) -> y``.
+
+    ``branch_out`` is F(x) (after drop-path), ``shortcut_out`` is ``shortcut(x)`` and
+    ``shortcut_input`` is what the shortcut was given (the highway gate looks at it too).
+    A merge holds no parameters of its own: the highway gate's convolution is the block's ``gate``.
+    """
+
+    name = ""
+
+    def __call__(self, branch_out: torch.Tensor, shortcut_out: torch.Tensor,
+                 shortcut_input: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class NoMerge(Merge):
+    """The plain twin: there is no shortcut to join, ``y = F(x)``."""
+
+    name = "none"
+
+    def __call__(self, branch_out, shortcut_out, shortcut_input):
+        return branch_out
+
+
+class SumMerge(Merge):
+    """The residual sum ``y = F(x) + shortcut(x)`` (He et al. 2015, Eq. 1 and 2)."""
+
+    name = "add"
+
+    def __call__(self, branch_out, shortcut_out, shortcut_input):
+        return branch_out + shortcut_out
+
+
+class HighwayMerge(Merge):
+    """The highway mix ``y = T·F(x) + (1 − T)·shortcut(x)``, ``T = σ(gate(x))`` (Srivastava et al. 2015).
+
+    ``gate`` is the block's 1×1 convolution (registered on the block as ``block.gate``).
+    """
+
+    name = "gated"
+
+    def __init__(self, gate: nn.Conv2d):
+        self.gate = gate
+
+    def __call__(self, branch_out, shortcut_out, shortcut_input):
+        transform = torch.sigmoid(self.gate(shortcut_input))
+        return transform * branch_out + (1.0 - transform) * shortcut_out
+
+
+def highway_gate(in_planes: int, out_planes: int, stride: int) -> nn.Conv2d:
+    """The transform gate's 1×1 convolution (with the block's stride), biased towards carrying."""
+    gate = nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=True)
+    nn.init.constant_(gate.bias, GATE_BIAS_INIT)
+    return gate
+
+
+# -- the block --------------------------------------------------------------------------------
 class ResidualBlock(nn.Module):
-    """One block ``merge(branch(x), shortcut(x))``; subclasses define :meth:`branch`.
+    """One block ``y = merge(F(x), shortcut(x))``; subclasses define the branch F.
 
     Args:
         in_planes: channels of the input.
@@ -55,6 +120,9 @@ class ResidualBlock(nn.Module):
         gated: highway merge instead of a sum.
         attention: ``None``, ``"se"`` or ``"cbam"`` applied to the branch output.
         drop_path: probability of dropping the branch of a sample in training.
+
+    Subclasses define :meth:`branch` (F, from the pre-activated input), and pre-activation
+    blocks also :meth:`preactivate` and :meth:`after_merge`.
     """
 
     expansion = 1
@@ -73,22 +141,27 @@ class ResidualBlock(nn.Module):
         super().__init__()
         if shortcut not in SHORTCUT_OPTIONS:
             raise ValueError(f"shortcut must be one of {SHORTCUT_OPTIONS}, got {shortcut!r}")
+        if gated and shortcut == "none":
+            raise ValueError("a gated (highway) merge needs a shortcut; it cannot be combined with shortcut='none'")
         self.in_planes, self.out_planes, self.stride = in_planes, out_planes, stride
         self.shortcut_option = shortcut
         self.residual = shortcut != "none"
         self.changes_shape = stride != 1 or in_planes != out_planes
         self.branch_enabled = True
 
+        # (Submodules are created in this order so that parameter initialisation draws the
+        # same random numbers as it always has.)
         self.downsample = self._make_shortcut(shortcut) if self.residual else None
-        self.gate = None
-        if gated:
-            if not self.residual:
-                raise ValueError("a gated (highway) merge needs a shortcut; it cannot be combined with shortcut='none'")
-            self.gate = nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=True)
-            nn.init.constant_(self.gate.bias, GATE_BIAS_INIT)
-        self.attention = make_attention(attention, out_planes)
+        self.gate = highway_gate(in_planes, out_planes, stride) if gated else None
+        self.attention = make_attention(attention, out_planes)  # nn.Identity without attention
         self.branch_output = nn.Identity()
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.merge: Merge = (
+            HighwayMerge(self.gate) if gated else SumMerge() if self.residual else NoMerge()
+        )
+        # Pre-activation blocks feed a shortcut that is not the bare identity (and the gate)
+        # their pre-activated input, as in the authors' code.
+        self.shortcut_preactivated = self.preact and self.downsample is not None
 
     def _make_shortcut(self, option: str) -> nn.Module | None:
         if option == "A":
@@ -98,11 +171,47 @@ class ResidualBlock(nn.Module):
         # Pre-activation blocks project the already normalised input, so no BN in the projection.
         return projection_shortcut(self.in_planes, self.out_planes, self.stride, with_bn=not self.preact)
 
-    # -- the residual function -------------------------------------------------------------
-    def branch(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return ``(F(x), shortcut_input)``; ``shortcut_input`` is ``x`` or its pre-activation."""
+    # -- y = merge(F(x), shortcut(x)) --------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.branch_enabled:
+            return self._forward_without_branch(x)
+        pre = self.preactivate(x)
+        fx = self.branch_output(self.attention(self.branch(pre)))  # F(x)
+        into_shortcut = self.shortcut_input(x, pre)
+        y = self.merge(self.drop_path(fx), self.shortcut(into_shortcut), into_shortcut)
+        return self.after_merge(y)
+
+    def preactivate(self, x: torch.Tensor) -> torch.Tensor:
+        """The branch's input: ``x``, or BN–ReLU(x) in pre-activation blocks."""
+        return x
+
+    def branch(self, pre: torch.Tensor) -> torch.Tensor:
+        """The residual function F, from :meth:`preactivate`'s output."""
         raise NotImplementedError
 
+    def shortcut_input(self, x: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
+        """What the shortcut (and the highway gate) sees: ``x``, or ``pre`` (see ``shortcut_preactivated``)."""
+        return pre if self.shortcut_preactivated else x
+
+    def shortcut(self, shortcut_input: torch.Tensor) -> torch.Tensor:
+        return shortcut_input if self.downsample is None else self.downsample(shortcut_input)
+
+    def after_merge(self, y: torch.Tensor) -> torch.Tensor:
+        """ReLU after the merge (post-activation blocks); pre-activation blocks add nothing."""
+        return F.relu(y)
+
+    def _forward_without_branch(self, x: torch.Tensor) -> torch.Tensor:
+        if self.residual:
+            into_shortcut = self.preactivate(x) if self.shortcut_preactivated else x
+            return self.after_merge(self.shortcut(into_shortcut))
+        if self.changes_shape:
+            raise RuntimeError(
+                "cannot remove this plain block: it changes the shape "
+                f"({self.in_planes}->{self.out_planes} channels, stride {self.stride}) and has no shortcut"
+            )
+        return x
+
+    # -- the branch's ends -------------------------------------------------------------------
     def last_norm(self) -> nn.BatchNorm2d | None:
         """The BN that ends the branch (``None`` for pre-activation blocks, which end in a conv)."""
         return None
@@ -122,45 +231,23 @@ class ResidualBlock(nn.Module):
         else:
             nn.init.zeros_(self.last_conv().weight)
 
-    # -- merge -----------------------------------------------------------------------------
-    def shortcut(self, shortcut_input: torch.Tensor) -> torch.Tensor:
-        return shortcut_input if self.downsample is None else self.downsample(shortcut_input)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.branch_enabled:
-            return self._forward_without_branch(x)
-        out, shortcut_input = self.branch(x)
-        if self.attention is not None:
-            out = self.attention(out)
-        out = self.branch_output(out)
-        out = self.drop_path(out)
-        if self.residual:
-            identity = self.shortcut(shortcut_input)
-            if self.gate is not None:
-                transform = torch.sigmoid(self.gate(shortcut_input))
-                out = transform * out + (1.0 - transform) * identity
-            else:
-                out = out + identity
-        return out if self.preact else F.relu(out)
-
-    def _forward_without_branch(self, x: torch.Tensor) -> torch.Tensor:
-        if self.residual:
-            shortcut_input = self._preactivate(x) if (self.preact and self.downsample is not None) else x
-            out = self.shortcut(shortcut_input)
-            return out if self.preact else F.relu(out)
-        if self.changes_shape:
-            raise RuntimeError(
-                "cannot remove this plain block: it changes the shape "
-                f"({self.in_planes}->{self.out_planes} channels, stride {self.stride}) and has no shortcut"
-            )
-        return x
-
-    def _preactivate(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
     def extra_repr(self) -> str:
-        merge = "gated" if self.gate is not None else ("add" if self.residual else "none")
-        return f"shortcut={self.shortcut_option}, merge={merge}"
+        return f"shortcut={self.shortcut_option}, merge={self.merge.name}"
+
+
+class PreActivationBlock(ResidualBlock):
+    """Pre-activation ordering (He et al. 2016): the branch starts with BN–ReLU, nothing follows the merge.
+
+    ReLUs are never in place here: the shortcut may still need the tensor.
+    """
+
+    preact = True
+
+    def preactivate(self, x):
+        return F.relu(self.bn1(x))
+
+    def after_merge(self, y):
+        return y
 
 
 class BasicBlock(ResidualBlock):
@@ -181,8 +268,7 @@ class BasicBlock(ResidualBlock):
 
     def branch(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(self.dropout(out)))
-        return out, x
+        return self.bn2(self.conv2(self.dropout(out)))
 
     def last_norm(self):
         return self.bn2
@@ -215,8 +301,7 @@ class Bottleneck(ResidualBlock):
     def branch(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
         out = F.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(self.dropout(out)))
-        return out, x
+        return self.bn3(self.conv3(self.dropout(out)))
 
     def last_norm(self):
         return self.bn3
@@ -225,15 +310,14 @@ class Bottleneck(ResidualBlock):
         return self.conv3
 
 
-class PreActBasicBlock(ResidualBlock):
+class PreActBasicBlock(PreActivationBlock):
     """BN-ReLU-conv ×2 (He et al. 2016, "Identity Mappings"); nothing follows the merge.
 
-    When the block has a projection shortcut, the shortcut sees the pre-activated input, as in
-    the authors' code. ReLUs are never in place here: the shortcut may still need the tensor.
+    When the block's shortcut is not the bare identity, it sees the pre-activated input, as in
+    the authors' code.
     """
 
     expansion = 1
-    preact = True
 
     def __init__(self, in_planes: int, planes: int, stride: int = 1, groups: int = 1, base_width: int = 64,
                  dropout: float = 0.0, **merge_options):
@@ -246,24 +330,18 @@ class PreActBasicBlock(ResidualBlock):
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.conv2 = conv3x3(planes, planes)
 
-    def _preactivate(self, x):
-        return F.relu(self.bn1(x))
-
-    def branch(self, x):
-        pre = self._preactivate(x)
+    def branch(self, pre):
         out = self.conv1(pre)
-        out = self.conv2(self.dropout(F.relu(self.bn2(out))))
-        return out, (pre if self.downsample is not None else x)
+        return self.conv2(self.dropout(F.relu(self.bn2(out))))
 
     def last_conv(self):
         return self.conv2
 
 
-class PreActBottleneck(ResidualBlock):
+class PreActBottleneck(PreActivationBlock):
     """BN-ReLU-conv 1×1, 3×3 (strided), 1×1 (×4), pre-activation ordering."""
 
     expansion = 4
-    preact = True
 
     def __init__(self, in_planes: int, planes: int, stride: int = 1, groups: int = 1, base_width: int = 64,
                  dropout: float = 0.0, **merge_options):
@@ -277,15 +355,10 @@ class PreActBottleneck(ResidualBlock):
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.conv3 = conv1x1(width, planes * self.expansion)
 
-    def _preactivate(self, x):
-        return F.relu(self.bn1(x))
-
-    def branch(self, x):
-        pre = self._preactivate(x)
+    def branch(self, pre):
         out = self.conv1(pre)
         out = self.conv2(F.relu(self.bn2(out)))
-        out = self.conv3(self.dropout(F.relu(self.bn3(out))))
-        return out, (pre if self.downsample is not None else x)
+        return self.conv3(self.dropout(F.relu(self.bn3(out))))
 
     def last_conv(self):
         return self.conv3

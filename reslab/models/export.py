@@ -49,6 +49,7 @@ def export_onnx(
         ConfigError: onnx/onnxscript are not installed, bad sizes, or the model is too large.
         ModelConfigError: ``in_chans`` contradicts the model.
     """
+    # onnx/onnxscript are an optional extra (heavy): only looked up here; torch.onnx imports them when exporting.
     missing = [name for name in ("onnx", "onnxscript") if importlib.util.find_spec(name) is None]
     if missing:
         raise ConfigError(

@@ -123,10 +123,10 @@ class CBAM(nn.Module):
         return x * torch.sigmoid(self.spatial(pooled))
 
 
-def make_attention(kind: str | None, channels: int) -> nn.Module | None:
-    """Return the attention module named ``kind`` (``None``, ``"se"`` or ``"cbam"``)."""
+def make_attention(kind: str | None, channels: int) -> nn.Module:
+    """Return the attention module named ``kind``: ``"se"``, ``"cbam"``, or ``nn.Identity`` for ``None``/``"none"``."""
     if kind is None or kind == "none":
-        return None
+        return nn.Identity()
     if kind == "se":
         return SqueezeExcitation(channels)
     if kind == "cbam":

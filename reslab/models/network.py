@@ -7,8 +7,8 @@ plain twin differs only in ``shortcut="none"``.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field, replace
-from typing import Iterator
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -56,20 +56,14 @@ class NetworkSpec:
     def num_blocks(self) -> int:
         return sum(stage.num_blocks for stage in self.stages)
 
-    def with_(self, **changes) -> "NetworkSpec":
-        return replace(self, **changes)
 
-
-@dataclass
-class BlockOptions:
-    """Options every block of a network shares (see :class:`ResidualBlock`)."""
-
-    shortcut: str = "B"
-    gated: bool = False
-    attention: str | None = None
-    dropout: float = 0.0
-    drop_path: float = 0.0
-    extra: dict = field(default_factory=dict)
+# The batch norms whose running statistics checkpointing must not update twice (public classes;
+# the lazy ones are not subclasses of the others).
+BATCH_NORMS = (
+    nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d,
+    nn.LazyBatchNorm1d, nn.LazyBatchNorm2d, nn.LazyBatchNorm3d,
+    nn.SyncBatchNorm,
+)
 
 
 class ResNet(nn.Module):
@@ -88,6 +82,11 @@ class ResNet(nn.Module):
         zero_init_last: start every branch at zero (last BN γ = 0), so blocks start as shortcuts.
         activation_checkpointing: recompute block activations in backward instead of storing
             them; needed to train 1000-layer networks in limited memory.
+        name: recorded as ``model.model_name`` (default ``"ResNet-{depth}"``; :func:`create_model`
+            passes the registered name).
+        model_options: recorded as ``model.model_options`` (default: every option argument
+            above, ``shortcut`` … ``activation_checkpointing``). :func:`create_model` passes the
+            options as given with the name's defaults; each must equal its argument.
 
     Input ``x: (N, in_chans, H, W)``, output ``(N, num_classes)``. Any ``H, W ≥ 1`` works.
     """
@@ -104,8 +103,20 @@ class ResNet(nn.Module):
         drop_path: float = 0.0,
         zero_init_last: bool = False,
         activation_checkpointing: bool = False,
+        *,
+        name: str | None = None,
+        model_options: Mapping[str, Any] | None = None,
     ):
         super().__init__()
+        options = dict(shortcut=shortcut, gated=gated, attention=attention, dropout=dropout, drop_path=drop_path,
+                       zero_init_last=zero_init_last, activation_checkpointing=activation_checkpointing)
+        if model_options is not None:
+            disagreeing = sorted(k for k, v in model_options.items() if k not in options or options[k] != v)
+            if disagreeing:
+                raise ValueError(f"model_options disagree with the arguments: {', '.join(disagreeing)}")
+            options = dict(model_options)
+        self.model_name = f"{type(self).__name__}-{spec.depth}" if name is None else name
+        self.model_options = options
         self.spec = spec
         self.num_classes = num_classes
         self.in_chans = in_chans
@@ -161,11 +172,7 @@ class ResNet(nn.Module):
             elif isinstance(module, nn.BatchNorm2d):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
-        for block in self.blocks():
-            if block.gate is not None:
-                from reslab.models.blocks import GATE_BIAS_INIT
-
-                nn.init.constant_(block.gate.bias, GATE_BIAS_INIT)
+        # (Conv biases are left as their modules set them: the highway gate's keeps GATE_BIAS_INIT.)
         if zero_init_last:
             for block in self.blocks():
                 block.zero_init_last()
@@ -227,7 +234,7 @@ def _freeze_bn_stats_on_recompute(block: nn.Module):
 
     @contextlib.contextmanager
     def frozen():
-        norms = [m for m in block.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        norms = [m for m in block.modules() if isinstance(m, BATCH_NORMS)]
         saved = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()) for m in norms]
         for m in norms:
             m.momentum = 0.0

@@ -4,9 +4,9 @@ Conventions (what each number counts):
 
 * **parameters** — every element of ``model.parameters()`` (weights, biases, BN γ/β); buffers
   (BN running statistics) are not parameters.
-* **MACs** — multiply–accumulates of *one image* of the given size, counted with the FLOP
-  formulas of :mod:`torch.utils.flop_counter` (``flop_registry``, the ones ``FlopCounterMode``
-  uses) over convolutions and matrix products (the fully connected layer). BN, ReLU, pooling,
+* **MACs** — multiply–accumulates of *one image* of the given size, counted by
+  :class:`torch.utils.flop_counter.FlopCounterMode` (FLOPs / 2), whose formulas cover
+  convolutions and matrix products (the fully connected layer). BN, ReLU, pooling,
   the residual additions, zero-padding and the element-wise products of attention and highway
   gates are not counted (the convention of torchvision's model metadata and of the papers). **FLOPs = 2 × MACs.** Counting is exact
   and linear in the batch, so a batch of ``B`` gives ``B ×`` the per-image figure.
@@ -41,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import itertools
+import sys
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from typing import Iterable, Sequence
@@ -48,12 +49,13 @@ from typing import Iterable, Sequence
 import torch
 from torch import nn
 from torch.func import functional_call
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.flop_counter import flop_registry
+from torch.utils.flop_counter import FlopCounterMode
+from tqdm import tqdm
 
 from reslab.errors import ConfigError, ModelConfigError
 from reslab.models.introspect import named_blocks, weight_layers
 from reslab.models.registry import create_model, model_info
+from reslab.utils import resolve_device
 
 MIB = 2**20
 
@@ -247,30 +249,7 @@ def _resolve_input_size(input_size, family: str | None) -> tuple[int, int]:
 def _resolve_profile_device(device) -> torch.device:
     if isinstance(device, str) and device == "meta":
         return torch.device("meta")
-    from reslab.utils import resolve_device
-
     return resolve_device(device)
-
-
-class _ConvMatmulCounter(TorchDispatchMode):
-    """Count FLOPs with ``torch.utils.flop_counter``'s formulas (conv, mm, addmm, bmm, …).
-
-    ``FlopCounterMode`` applies the same formulas but first decomposes every operator that has
-    none (batch norm becomes a dozen primitive ops, each through Python), which makes a
-    1202-layer network take ~20× longer; convolutions and matrix products are counted the same.
-    """
-
-    def __init__(self):
-        super().__init__()
-        self.flops = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        formula = flop_registry.get(func._overloadpacket)
-        if formula is not None:
-            self.flops += int(formula(*args, **kwargs, out_val=out))
-        return out
 
 
 # Up to this many input pixels per step (four 32×32 images), real CPU arithmetic is cheaper
@@ -339,24 +318,24 @@ def _count_once(model: nn.Module, batch_size: int, in_chans: int, size: tuple[in
         tensors[key] = param if on_cpu else torch.empty_like(param, device=device).requires_grad_(param.requires_grad)
     for key, buffer in model.named_buffers(remove_duplicate=False):
         tensors[key] = buffer.clone() if on_cpu else torch.empty_like(buffer, device=device)
-    # Storages are told apart by their C++ address (valid on meta too, unlike data_ptr()).
-    # Every storage recorded stays alive until the end (the hooks keep the tensors), so an
-    # address cannot be reused by another storage in the meantime.
-    not_activations = {t.untyped_storage()._cdata for t in tensors.values()}
-    saved: dict[int, int] = {}
+    # Storages are told apart by identity: every tensor viewing a storage returns the same
+    # ``untyped_storage()`` object (on meta too, where ``data_ptr()`` is 0 for all). The objects
+    # are kept here until the end, so no ``id`` can be reused by another storage meanwhile.
+    not_activations = {id(storage): storage for storage in (t.untyped_storage() for t in tensors.values())}
+    saved: dict[int, torch.UntypedStorage] = {}
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:
         storage = tensor.untyped_storage()
-        key = storage._cdata
+        key = id(storage)
         if key not in not_activations and key not in saved:
-            saved[key] = storage.nbytes()
+            saved[key] = storage
         return tensor
 
     x = torch.zeros(batch_size, in_chans, *size, device=device)
     was_training = model.training
     model.train()
     try:
-        counter = _ConvMatmulCounter()
+        counter = FlopCounterMode(display=False)
         with torch.enable_grad(), _single_thread(on_cpu), counter if count_macs else contextlib.nullcontext(), \
                 torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
             output = functional_call(model, tensors, (x,))
@@ -374,7 +353,7 @@ def _count_once(model: nn.Module, batch_size: int, in_chans: int, size: tuple[in
     finally:
         model.train(was_training)
     del output
-    return counter.flops // (2 * batch_size), sum(saved.values())
+    return counter.get_total_flops() // (2 * batch_size), sum(storage.nbytes() for storage in saved.values())
 
 
 def _cuda_peak_bytes(model: nn.Module, batch_size: int, in_chans: int, size: tuple[int, int],
@@ -553,10 +532,6 @@ def profile_table(which: str = "all", models: Iterable[str] | None = None, progr
     rows = []
     iterator = models
     if progress:
-        import sys
-
-        from tqdm import tqdm
-
         iterator = tqdm(models, desc="profiling", unit="model", leave=False, disable=not sys.stderr.isatty())
     with _single_thread(True):  # CPU work here is many tiny ops (see _single_thread)
         for name in iterator:

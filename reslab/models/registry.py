@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-import inspect
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Callable
@@ -46,13 +46,18 @@ MODEL_OPTIONS = ("shortcut", "gated", "attention", "dropout", "drop_path", "zero
 
 @dataclass
 class ModelEntry:
-    """A registered model: a name, a builder and the options it fixes."""
+    """A registered model: a name, a builder and the options it fixes.
+
+    ``spec_fn(**spec_options)`` builds the spec; ``spec_options`` names the options it takes
+    (``("block",)`` for generic CIFAR names, none for registered ones).
+    """
 
     name: str
     family: str  # "cifar" or "imagenet": default input size, default classes
     description: str
     spec_fn: Callable[..., NetworkSpec]
     defaults: dict = field(default_factory=dict)
+    spec_options: tuple[str, ...] = ()
 
     @property
     def default_num_classes(self) -> int:
@@ -152,18 +157,47 @@ def _register_all() -> None:
 
 _register_all()
 
-# Generic names: any valid depth of a family. Each maps a regex match to (entry-like builder).
-_GENERIC = [
-    (re.compile(r"cifar_resnet(\d+)"), "CIFAR ResNet of any depth 6n+2 (or 9n+2 with block='bottleneck')",
-     lambda m, block="basic": (cifar_spec(int(m[1]), block), {"shortcut": "A"})),
-    (re.compile(r"cifar_plain(\d+)"), "plain twin of a CIFAR ResNet of any valid depth",
-     lambda m, block="basic": (cifar_spec(int(m[1]), block), {"shortcut": "none"})),
-    (re.compile(r"cifar_preact_resnet(\d+)"), "pre-activation CIFAR ResNet of any valid depth",
-     lambda m, block="basic": (cifar_spec(int(m[1]), block, preact=True), {"shortcut": "B"})),
-    (re.compile(r"wrn_(\d+)_(\d+)"), "wide ResNet WRN-d-k",
-     lambda m: (wide_spec(int(m[1]), int(m[2])), {"shortcut": "B"})),
-]
-_GENERIC_NAMES = ("cifar_resnet{d}", "cifar_plain{d}", "cifar_preact_resnet{d}", "wrn_{d}_{k}")
+
+# -- generic names -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GenericName:
+    """Names that build any valid depth of a family, e.g. ``cifar_resnet{d}``.
+
+    ``pattern`` captures the name's integers, which ``spec_fn`` takes first (then the
+    ``spec_options``, e.g. ``block``); ``defaults`` are the model options the name fixes.
+    """
+
+    template: str  # as shown to users: "cifar_resnet{d}"
+    pattern: re.Pattern
+    family: str
+    description: str
+    spec_fn: Callable[..., NetworkSpec]
+    defaults: dict
+    spec_options: tuple[str, ...] = ()
+
+    def resolve(self, name: str) -> ModelEntry | None:
+        """The entry ``name`` stands for, or ``None`` if it is not of this form."""
+        match = self.pattern.fullmatch(name)
+        if match is None:
+            return None
+        numbers = (int(group) for group in match.groups())
+        return ModelEntry(name, self.family, self.description, functools.partial(self.spec_fn, *numbers),
+                          dict(self.defaults), self.spec_options)
+
+
+GENERIC_NAMES = (
+    GenericName("cifar_resnet{d}", re.compile(r"cifar_resnet(\d+)"), "cifar",
+                "CIFAR ResNet of any depth 6n+2 (or 9n+2 with block='bottleneck')",
+                lambda depth, block="basic": cifar_spec(depth, block), {"shortcut": "A"}, ("block",)),
+    GenericName("cifar_plain{d}", re.compile(r"cifar_plain(\d+)"), "cifar",
+                "plain twin of a CIFAR ResNet of any valid depth",
+                lambda depth, block="basic": cifar_spec(depth, block), {"shortcut": "none"}, ("block",)),
+    GenericName("cifar_preact_resnet{d}", re.compile(r"cifar_preact_resnet(\d+)"), "cifar",
+                "pre-activation CIFAR ResNet of any valid depth",
+                lambda depth, block="basic": cifar_spec(depth, block, preact=True), {"shortcut": "B"}, ("block",)),
+    GenericName("wrn_{d}_{k}", re.compile(r"wrn_(\d+)_(\d+)"), "cifar", "wide ResNet WRN-d-k",
+                wide_spec, {"shortcut": "B"}),
+)
 
 
 # -- public API ----------------------------------------------------------------------------------
@@ -181,11 +215,10 @@ def model_info(name: str) -> ModelEntry:
     entry = _REGISTRY.get(name)
     if entry is not None:
         return entry
-    for regex, description, build in _GENERIC:
-        match = regex.fullmatch(name)
-        if match:
-            return ModelEntry(name, "cifar", description, lambda m=match, b=build, **kw: b(m, **kw)[0],
-                              {"_generic": build, "_match": match})
+    for generic in GENERIC_NAMES:
+        entry = generic.resolve(name)
+        if entry is not None:
+            return entry
     raise _unknown_model_error(name)
 
 
@@ -212,26 +245,18 @@ def create_model(name: str, num_classes: int | None = None, in_chans: int = 3, *
         raise ModelConfigError(
             f"{name}: unknown option(s) {', '.join(unknown)}; options are: {', '.join(MODEL_OPTIONS + ('block',))}"
         )
-    generic = entry.defaults.get("_generic")
-    if generic is not None:
-        takes_block = "block" in inspect.signature(generic).parameters
-        if block is not None and not takes_block:
-            raise ModelConfigError(f"{name}: option block is only for cifar_* names")
-        spec, defaults = generic(entry.defaults["_match"], **({"block": block} if block else {}))
-    else:
-        if block is not None:
+    if block is not None and "block" not in entry.spec_options:
+        if name in _REGISTRY:
             raise ModelConfigError(
                 f"{name}: option block is only for generic CIFAR names; use e.g. cifar_resnet164 with block='bottleneck'"
             )
-        spec, defaults = entry.spec_fn(), dict(entry.defaults)
+        raise ModelConfigError(f"{name}: option block is only for cifar_* names")
+    spec = entry.spec_fn(**({"block": block} if block else {}))
 
-    settings = {**defaults, **options}
+    settings = {**entry.defaults, **options}
     _validate(name, spec, settings, num_classes, in_chans)
     num_classes = entry.default_num_classes if num_classes is None else num_classes
-    model = ResNet(spec, num_classes=num_classes, in_chans=in_chans, **settings)
-    model.model_name = name
-    model.model_options = dict(settings)
-    return model
+    return ResNet(spec, num_classes=num_classes, in_chans=in_chans, **settings, name=name, model_options=settings)
 
 
 def _validate(name: str, spec: NetworkSpec, settings: dict, num_classes, in_chans) -> None:
@@ -280,5 +305,5 @@ def _unknown_model_error(name: str) -> ModelConfigError:
     suggestion = f"; did you mean {', '.join(close)}?" if close else ""
     return ModelConfigError(
         f"unknown model {name!r}{suggestion} (reslab.list_models() lists all names; "
-        f"generic names: {', '.join(_GENERIC_NAMES)})"
+        f"generic names: {', '.join(g.template for g in GENERIC_NAMES)})"
     )

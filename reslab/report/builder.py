@@ -23,6 +23,7 @@ from typing import Sequence
 from reslab.errors import ConfigError
 from reslab.report import files
 from reslab.report.html import definition_list_html, escape, note_html, page_html, section_html
+from reslab.store.jsonfiles import natural_key
 
 DEFAULT_TITLE = "reslab report"
 
@@ -63,7 +64,7 @@ def collect_dirs(paths: Sequence[str | Path]) -> tuple[list[Path], list[Path]]:
             for run in files.experiment_runs(path):
                 if run not in run_dirs:
                     run_dirs.append(run)
-        elif files.is_run_dir(path):
+        elif files.is_result_dir(path):
             if path not in run_dirs:
                 run_dirs.append(path)
         elif _child_inputs(path):
@@ -81,11 +82,9 @@ def collect_dirs(paths: Sequence[str | Path]) -> tuple[list[Path], list[Path]]:
 
 def _child_inputs(path: Path, depth: int = 2) -> list[Path]:
     """Subdirectories (up to ``depth`` levels down) that are, or hold, runs and experiments."""
-    from reslab.report.plots import natural_key
-
     if depth <= 0:
         return []
-    children = [c for c in path.iterdir() if c.is_dir() and (files.is_experiment_dir(c) or files.is_run_dir(c)
+    children = [c for c in path.iterdir() if c.is_dir() and (files.is_experiment_dir(c) or files.is_result_dir(c)
                                                              or _child_inputs(c, depth - 1))]
     return sorted(children, key=lambda c: natural_key(c.name))
 

@@ -14,13 +14,14 @@ errors are fractions in the files and percentages on the axes; gradient norms us
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+
+from reslab.store.jsonfiles import natural_key
 
 KIND_COLORS = {"residual": "#1f5fa8", "plain": "#c62828"}
 KIND_CMAPS = {"residual": "Blues", "plain": "Reds"}
@@ -30,11 +31,6 @@ PANEL_HEIGHT = 3.7
 
 
 # -- helpers -------------------------------------------------------------------------------------
-def natural_key(text: str):
-    """Sort key that orders ``resnet8 < resnet20 < resnet110``."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(text))]
-
-
 def new_figure(panels: int = 1, width: float = PANEL_WIDTH, height: float = PANEL_HEIGHT, rows: int = 1,
                **subplot_kw) -> tuple[Figure, list]:
     """A figure with ``rows × panels`` axes, constrained layout; returns ``(figure, flat list of axes)``."""

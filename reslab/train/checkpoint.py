@@ -22,10 +22,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
 from reslab.errors import CheckpointError
+from reslab.store.rundir import CHECKPOINT_DIR
 from reslab.utils import atomic_path
 
 STATE_FORMAT = 1
-CHECKPOINT_DIR = "checkpoints"
 _EPOCH_FILE = re.compile(r"epoch_(\d+)\.safetensors")
 
 
@@ -58,23 +58,33 @@ def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
     return tensors, metadata
 
 
-def load_into(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
-    """``model.load_state_dict(state)`` with a CheckpointError that says what did not match."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
+def check_state_matches(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], what: str,
+                        hint: str = "was it saved from a different model?") -> None:
+    """CheckpointError unless ``state`` has exactly ``expected``'s keys and shapes.
+
+    ``what`` names the state in the message (e.g. ``"checkpoint 'runs/r20/...'"``); ``hint``
+    ends it with what to do.
+    """
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
         parts = []
         if missing:
             parts.append(f"missing {len(missing)} tensors (e.g. {', '.join(missing[:3])})")
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
-        raise CheckpointError(f"checkpoint {source} does not match the model {getattr(model, 'model_name', '')}: "
-                              f"{'; '.join(parts)}; was it saved from a different model?")
+        raise CheckpointError(f"{what} does not match the model: {'; '.join(parts)}; {hint}")
     for key, value in state.items():
-        if own[key].shape != value.shape:
-            raise CheckpointError(f"checkpoint {source} does not match the model: {key} has shape "
-                                  f"{tuple(value.shape)} in the file but {tuple(own[key].shape)} in the model")
+        if tuple(expected[key].shape) != tuple(value.shape):
+            raise CheckpointError(f"{what} does not match the model: {key} has shape {tuple(value.shape)}, "
+                                  f"the model's is {tuple(expected[key].shape)}")
+
+
+def load_into(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """``model.load_state_dict(state)`` with a CheckpointError that says what did not match."""
+    name = getattr(model, "model_name", "") or type(model).__name__
+    check_state_matches(model.state_dict(), state, f"checkpoint {source}",
+                        hint=f"was it saved from a model other than {name}?")
     model.load_state_dict(state)
 
 

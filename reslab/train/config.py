@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from reslab.errors import ConfigError
+from reslab.settings import parse_key_values
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -357,25 +358,14 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
     kept as strings (``cosine``). Dotted keys set one entry of a table field:
     ``model_options.shortcut=B``, ``data_options.num_train=512``.
     """
-    out: dict[str, Any] = {}
+    items = list(items)
     for item in items:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set lr=0.2; settings are: {', '.join(FIELD_NAMES)}")
-        key, text = item.split("=", 1)
-        key = key.strip().replace("-", "_")
-        try:
-            value = tomllib.loads(f"v = {text}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = text
-        if "." in key:
-            table, sub = key.split(".", 1)
-            if table not in ("model_options", "data_options"):
-                raise ConfigError(f"--set {item!r}: only model_options.NAME and data_options.NAME take a dotted key")
-            out.setdefault(table, {})[sub] = value
-        else:
-            if key not in _FIELD_TYPES:
-                raise _unknown_key_error(key, f"--set {item!r}")
-            out[key] = value
+    out = parse_key_values(items, "--set", tables=("model_options", "data_options"), example="lr=0.2")
+    for key in out:
+        if key not in _FIELD_TYPES:
+            raise _unknown_key_error(key, f"--set {key}=...")
     return out
 
 

@@ -6,6 +6,7 @@ import copy
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 
 class ModelEMA:
@@ -17,6 +18,12 @@ class ModelEMA:
     the weights; integer buffers (``num_batches_tracked``) are copied.
 
     ``ema.module`` is an ordinary model in eval mode; evaluate it like any other.
+
+    Each step is :func:`torch.optim.swa_utils.get_ema_multi_avg_fn`'s update (``lerp`` with
+    weight ``1 − d``, one fused call over all tensors). :class:`~torch.optim.swa_utils.AveragedModel`
+    itself is not used: its decay is fixed, its first update copies instead of averaging, it
+    would average ``num_batches_tracked`` as a float, and its state (``module.`` prefix,
+    ``n_averaged``) would change ``ema.safetensors`` and the resume state.
     """
 
     def __init__(self, model: nn.Module, decay: float = 0.999):
@@ -52,7 +59,8 @@ class ModelEMA:
         decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
         floats_ema, floats_model, others = self._pairs(model)
         if floats_ema:
-            torch._foreach_lerp_(floats_ema, floats_model, 1.0 - decay)
+            # swa_utils' EMA step: ema ← lerp(ema, model, 1 − d) over all tensors in one fused (foreach) call.
+            get_ema_multi_avg_fn(decay)(floats_ema, floats_model, None)
         for target, source in others:
             target.copy_(source)
 

@@ -19,6 +19,7 @@ weights, and resuming from a checkpoint continues the same trajectory.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import math
 import signal
@@ -33,6 +34,7 @@ import torch
 from torch import nn
 
 from reslab.errors import ConfigError, ReslabError, TrainingError
+from reslab.store.lock import RunDirLock
 from reslab.train import checkpoint as ckpt
 from reslab.train import rundir
 from reslab.train.config import RESUMABLE_KEYS, TrainConfig, config_differences
@@ -217,16 +219,19 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
                                   f"same run; only {', '.join(sorted(RESUMABLE_KEYS))} may change. Start a fresh run "
                                   "with --out DIR instead")
         config = config.replace(out=str(run_dir))
-        state = ckpt.load_state(rundir.state_path(run_dir))
     else:
         assert config is not None
         run_dir = Path(config.out) if config.out else rundir.default_run_dir(config.model, config.data)
 
     dist_info = setup_distributed(config.device)
     try:
-        if resume is None and dist_info.is_main:
-            rundir.check_fresh(run_dir)
-        return _Trainer(config, run_dir, dist_info, state, stop_after_epoch).run()
+        # One writer per run directory: a second `reslab train --out SAME` stops here, at once.
+        with RunDirLock(run_dir) if dist_info.is_main else contextlib.nullcontext():
+            if resume is not None:
+                state = ckpt.load_state(rundir.state_path(run_dir))
+            elif dist_info.is_main:
+                rundir.check_fresh(run_dir)
+            return _Trainer(config, run_dir, dist_info, state, stop_after_epoch).run()
     finally:
         dist_info.close()
 

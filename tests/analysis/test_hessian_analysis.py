@@ -175,7 +175,7 @@ def test_hessian_cli_writes_json_and_plots_and_rejects_bad_input(tmp_path, capsy
         main(["analyze", "hessian", "cifar_resnet8", "--data", "synthetic", "--data-option", "num_train=32",
               "--data-option", "image_size=8", "--samples", "8", "--top-k", "1", "--max-iterations", "5",
               "--extreme-steps", "4", "--density", "--density-steps", "4", "--density-starts", "1", "--map",
-              "--grid", "-0.5:0.5:2", "--map-steps", "3", "--out", str(out), "--quiet"])
+              "--grid=-0.5:0.5:2", "--map-steps", "3", "--out", str(out), "--quiet"])
     assert exit_info.value.code == 0, capsys.readouterr().err
     for name in ("hessian.json", "hessian.npz", "hessian_density.png", "hessian_map.png"):
         assert (out / name).is_file(), name

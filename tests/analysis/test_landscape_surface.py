@@ -252,12 +252,12 @@ def test_cli_interpolation_from_init_to_last_and_a_checkpoint_file_target(run_di
 
 def test_cli_random_plane_resumes_and_reuses_directions(run_dir, tmp_path, capsys):
     out = tmp_path / "r.npz"
-    first = _cli([str(run_dir), "--grid", "-1:1:3", "--samples", "8", "--out", str(out), "--max-points", "4"], capsys)
+    first = _cli([str(run_dir), "--grid=-1:1:3", "--samples", "8", "--out", str(out), "--max-points", "4"], capsys)
     assert "incomplete: 5 points left" in first and not (tmp_path / "r_contourf.png").exists()
-    _cli([str(run_dir), "--grid", "-1:1:3", "--samples", "8", "--out", str(out)], capsys)
+    _cli([str(run_dir), "--grid=-1:1:3", "--samples", "8", "--out", str(out)], capsys)
     assert LandscapeResult.load(out).complete and (tmp_path / "r_contourf.png").is_file()
     again = tmp_path / "again.npz"
-    _cli([str(run_dir), "--grid", "-1:1:3", "--samples", "8", "--out", str(again), "--seed", "9",
+    _cli([str(run_dir), "--grid=-1:1:3", "--samples", "8", "--out", str(again), "--seed", "9",
           "--directions", str(tmp_path / "r.directions.safetensors"), "--no-plots"], capsys)
     np.testing.assert_allclose(LandscapeResult.load(again).loss, LandscapeResult.load(out).loss, rtol=1e-6)
 

@@ -221,7 +221,7 @@ def test_bad_arguments_are_specific_errors(tmp_path):
 
 def test_cli_parses_and_reports_errors_in_one_line(tmp_path, capsys):
     args = build_parser().parse_args(
-        ["experiment", "landscape", "--models", "resnet20", "plain20", "--data", "cifar10", "--grid", "-1:1:7",
+        ["experiment", "landscape", "--models", "resnet20", "plain20", "--data", "cifar10", "--grid=-1:1:7",
          "--samples", "64", "--planes", "random", "interp", "--no-hessian", "--reuse", "runs/a", "runs/b",
          "--threads", "1", "--set", "lr=0.05", "--out", str(tmp_path / "x")])
     assert args.models == ["resnet20", "plain20"] and args.grid == "-1:1:7" and args.hessian is False

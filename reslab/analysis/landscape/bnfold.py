@@ -4,9 +4,9 @@ In eval mode BN is an affine map per channel, ``y = γ (x − μ) / √(σ² + �
 followed only by a BN equals one conv with weight ``W · s`` and bias ``β + (b − μ) · s``,
 ``s = γ / √(σ² + ε)``. Folding removes a full pass over every activation per BN (≈ 10–15% of
 a ResNet's CPU time at CIFAR sizes) and is recomputed for every grid point from that point's
-conv weights and BN parameters/statistics — so perturbed γ, β (``--keep-bn-bias``) and
-interpolated running statistics are handled exactly. Results equal the unfolded network's up to
-float32 rounding.
+conv weights and BN parameters/statistics (by :func:`torch.nn.utils.fusion.fuse_conv_bn_weights`)
+— so perturbed γ, β (``--keep-bn-bias``) and interpolated running statistics are handled exactly.
+Results equal the unfolded network's up to float32 rounding.
 
 The pairs are found on a :func:`torch.fx.symbolic_trace` of the model: a BN whose input is a
 conv's output that nothing else uses. Networks that cannot be traced, and pre-activation
@@ -14,16 +14,23 @@ blocks (BN before the conv), simply keep (some of) their BNs.
 
 On a CPU, :func:`maybe_fuse_pointwise` then runs ``relu(conv(x))`` and ``relu(conv(x) + y)``
 (the residual merge) as single oneDNN calls — the fused op ``torch.compile`` uses on CPUs —
-after checking on a sample that the fused network reproduces the unfused one.
+after checking on a sample that the fused network reproduces the unfused one. That op is
+private to torch, so it is reached only through :func:`fused_conv_relu`, which checks it
+against ``F.relu(F.conv2d(...))`` once per process and falls back to that public path (and
+then nothing is fused) if the op is missing, fails or disagrees.
 """
 
 from __future__ import annotations
 
+import functools
+import warnings
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import fx, nn
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 
 @dataclass(frozen=True)
@@ -101,27 +108,60 @@ class FoldedLoader:
         for key, tensor in self.direct.items():
             tensor.copy_(value(key))
         for pair, (weight, bias) in self.fused.items():
-            gamma, beta = value(f"{pair.bn}.weight"), value(f"{pair.bn}.bias")
-            mean, var = value(f"{pair.bn}.running_mean"), value(f"{pair.bn}.running_var")
-            scale = gamma * torch.rsqrt(var + pair.eps)
-            conv_weight = value(f"{pair.conv}.weight")
-            weight.copy_(conv_weight * scale.view(-1, *([1] * (conv_weight.dim() - 1))))
-            conv_bias = value(f"{pair.conv}.bias") if pair.conv_has_bias else torch.zeros_like(beta)
-            bias.copy_(beta + (conv_bias - mean) * scale)
+            fused_weight, fused_bias = fuse_conv_bn_weights(
+                value(f"{pair.conv}.weight"), value(f"{pair.conv}.bias") if pair.conv_has_bias else None,
+                value(f"{pair.bn}.running_mean"), value(f"{pair.bn}.running_var"), pair.eps,
+                value(f"{pair.bn}.weight"), value(f"{pair.bn}.bias"))
+            weight.copy_(fused_weight)
+            bias.copy_(fused_bias)
 
 
 # -- conv + ReLU (+ residual add) fusion on a CPU ------------------------------------------------------
-def _pointwise_op():
-    """oneDNN's fused convolution (the op torch.compile's CPU backend uses), or ``None`` if absent."""
+def public_conv_relu(x, weight, bias, stride, padding, dilation, groups, other=None):
+    """``relu(conv2d(x) [+ other])`` with public ops: the reference for, and fallback of, the fused op."""
+    out = F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+    return F.relu(out if other is None else out + other)
+
+
+@functools.cache
+def fused_conv_relu():
+    """The one use of a private op here: oneDNN's fused conv (+ add) + ReLU, as ``torch.compile``'s CPU backend uses it.
+
+    Returns a callable with :func:`public_conv_relu`'s signature. On first use, checks the
+    private ``torch.ops.mkldnn._convolution_pointwise`` against the public path on small random
+    inputs (NCHW and channels-last, with and without the residual add); if the op is missing,
+    raises or disagrees, warns once and returns :func:`public_conv_relu` itself. It is kept
+    because it is measurably faster on CPUs (``benchmarks/landscape_throughput.py`` prints by how much).
+    """
+    def private(x, weight, bias, stride, padding, dilation, groups, other=None):
+        if other is None:
+            return op(x, weight, bias, padding, stride, dilation, groups, "relu", [], "")
+        return op.binary(x, other, weight, bias, padding, stride, dilation, groups, "add", None, "relu", [], "")
+
     try:
+        if not torch.backends.mkldnn.is_available():
+            raise RuntimeError("oneDNN (mkldnn) is not available in this torch build")
         op = torch.ops.mkldnn._convolution_pointwise
-        return op if torch.backends.mkldnn.is_available() else None
-    except (AttributeError, RuntimeError):
-        return None
+        generator = torch.Generator().manual_seed(0)
+        x, w, b = (torch.randn(shape, generator=generator) for shape in ((2, 8, 9, 9), (16, 8, 3, 3), (16,)))
+        args = (w, b, (2, 2), (1, 1), (1, 1), 1)
+        residual = torch.randn((2, 16, 5, 5), generator=generator)
+        for layout in (torch.contiguous_format, torch.channels_last):
+            xi = x.contiguous(memory_format=layout)
+            for extra in (None, residual.contiguous(memory_format=layout)):
+                expected, got = public_conv_relu(xi, *args, other=extra), private(xi, *args, other=extra)
+                if got.shape != expected.shape or not torch.allclose(got, expected, rtol=1e-4, atol=1e-4):
+                    raise RuntimeError(f"its output differs from the public path's on a {layout} test input")
+        return private
+    except Exception as exc:  # noqa: BLE001 - missing, failing or wrong: use the public path
+        reason = (str(exc).splitlines() or [""])[0]
+        warnings.warn(f"oneDNN fused conv+ReLU unusable ({type(exc).__name__}: {reason}); using F.relu(F.conv2d(...))",
+                      RuntimeWarning, stacklevel=2)
+        return public_conv_relu
 
 
 class FusedConvReLU(nn.Module):
-    """``relu(conv(x))`` or ``relu(conv(x) + other)`` in one oneDNN call (CPU float32 only).
+    """``relu(conv(x))`` or ``relu(conv(x) + other)`` through :func:`fused_conv_relu` (one oneDNN call on CPUs).
 
     Holds the conv module itself, so weights written into it (per grid point) are used as they are.
     """
@@ -129,15 +169,11 @@ class FusedConvReLU(nn.Module):
     def __init__(self, conv: nn.Conv2d, add: bool):
         super().__init__()
         self.conv, self.add = conv, add
-        self._args = (list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
+        self._args = (tuple(conv.stride), tuple(conv.padding), tuple(conv.dilation), conv.groups)
+        self._fn = fused_conv_relu()
 
     def forward(self, x: torch.Tensor, other: torch.Tensor | None = None) -> torch.Tensor:
-        op = torch.ops.mkldnn._convolution_pointwise
-        padding, stride, dilation, groups = self._args
-        if self.add:
-            return op.binary(x, other, self.conv.weight, self.conv.bias, padding, stride, dilation, groups,
-                             "add", None, "relu", [], "")
-        return op(x, self.conv.weight, self.conv.bias, padding, stride, dilation, groups, "relu", [], "")
+        return self._fn(x, self.conv.weight, self.conv.bias, *self._args, other=other if self.add else None)
 
 
 def _is_relu(node: fx.Node, modules: dict) -> bool:
@@ -203,9 +239,9 @@ def fuse_pointwise(network: fx.GraphModule) -> tuple[fx.GraphModule, int]:
 def maybe_fuse_pointwise(network: fx.GraphModule, sample: torch.Tensor) -> tuple[nn.Module, int]:
     """:func:`fuse_pointwise` when oneDNN's fused op exists and reproduces ``network`` on ``sample``; else ``network``.
 
-    The check guards against a torch build whose private fused op behaves differently.
+    :func:`fused_conv_relu` has checked the op itself; this checks the rewritten graph as a whole.
     """
-    if _pointwise_op() is None or sample.device.type != "cpu" or sample.dtype != torch.float32:
+    if sample.device.type != "cpu" or sample.dtype != torch.float32 or fused_conv_relu() is public_conv_relu:
         return network, 0
     try:
         fused, count = fuse_pointwise(network)

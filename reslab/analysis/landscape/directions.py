@@ -27,7 +27,8 @@ from typing import Any, Iterable, Mapping
 import torch
 from torch import nn
 
-from reslab.errors import AnalysisError, CheckpointError
+from reslab.errors import AnalysisError
+from reslab.train.checkpoint import check_state_matches
 from reslab.utils import atomic_path
 
 State = dict[str, torch.Tensor]
@@ -107,20 +108,7 @@ def combine(origin: Mapping[str, torch.Tensor], directions: Iterable[Mapping[str
 
 def check_compatible(reference: Mapping[str, torch.Tensor], other: Mapping[str, torch.Tensor], what: str) -> None:
     """CheckpointError unless ``other`` has exactly ``reference``'s keys and shapes."""
-    missing = sorted(set(reference) - set(other))
-    extra = sorted(set(other) - set(reference))
-    if missing or extra:
-        detail = []
-        if missing:
-            detail.append(f"missing {len(missing)} tensors (e.g. {', '.join(missing[:3])})")
-        if extra:
-            detail.append(f"{len(extra)} unexpected (e.g. {', '.join(extra[:3])})")
-        raise CheckpointError(f"{what} does not match the model: {'; '.join(detail)}; "
-                              "both must come from the same architecture")
-    for k, v in reference.items():
-        if tuple(other[k].shape) != tuple(v.shape):
-            raise CheckpointError(f"{what} does not match the model: {k} has shape {tuple(other[k].shape)}, "
-                                  f"expected {tuple(v.shape)}")
+    check_state_matches(reference, other, what, hint="both must come from the same architecture")
 
 
 # -- random, filter-normalised directions -----------------------------------------------------------

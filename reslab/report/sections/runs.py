@@ -22,13 +22,13 @@ def build(run_dirs: list[Path], experiment_dirs: list[Path]) -> str | None:
         return None
     rows = []
     for run, config, metrics in runs:
-        name, options = files.model_of(config)
+        name, options = files.config_model(config)
         data_name, _ = files.dataset_of(config)
         last = metrics[-1] if metrics else {}
         tests = [m["test_error"] for m in metrics if isinstance(m.get("test_error"), (int, float))]
         elapsed = last.get("elapsed_s")
         rows.append([
-            run.name, name or "?", files.kind_of(name, options), data_name or "?",
+            run.name, name or "?", files.config_kind(name, options), data_name or "?",
             files.config_value(config, "seed", default="–"), files.config_value(config, "recipe", default="–"),
             last.get("epoch", "–"), last.get("iteration", "–"),
             percent(last.get("train_error")), percent(last.get("test_error")),

@@ -1,0 +1,209 @@
+"""The run directory: one trained model's settings, per-epoch metrics, checkpoints and analyses.
+
+```
+RUN_DIR/config.json                        resolved settings + dataset facts + versions
+RUN_DIR/metrics.jsonl, metrics.csv          one record per epoch (METRIC_COLUMNS)
+RUN_DIR/checkpoints/init.safetensors        weights at initialisation
+RUN_DIR/checkpoints/epoch_{k:04d}.safetensors   every save_every epochs
+RUN_DIR/checkpoints/last.safetensors        latest weights
+RUN_DIR/checkpoints/last.state.pt           everything needed to resume (weights_only=True)
+RUN_DIR/checkpoints/ema.safetensors         EMA weights (ema=true)
+RUN_DIR/analysis/                           analyses of this run
+RUN_DIR/.lock                               held by the one process writing the run (see lock.py)
+```
+
+A directory is a run directory when it holds ``config.json`` (:func:`is_run_dir`); nothing
+else counts. The readers here are the only ones in reslab: a missing or damaged file is a
+:class:`~reslab.errors.CheckpointError` that names it, and ``metrics.jsonl`` follows
+:func:`reslab.store.jsonfiles.read_jsonl`'s rule (``partial_ok`` for a run still training).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from reslab.errors import CheckpointError
+from reslab.store.lock import LOCK_FILE
+from reslab.store.jsonfiles import json_ready, natural_key, read_json, read_jsonl, write_json, write_jsonl
+from reslab.utils import atomic_write_text
+
+CONFIG_FILE = "config.json"
+METRICS_JSONL = "metrics.jsonl"
+METRICS_CSV = "metrics.csv"
+CHECKPOINT_DIR = "checkpoints"
+STATE_FILE = "last.state.pt"
+ANALYSIS_DIRNAME = "analysis"
+
+KIND_RESIDUAL = "residual"
+KIND_PLAIN = "plain"
+
+METRIC_COLUMNS = (
+    "epoch", "iteration", "lr", "train_loss", "train_error", "test_loss", "test_error",
+    "ema_test_loss", "ema_test_error", "images_per_s", "epoch_time_s", "elapsed_s",
+)
+
+#: What makes two runs "the same training" for reuse and twin-finding: the model with its
+#: options, the data with its options, and the seed.
+IDENTITY_KEYS = ("model", "model_options", "data", "data_options", "seed")
+
+
+def is_run_dir(path: str | Path) -> bool:
+    """Whether ``path`` is a directory the trainer wrote (it holds ``config.json``)."""
+    path = Path(path)
+    return path.is_dir() and (path / CONFIG_FILE).is_file()
+
+
+def checkpoints_dir(run_dir: str | Path) -> Path:
+    return Path(run_dir) / CHECKPOINT_DIR
+
+
+def state_path(run_dir: str | Path) -> Path:
+    return checkpoints_dir(run_dir) / STATE_FILE
+
+
+def analysis_dir(run_dir: str | Path) -> Path:
+    return Path(run_dir) / ANALYSIS_DIRNAME
+
+
+# -- config.json ------------------------------------------------------------------------------------
+def read_config(run_dir: str | Path) -> dict[str, Any]:
+    """The run's ``config.json`` as a dict; CheckpointError if the directory is not a readable run."""
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise CheckpointError(f"run directory {str(run_dir)!r} does not exist")
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{str(run_dir)!r} is not a run directory (it is a file)")
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{str(run_dir)!r} is not a run directory: {CONFIG_FILE} is missing "
+                              "(a run directory is what `reslab train --out DIR` writes)")
+    try:
+        config = read_json(path, error=CheckpointError, what="run config")
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc}; the run's settings cannot be read") from None
+    if not isinstance(config, dict) or "model" not in config:
+        raise CheckpointError(f"{str(path)!r} is not a reslab run config (no 'model' key)")
+    return config
+
+
+def write_config(run_dir: str | Path, config: Mapping[str, Any]) -> None:
+    write_json(Path(run_dir) / CONFIG_FILE, dict(config), indent=2)
+
+
+# -- metrics.jsonl / metrics.csv ----------------------------------------------------------------------
+def read_metrics(run_dir: str | Path, *, partial_ok: bool = False) -> list[dict[str, Any]]:
+    """The per-epoch records of ``metrics.jsonl`` (``[]`` when the run has none yet).
+
+    ``partial_ok``: the run may be training right now (a report or an experiment watching it):
+    a damaged last line is skipped with a warning; a damaged line elsewhere is always an error.
+    """
+    return read_jsonl(Path(run_dir) / METRICS_JSONL, partial_ok=partial_ok, error=CheckpointError)
+
+
+def write_metrics(run_dir: str | Path, records: Iterable[Mapping[str, Any]]) -> None:
+    """Rewrite ``metrics.jsonl`` and ``metrics.csv`` with ``records`` (atomically, both).
+
+    The files are small (one line per epoch), so rewriting them whole keeps them consistent
+    with the checkpoint after a resume instead of appending duplicates.
+    """
+    records = [json_ready(dict(r)) for r in records]
+    write_jsonl(Path(run_dir) / METRICS_JSONL, records)
+    buffer = io.StringIO()
+    extra = sorted({k for r in records for k in r} - set(METRIC_COLUMNS))
+    writer = csv.DictWriter(buffer, fieldnames=list(METRIC_COLUMNS) + extra, lineterminator="\n")
+    writer.writeheader()
+    for record in records:
+        writer.writerow({k: ("" if v is None else v) for k, v in record.items()})
+    atomic_write_text(Path(run_dir) / METRICS_CSV, buffer.getvalue())
+
+
+# -- what a run's config says ---------------------------------------------------------------------------
+def config_value(config: Mapping[str, Any], *keys: str, default=None):
+    """The first of ``keys`` found in ``config`` or in its nested dicts (breadth first)."""
+    queue = [config]
+    while queue:
+        current = queue.pop(0)
+        for key in keys:
+            if key in current and current[key] is not None and not isinstance(current[key], Mapping):
+                return current[key]
+        queue.extend(v for v in current.values() if isinstance(v, Mapping))
+    return default
+
+
+def config_model(config: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """(model name, model options) recorded in a run's config."""
+    model = config.get("model")
+    if isinstance(model, Mapping):
+        return model.get("name"), dict(model.get("options") or model.get("model_options") or {})
+    return (model if isinstance(model, str) else None), dict(config.get("model_options") or {})
+
+
+def config_dataset(config: Mapping[str, Any]) -> str | None:
+    """The dataset name recorded in a run's config."""
+    for key in ("data", "dataset"):
+        value = config.get(key)
+        if isinstance(value, Mapping):
+            return value.get("name")
+        if isinstance(value, str):
+            return value
+    return None
+
+
+def config_source(config: Mapping[str, Any]) -> str | None:
+    """Where the run's data came from (a path, or ``"embedded (…)"``)."""
+    source = config.get("data_source")
+    if source is None:
+        for key in ("dataset", "data", "dataset_info"):
+            value = config.get(key)
+            if isinstance(value, Mapping) and value.get("source"):
+                return value["source"]
+    return source
+
+
+def config_kind(name: str | None, options: Mapping[str, Any]) -> str:
+    """``"plain"`` or ``"residual"`` for a model name + options as a run config records them."""
+    shortcut = options.get("shortcut")
+    if shortcut is None:  # the name's default: plain* and cifar_plain* have no shortcuts
+        return KIND_PLAIN if name and "plain" in name else KIND_RESIDUAL
+    return KIND_PLAIN if shortcut == "none" else KIND_RESIDUAL
+
+
+def training_identity(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a run's config that says which training it is (:data:`IDENTITY_KEYS`)."""
+    name, options = config_model(config)
+    return {"model": name, "model_options": options, "data": str(config_dataset(config) or "").lower(),
+            "data_options": dict(config.get("data_options") or {}), "seed": config_value(config, "seed")}
+
+
+def same_training(a: Mapping[str, Any], b: Mapping[str, Any], *, ignore: Iterable[str] = ()) -> bool:
+    """Whether two run configs (or dicts with the same keys) record the same model, options, data and seed.
+
+    ``ignore``: identity keys not to compare (``("model", "model_options")`` for a twin).
+    """
+    left, right = training_identity(a), training_identity(b)
+    return all(left[k] == right[k] for k in IDENTITY_KEYS if k not in set(ignore))
+
+
+# -- directories of runs ------------------------------------------------------------------------------
+def is_experiment_dir(path: str | Path) -> bool:
+    """A directory whose subdirectories include run directories."""
+    path = Path(path)
+    return path.is_dir() and any(is_run_dir(child) for child in path.iterdir())
+
+
+def experiment_runs(experiment_dir: str | Path) -> list[Path]:
+    """The run directories inside ``experiment_dir``, in natural order (``resnet20 < resnet110``)."""
+    runs = [child for child in Path(experiment_dir).iterdir() if is_run_dir(child)]
+    return sorted(runs, key=lambda p: natural_key(p.name))
+
+
+__all__ = [
+    "ANALYSIS_DIRNAME", "CHECKPOINT_DIR", "CONFIG_FILE", "IDENTITY_KEYS", "KIND_PLAIN", "KIND_RESIDUAL",
+    "LOCK_FILE", "METRIC_COLUMNS", "METRICS_CSV", "METRICS_JSONL", "STATE_FILE", "analysis_dir", "checkpoints_dir",
+    "config_dataset", "config_kind", "config_model", "config_source", "config_value", "experiment_runs",
+    "is_experiment_dir", "is_run_dir", "read_config", "read_metrics", "same_training", "state_path",
+    "training_identity", "write_config", "write_metrics",
+]
