@@ -48,6 +48,14 @@ else:  # pragma: no cover - Python 3.10
 _MISSING = dataclasses.MISSING
 
 
+class SettingValueError(ConfigError):
+    """A value that does not fit its setting's type; ``expected`` says what would (``"a number"``)."""
+
+    def __init__(self, name: str, value: Any, expected: str):
+        super().__init__(f"{name}: {value!r} is not valid; expected {expected}")
+        self.name, self.value, self.expected = name, value, expected
+
+
 @dataclass(frozen=True)
 class Option:
     """What a settings field needs besides its type and default (kept in the field's metadata)."""
@@ -186,13 +194,13 @@ def coerce(hint: Any, value: Any, name: str) -> Any:
                 return coerce(option, value, name)
             except ConfigError as exc:
                 errors.append(exc)
-        raise errors[0] if len(errors) == 1 else ConfigError(
-            f"{name}: {value!r} is not valid; expected {' or '.join(_describe(o) for o in options)}")
+        raise errors[0] if len(errors) == 1 else SettingValueError(
+            name, value, " or ".join(_describe(o) for o in options))
     if origin is Literal:
         for choice in args:
-            if value == choice or (isinstance(value, str) and isinstance(choice, str) and value.strip() == choice):
+            if value == choice or (isinstance(value, str) and value.strip() == str(choice)):
                 return choice
-        raise ConfigError(f"{name}: {value!r} is not one of {', '.join(map(str, args))}")
+        raise SettingValueError(name, value, "one of " + ", ".join(map(str, args)))
     if hint is bool:
         if isinstance(value, bool):
             return value
@@ -200,12 +208,12 @@ def coerce(hint: Any, value: Any, name: str) -> Any:
             return value.strip().lower() in _TRUE
         if isinstance(value, int) and value in (0, 1):
             return bool(value)
-        raise ConfigError(f"{name}: {value!r} is not valid; expected true or false")
+        raise SettingValueError(name, value, "true or false")
     if hint is int:
         return _as_int(value, name)
     if hint is float:
         if isinstance(value, bool):
-            raise ConfigError(f"{name}: {value!r} is not valid; expected a number")
+            raise SettingValueError(name, value, "a number")
         if isinstance(value, (int, float)):
             return float(value)
         if isinstance(value, str):
@@ -213,29 +221,29 @@ def coerce(hint: Any, value: Any, name: str) -> Any:
                 return float(value.strip())
             except ValueError:
                 pass
-        raise ConfigError(f"{name}: {value!r} is not valid; expected a number")
+        raise SettingValueError(name, value, "a number")
     if hint is str:
         if isinstance(value, (str, Path)):
             return str(value)
-        raise ConfigError(f"{name}: {value!r} is not valid; expected a string")
+        raise SettingValueError(name, value, "a string")
     if origin in (list, tuple) or hint in (list, tuple):
         return _as_sequence(hint, origin or hint, args, value, name)
     if origin is dict or hint is dict:
         if isinstance(value, Mapping):
             return {str(k): v for k, v in value.items()}
-        raise ConfigError(f"{name}: {value!r} is not valid; expected a table of options")
+        raise SettingValueError(name, value, "a table of options")
     if isinstance(hint, type) and issubclass(hint, Settings):
         if isinstance(value, hint):
             return value
         if isinstance(value, Mapping):
             return hint.from_dict(value, where=name)
-        raise ConfigError(f"{name}: {value!r} is not valid; expected {hint.__name__} settings")
+        raise SettingValueError(name, value, f"{hint.__name__} settings")
     return value
 
 
 def _as_int(value: Any, name: str) -> int:
     if isinstance(value, bool):
-        raise ConfigError(f"{name}: {value!r} is not valid; expected a whole number")
+        raise SettingValueError(name, value, "a whole number")
     if isinstance(value, int):
         return value
     if isinstance(value, float) and value.is_integer():
@@ -251,7 +259,7 @@ def _as_int(value: Any, name: str) -> int:
                 number = math.nan
             if number.is_integer():
                 return int(number)
-    raise ConfigError(f"{name}: {value!r} is not valid; expected a whole number")
+    raise SettingValueError(name, value, "a whole number")
 
 
 def _as_sequence(hint, kind, args, value, name):
@@ -263,7 +271,7 @@ def _as_sequence(hint, kind, args, value, name):
         items = [value]
     if kind is tuple and args and args[-1] is not Ellipsis:
         if len(items) != len(args):
-            raise ConfigError(f"{name}: {value!r} is not valid; expected {len(args)} values")
+            raise SettingValueError(name, value, f"{len(args)} values")
         return tuple(coerce(a, v, name) for a, v in zip(args, items))
     item_hint = args[0] if args else Any
     converted = [coerce(item_hint, v, name) for v in items]
@@ -320,6 +328,9 @@ def add_arguments(parser, cls: type[Settings], *, include: Iterable[str] | None 
                 item = typing.get_args(base)[0]
             if typing.get_origin(item) is Literal:
                 kwargs["choices"] = list(typing.get_args(item))
+            number = _first_number_type(item)
+            if number is not None:
+                kwargs["type"] = number
             if option.metavar:
                 kwargs["metavar"] = option.metavar
             elif "choices" not in kwargs:
@@ -340,6 +351,18 @@ def _without_none(hint):
         if len(options) == 1:
             return options[0]
     return hint
+
+
+def _first_number_type(hint):
+    """``int``/``float`` when a flag of type ``hint`` reads a number (the first of a union), else ``None``."""
+    if hint in (int, float):
+        return hint
+    if typing.get_origin(hint) is Literal and all(type(a) is int for a in typing.get_args(hint)):
+        return int
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        first = [a for a in typing.get_args(hint) if a is not type(None)][0]
+        return first if first in (int, float) else None
+    return None
 
 
 def _metavar(hint) -> str:

@@ -39,8 +39,19 @@ from reslab.analysis.landscape import (
     pca_plane,
     random_plane,
 )
-from reslab.analysis.lesion import LesionResult, LesionSeries, analyze_lesion, lesion_study, error_rate
-from reslab.analysis.responses import BlockResponses, ResponsesResult, analyze_responses, block_responses
+from reslab.analysis.lesion import (
+    LesionResult,
+    LesionSeries,
+    analyze_lesion,
+    error_rate,
+    lesion_study,
+)
+from reslab.analysis.responses import (
+    BlockResponses,
+    ResponsesResult,
+    analyze_responses,
+    block_responses,
+)
 
 __all__ = [
     "Result", "Target", "load_result_file", "load_target", "resolve_twin", "select_samples",

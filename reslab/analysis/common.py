@@ -21,7 +21,6 @@ from torch import nn
 from reslab.data import load_dataset, normalize
 from reslab.errors import AnalysisError
 from reslab.models import create_model, list_models, model_info
-from reslab.train import load_run
 from reslab.store.jsonfiles import utc_now, versions
 from reslab.store.results import Result, from_dict, read_result, to_plain
 from reslab.store.rundir import (
@@ -37,6 +36,7 @@ from reslab.store.rundir import (
     read_metrics,
     same_training,
 )
+from reslab.train import load_run
 from reslab.utils import resolve_device
 
 #: Reads a result file as a dict (the name analyses and experiments have always used).

@@ -20,15 +20,24 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Iterable
+from typing import Any, ClassVar, Iterable, Literal, Mapping
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reslab.analysis.common import KIND_PLAIN, KIND_RESIDUAL, Result, Target, batches, model_kind
+from reslab.analysis.common import (
+    KIND_PLAIN,
+    KIND_RESIDUAL,
+    Result,
+    Target,
+    batches,
+    model_kind,
+)
 from reslab.errors import AnalysisError
+from reslab.models import weight_layers
+from reslab.settings import Settings, setting
 
 CLASSIC_ACTIVATIONS = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "relu": F.relu}
 
@@ -87,7 +96,6 @@ class GradientFlowResult(Result):
 # -- gradients of a network ----------------------------------------------------------------------
 def weight_layers_of(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """Main-path conv/linear layers (reslab models), or every conv/linear layer (other modules)."""
-    from reslab.models import weight_layers
 
     layers = weight_layers(model)
     if not layers:
@@ -310,39 +318,44 @@ def shattered_gradients(
 
 
 # -- all of it -----------------------------------------------------------------------------------
-def analyze_gradients(
-    targets: Iterable[tuple[Target, float | None]],
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    describe: dict[str, Any],
-    batch_size: int = 128,
-    device="cpu",
-    classic: bool = True,
-    classic_depth: int = 50,
-    classic_activation: str = "tanh",
-    shattered: Iterable[Target] = (),
-    line: tuple[torch.Tensor, torch.Tensor] | None = None,
-    shattered_steps: int = 128,
-    seed: int = 0,
-    progress: bool = False,
-) -> GradientFlowResult:
+@dataclass(frozen=True)
+class GradientSettings(Settings):
+    """The options of :func:`analyze_gradients` and ``reslab analyze gradients``, with their one default."""
+
+    batch_size: int = setting(128, "images per forward pass", minimum=1, cli=False)  # a shared target argument
+    device: str = setting("cpu", "where to compute", cli=False)
+    classic: bool = setting(True, "also the classic no-BN case (a deep MLP)", cli=False)  # the CLI's --no-classic
+    classic_depth: int = setting(50, "hidden layers of the MLP", minimum=1)
+    classic_activation: Literal["tanh", "sigmoid", "relu"] = setting("tanh", "activation of the MLP")
+    shattered_steps: int = setting(128, "points on the line", minimum=2)
+    seed: int = setting(0, "seed of the classic MLP and of the shattered-gradients line", minimum=0, cli=False)
+    progress: bool = setting(False, "a progress bar on stderr", cli=False)
+
+
+def analyze_gradients(targets: Iterable[tuple[Target, float | None]], x: torch.Tensor, y: torch.Tensor,
+                      settings: GradientSettings | Mapping[str, Any] | None = None, *, describe: dict[str, Any],
+                      shattered: Iterable[Target] = (), line: tuple[torch.Tensor, torch.Tensor] | None = None,
+                      **changes: Any) -> GradientFlowResult:
     """Gradient flow of every ``(target, lr)`` on ``(x, y)``, plus the classic case and shattering.
 
     targets: models at their checkpoints, with the learning rate in force there (or ``None``).
     x: (N, C, H, W) normalised training images, y: (N,) labels.
+    settings: a :class:`GradientSettings` (or mapping); ``changes`` — any of its fields as
+    keywords (``classic_depth=4``, ``batch_size=64``) — on top.
     describe: what the result records as its target (see :meth:`Target.describe`).
     line: ``(start, end)`` images for :func:`shattered_gradients` of the ``shattered`` targets.
     """
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # noqa: PLC0415 - lazy: only a person watching a terminal needs it
 
+    s = GradientSettings.of(settings, **changes)
+    batch_size, device, seed, shattered_steps = s.batch_size, s.device, s.seed, s.shattered_steps
     targets = list(targets)
     series = [target_gradients(target, x, y, lr=lr, batch_size=batch_size, device=device)
-              for target, lr in tqdm(targets, desc="gradients", unit="model", disable=not progress)]
+              for target, lr in tqdm(targets, desc="gradients", unit="model", disable=not s.progress)]
     classic_series, classic_settings = ([], {})
-    if classic:
+    if s.classic:
         classic_series, classic_settings = classic_vanishing_gradients(
-            depth=classic_depth, activation=classic_activation, num_classes=int(y.max()) + 1, seed=seed)
+            depth=s.classic_depth, activation=s.classic_activation, num_classes=int(y.max()) + 1, seed=seed)
     shattered_series = []
     shattered = list(shattered)
     if shattered:

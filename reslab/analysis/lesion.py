@@ -23,6 +23,7 @@ from torch import nn
 
 from reslab.analysis.common import Result, Target, batches, model_kind
 from reslab.errors import AnalysisError
+from reslab.models import blocks_removed, named_blocks, removable_blocks
 
 
 @dataclass
@@ -88,9 +89,8 @@ def lesion_study(
         20); 0 skips that curve.
     draws: random sets per k; when there are at most ``draws`` sets of size k, each is used once.
     """
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # noqa: PLC0415 - lazy: only a person watching a terminal needs it
 
-    from reslab.models import blocks_removed, named_blocks, removable_blocks
 
     if x.shape[0] != y.shape[0] or x.shape[0] == 0:
         raise AnalysisError(f"need as many labels as inputs (and at least one), got {x.shape[0]} and {y.shape[0]}")
@@ -158,7 +158,6 @@ def analyze_lesion(targets: list[Target], x: torch.Tensor, y: torch.Tensor, *, d
         limit = max_removed
         if limit is not None:
             # A plain twin has fewer removable blocks than its residual net: cap per model.
-            from reslab.models import removable_blocks
 
             limit = min(limit, len(removable_blocks(target.model)))
         series.append(lesion_study(target.model, x, y, label=target.label, checkpoint=target.checkpoint,

@@ -17,6 +17,7 @@ from torch import nn
 
 from reslab.analysis.common import Result, Target, batches, model_kind
 from reslab.errors import AnalysisError
+from reslab.models import named_blocks
 
 
 @dataclass
@@ -82,7 +83,6 @@ def block_responses(
     device: torch.device | str = "cpu",
 ) -> BlockResponses:
     """Std of every block's branch output F(x) over the inputs ``x: (N, C, H, W)``, in eval mode."""
-    from reslab.models import named_blocks
 
     blocks = named_blocks(model)
     if not blocks:

@@ -11,8 +11,8 @@ import argparse
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from reslab.analysis.common import default_out_dir, load_target, progress_enabled
 from reslab.settings import parse_key_values  # noqa: F401 - the one KEY=VALUE parser, used by the commands
-
 
 #: The TARGET of the analyses that also take a checkpoint file (landscape, hessian).
 TARGET_OR_CHECKPOINT = ("a run directory, a checkpoint file inside one (RUN/checkpoints/x.safetensors), or a model "
@@ -70,7 +70,6 @@ def add_target_arguments(parser: argparse.ArgumentParser, *, samples_default: in
 
 def load_main_target(args, checkpoint: str | None = None):
     """The TARGET of ``args`` at ``checkpoint`` (default ``args.checkpoint``)."""
-    from reslab.analysis.common import load_target
 
     return load_target(
         args.target, data=args.data, data_dir=args.data_dir,
@@ -81,7 +80,6 @@ def load_main_target(args, checkpoint: str | None = None):
 
 
 def output_dir(args, target) -> Path:
-    from reslab.analysis.common import default_out_dir
 
     return Path(args.out) if args.out else default_out_dir(target)
 
@@ -91,8 +89,8 @@ def save_with_plots(result, out_dir: Path, plots: Sequence[tuple[str, Callable]]
 
     Drawing reads the saved file back, exactly as the report does, so the PNG shows what was saved.
     """
-    from reslab.report.files import load_result
-    from reslab.report.plots import save_figure
+    from reslab.report.files import load_result  # noqa: PLC0415 - lazy: the report draws with matplotlib, which `reslab --help` need not import
+    from reslab.report.plots import save_figure  # noqa: PLC0415 - lazy: the report draws with matplotlib, which `reslab --help` need not import
 
     json_path = result.save(out_dir / f"{result.analysis}.json")
     data = load_result(json_path)
@@ -109,6 +107,5 @@ def print_written(paths: Sequence[Path]) -> None:
 
 
 def progress(args) -> bool:
-    from reslab.analysis.common import progress_enabled
 
     return progress_enabled(args.quiet)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from reslab.analysis.common import checkpoint_lr, device_of, load_target, resolve_twin
+from reslab.analysis.gradients import GradientSettings, analyze_gradients
 from reslab.cli._analysis import (
     add_target_arguments,
     load_main_target,
@@ -11,6 +13,7 @@ from reslab.cli._analysis import (
     save_with_plots,
 )
 from reslab.errors import AnalysisError
+from reslab.settings import add_arguments, given
 
 
 def register(subparsers) -> None:
@@ -22,25 +25,25 @@ def register(subparsers) -> None:
                     "and gradients*.png.",
     )
     add_target_arguments(parser, samples_default=512, samples_help="training images the gradient is averaged over",
-                         batch_size_default=128, checkpoint=False)
+                         batch_size_default=GradientSettings.default("batch_size"), checkpoint=False)
     parser.add_argument("--checkpoints", nargs="+", metavar="NAME", default=None,
                         help="for a RUN_DIR: checkpoints to measure (init last epoch_K ...; default: init last)")
     classic = parser.add_argument_group("classic case (deep MLP without batch norm)")
     classic.add_argument("--no-classic", action="store_true", help="skip the classic no-BN case")
-    classic.add_argument("--classic-depth", type=int, default=50, help="hidden layers of the MLP (default 50)")
-    classic.add_argument("--classic-activation", default="tanh", choices=("tanh", "sigmoid", "relu"),
-                         help="activation of the MLP (default tanh)")
+    add_arguments(classic, GradientSettings, include=["classic_depth", "classic_activation"])
     shattered = parser.add_argument_group("shattered gradients (Balduzzi et al. 2017)")
     shattered.add_argument("--shattered", action="store_true",
                            help="also measure the correlation of input gradients along a line between two images")
-    shattered.add_argument("--shattered-steps", type=int, default=128, help="points on the line (default 128)")
+    add_arguments(shattered, GradientSettings, include=["shattered_steps"])
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from reslab.analysis.common import checkpoint_lr, device_of, resolve_twin
-    from reslab.analysis.gradients import analyze_gradients
-    from reslab.report.plots import plot_classic_gradients, plot_gradient_flow, plot_shattered
+    from reslab.report.plots import (  # noqa: PLC0415 - lazy: the report draws with matplotlib, which `reslab --help` need not import
+        plot_classic_gradients,
+        plot_gradient_flow,
+        plot_shattered,
+    )
 
     device = device_of(args.device)
     checkpoints = args.checkpoints
@@ -80,12 +83,10 @@ def run(args) -> int:
         line = (xt[0], xt[end])
         shattered_targets = [main_targets[-1]] + [t for t in twins if t.checkpoint == main_targets[-1].checkpoint][:1]
 
-    result = analyze_gradients(
-        all_targets, x, y, describe=first.describe(), batch_size=args.batch_size, device=device,
-        classic=not args.no_classic, classic_depth=args.classic_depth, classic_activation=args.classic_activation,
-        shattered=shattered_targets, line=line, shattered_steps=args.shattered_steps, seed=args.seed,
-        progress=progress(args),
-    )
+    settings = GradientSettings.of(given(args, GradientSettings), batch_size=args.batch_size, device=str(device),
+                                   classic=not args.no_classic, seed=args.seed, progress=progress(args))
+    result = analyze_gradients(all_targets, x, y, settings, describe=first.describe(), shattered=shattered_targets,
+                               line=line)
     result.target["checkpoints"] = checkpoints
     plots = [("", plot_gradient_flow)]
     if result.classic:
@@ -104,6 +105,5 @@ def run(args) -> int:
 
 def load_main_target_with(args, checkpoint: str, dataset):
     """The run at another checkpoint, reusing the already loaded dataset."""
-    from reslab.analysis.common import load_target
 
     return load_target(args.target, dataset=dataset, checkpoint=checkpoint, seed=args.seed)

@@ -6,16 +6,29 @@ from pathlib import Path
 
 import numpy as np
 
-from reslab.analysis.common import default_out_dir, device_of, progress_enabled, resolve_twin
+from reslab.analysis import hessian
+from reslab.analysis.common import (
+    default_out_dir,
+    device_of,
+    progress_enabled,
+    resolve_twin,
+)
 from reslab.analysis.hessian import HessianSettings, analyze_hessian
 from reslab.analysis.landscape.surface import parse_grid
-from reslab.cli._analysis import TARGET_OR_CHECKPOINT, add_target_arguments, parse_key_values, print_written
+from reslab.cli._analysis import (
+    TARGET_OR_CHECKPOINT,
+    add_target_arguments,
+    parse_key_values,
+    print_written,
+)
 from reslab.cli.analyze_landscape import resolve_target, set_threads
 from reslab.report.landscape_plots import save_hessian_plots
 from reslab.settings import add_arguments, given
 
 
 def register(subparsers) -> None:
+    # Looked up at call time, so the analysis's settings class is the one source of these defaults.
+    HessianSettings = hessian.HessianSettings  # noqa: N806
     parser = subparsers.add_parser(
         "hessian", help="curvature: top Hessian eigenvalues, trace, eigenvalue density, |λmin/λmax| (map)",
         description="Curvature of the mean cross-entropy at a checkpoint (BN in eval mode), from exact "
@@ -50,6 +63,7 @@ def register(subparsers) -> None:
 
 def settings_of(args) -> HessianSettings:
     """The :class:`HessianSettings` the command line asks for."""
+    HessianSettings = hessian.HessianSettings  # noqa: N806 - see register
     map_grid = None
     if args.map:
         low, high, points = parse_grid(args.grid, "--grid")

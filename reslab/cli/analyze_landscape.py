@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
-from reslab.cli._analysis import TARGET_OR_CHECKPOINT, add_target_arguments, load_main_target, parse_key_values, print_written
+import torch
+
+from reslab.analysis.common import device_of, progress_enabled, resolve_twin
+from reslab.analysis.landscape import analyze_landscape
+from reslab.analysis.landscape.surface import LandscapeSettings
+from reslab.cli._analysis import (
+    TARGET_OR_CHECKPOINT,
+    add_target_arguments,
+    load_main_target,
+    parse_key_values,
+    print_written,
+)
+from reslab.errors import CheckpointError, ConfigError
+from reslab.settings import add_arguments, given
+
+PLANE_OPTIONS = ("plane", "dims", "grid", "grid_y", "split", "keep_bn_bias", "interp_from", "interp_to",
+                 "directions")
 
 
 def register(subparsers) -> None:
@@ -19,51 +36,17 @@ def register(subparsers) -> None:
                     "arguments resumes an interrupted grid.",
     )
     add_target_arguments(
-        parser, samples_default=2048, samples_help="images of the split to evaluate every point on",
-        batch_size_default=None,
+        parser, samples_default=LandscapeSettings.default("samples"),
+        samples_help="images of the split to evaluate every point on", batch_size_default=None,
         helps={"target": TARGET_OR_CHECKPOINT,
                "batch_size": "images per forward pass (default 512 on CPU, 2048 on a GPU)",
                "seed": "seed of the random directions (x: SEED, y: SEED+1) and of fresh models (default 0)",
                "out": ("output directory, or the .npz file to write (default: RUN_DIR/analysis, or analysis/MODEL "
                        "for a model name)", "DIR|FILE.npz")})
-    parser.add_argument("--sample-seed", type=int, default=0,
-                        help="seed of the choice of --samples images (default 0: the same images whatever --seed)")
-    plane = parser.add_argument_group("plane")
-    plane.add_argument("--plane", choices=["random", "pca", "interp"], default="random",
-                       help="random: filter-normalised Gaussian directions (default); pca: the trajectory's top PCA "
-                            "directions (needs saved epoch checkpoints); interp: the line --from → --to")
-    plane.add_argument("--dims", type=int, choices=[1, 2], default=None,
-                       help="1 (a line) or 2 (a plane); default 2, and 1 for interp")
-    plane.add_argument("--grid", default=None, metavar="START:STOP:N",
-                       help="grid along the first direction, e.g. --grid=-1:1:51 (a value starting with '-' "
-                            "needs the '='), or just N points over the default range "
-                            "(-1:1 random, -0.5:1.5 interp, the trajectory's extent + 20%% pca); default 51 points")
-    plane.add_argument("--grid-y", default=None, metavar="START:STOP:N", help="grid along the second direction "
-                                                                             "(default: as --grid)")
-    plane.add_argument("--split", choices=["train", "test"], default="train",
-                       help="which split's images (default train, as Li et al.)")
-    plane.add_argument("--keep-bn-bias", action="store_true",
-                       help="also perturb 1-D parameters (BN γ/β, biases), with direction = their own values as in "
-                            "Li et al.'s code; default: they stay fixed")
-    plane.add_argument("--from", dest="interp_from", default="init", metavar="CHECKPOINT",
-                       help="interp start: init (default), epoch_K, last, ema, a .safetensors file or another RUN_DIR")
-    plane.add_argument("--to", dest="interp_to", default=None, metavar="CHECKPOINT",
-                       help="interp end (default: the --checkpoint analysed, normally last)")
-    plane.add_argument("--directions", default=None, metavar="FILE",
-                       help="reuse the directions of an earlier landscape (its .directions.safetensors)")
+    add_arguments(parser, LandscapeSettings, include=["sample_seed"])
+    add_arguments(parser.add_argument_group("plane"), LandscapeSettings, include=PLANE_OPTIONS)
     speed = parser.add_argument_group("evaluation")
-    speed.add_argument("--method", choices=["auto", "loop", "vmap"], default="auto",
-                       help="loop: one point per pass, large channels-last batches; vmap: --chunk-size points per "
-                            "pass; auto = loop (faster on CPU, see docs/landscape.md)")
-    speed.add_argument("--chunk-size", type=int, default=8, help="points per pass with --method vmap (default 8)")
-    speed.add_argument("--workers", type=int, default=None, metavar="N",
-                       help="CPU only: points evaluated at once, one thread each (default: torch's CPU threads)")
-    speed.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
-                       help="fp32 (default); bf16/fp16 autocast is much faster on GPUs, losses differ slightly")
-    speed.add_argument("--max-points", type=int, default=None, metavar="N",
-                       help="evaluate at most N new points now, then stop (a rerun continues)")
-    speed.add_argument("--save-every", type=float, default=30.0, metavar="SECONDS",
-                       help="save the partial grid this often (default 30)")
+    add_arguments(speed, LandscapeSettings, exclude=("sample_seed", *PLANE_OPTIONS))
     speed.add_argument("--threads", type=int, default=None, metavar="N",
                        help="torch CPU threads (default: torch's choice; on a busy shared machine fewer threads "
                             "can be much faster)")
@@ -75,10 +58,8 @@ def set_threads(threads: int | None) -> None:
     if threads is None:
         return
     if threads < 1:
-        from reslab.errors import ConfigError
 
         raise ConfigError(f"--threads must be at least 1, got {threads}")
-    import torch
 
     torch.set_num_threads(threads)
 
@@ -87,7 +68,6 @@ def resolve_target(args, checkpoint: str | None = None):
     """The TARGET of ``args``: a checkpoint file inside a run stands for that run at that checkpoint."""
     path = Path(args.target)
     if path.is_file() and path.suffix == ".safetensors":
-        from reslab.errors import CheckpointError
 
         if path.parent.name != "checkpoints" or not (path.parent.parent / "config.json").is_file():
             raise CheckpointError(f"{path} is not inside a run's checkpoints/ folder, so its model settings are "
@@ -99,7 +79,6 @@ def resolve_target(args, checkpoint: str | None = None):
 
 
 def targets_of(args) -> list:
-    from reslab.analysis.common import resolve_twin
 
     target = resolve_target(args)
     twin = resolve_twin(target, args.twin)
@@ -117,39 +96,30 @@ def output_for(args, target, several: bool) -> Path | None:
 
 
 def run(args) -> int:
-    import math
 
-    from reslab.analysis.common import device_of, progress_enabled
-    from reslab.analysis.landscape import analyze_landscape
-    from reslab.report.landscape_plots import save_landscape_plots
+    from reslab.report.landscape_plots import save_landscape_plots  # noqa: PLC0415 - lazy: the report draws with matplotlib, which `reslab --help` need not import
 
     parse_key_values(args.data_option, "--data-option")  # fail early on a malformed option
     set_threads(args.threads)
+    settings = LandscapeSettings.of(given(args, LandscapeSettings), samples=args.samples, seed=args.seed,
+                                    batch_size=args.batch_size, device=str(device_of(args.device)),
+                                    progress=progress_enabled(args.quiet))
     targets = targets_of(args)
-    device = device_of(args.device)
     written = []
     for target in targets:
-        result = analyze_landscape(
-            target, plane=args.plane, dims=args.dims, grid=args.grid, grid_y=args.grid_y, samples=args.samples,
-            split=args.split, seed=args.seed, sample_seed=args.sample_seed, keep_bn_bias=args.keep_bn_bias,
-            interp_from=args.interp_from,
-            interp_to=args.interp_to, directions=args.directions, out=output_for(args, target, len(targets) > 1),
-            batch_size=args.batch_size, device=device, method=args.method, chunk_size=args.chunk_size,
-            workers=args.workers, precision=args.precision, max_points=args.max_points,
-            save_every_s=args.save_every, progress=progress_enabled(args.quiet),
-        )
+        result = analyze_landscape(target, settings, out=output_for(args, target, len(targets) > 1))
         finite = result.loss[~(result.loss != result.loss)]
-        settings = result.settings
-        rate = settings.get("points_per_s")
+        recorded = result.settings
+        rate = recorded.get("points_per_s")
         print(f"{target.label}: {result.plane.get('kind')} {result.dims}-D, {result.loss.size} points on "
-              f"{settings.get('samples')} {settings.get('split')} images; origin loss {result.origin_loss:.4g}, "
+              f"{recorded.get('samples')} {recorded.get('split')} images; origin loss {result.origin_loss:.4g}, "
               f"accuracy {100 * result.origin_accuracy:.2f}%; loss range {finite.min():.4g}..{finite.max():.4g}"
               if finite.size else f"{target.label}: no points evaluated yet")
         if rate:
-            print(f"  {settings.get('points_evaluated_now')} points in {settings.get('seconds_now')} s "
-                  f"({rate:.2f} points/s; method {settings.get('method')}, batch {settings.get('batch_size')}, "
-                  f"{settings.get('workers')} worker(s), {settings.get('bn_folded')} BN folded, "
-                  f"{settings.get('pointwise_fused')} conv+ReLU fused)")
+            print(f"  {recorded.get('points_evaluated_now')} points in {recorded.get('seconds_now')} s "
+                  f"({rate:.2f} points/s; method {recorded.get('method')}, batch {recorded.get('batch_size')}, "
+                  f"{recorded.get('workers')} worker(s), {recorded.get('bn_folded')} BN folded, "
+                  f"{recorded.get('pointwise_fused')} conv+ReLU fused)")
         if not result.complete:
             missing = int(sum(1 for v in result.loss.ravel() if math.isnan(v)))
             print(f"  incomplete: {missing} points left; rerun the same command to continue")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from reslab.analysis.common import device_of, resolve_twin
+from reslab.analysis.lesion import analyze_lesion
 from reslab.cli._analysis import (
     add_target_arguments,
     load_main_target,
@@ -30,9 +32,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from reslab.analysis.common import device_of, resolve_twin
-    from reslab.analysis.lesion import analyze_lesion
-    from reslab.report.plots import plot_lesion
+    from reslab.report.plots import plot_lesion  # noqa: PLC0415 - lazy: the report draws with matplotlib, which `reslab --help` need not import
 
     target = load_main_target(args)
     twin = resolve_twin(target, args.twin)

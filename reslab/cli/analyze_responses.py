@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from reslab.cli._analysis import add_target_arguments, load_main_target, output_dir, print_written, save_with_plots
+import math
+
+from reslab.analysis.common import device_of, resolve_twin
+from reslab.analysis.responses import analyze_responses
+from reslab.cli._analysis import (
+    add_target_arguments,
+    load_main_target,
+    output_dir,
+    print_written,
+    save_with_plots,
+)
 
 
 def register(subparsers) -> None:
@@ -18,11 +28,8 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    import math
 
-    from reslab.analysis.common import device_of, resolve_twin
-    from reslab.analysis.responses import analyze_responses
-    from reslab.report.plots import plot_responses
+    from reslab.report.plots import plot_responses  # noqa: PLC0415 - lazy: the report draws with matplotlib, which `reslab --help` need not import
 
     target = load_main_target(args)
     twin = resolve_twin(target, args.twin)

@@ -21,10 +21,20 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import multiprocessing
 import shlex
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+
+import torch
+
+from reslab.cli.main import build_parser
+from reslab.experiments import cpu_count, run_degradation
+from reslab.experiments.common import stderr_printer
+from reslab.experiments.degradation import run_name, twin_models
+from reslab.utils import atomic_write_text
 
 DEMO_DEPTHS = (20, 56, 110)
 DEMO_RECIPE = "digits-degradation"
@@ -53,9 +63,7 @@ def register(subparsers) -> None:
 
 def _run_command(argv: list[str]) -> str:
     """Run one ``reslab`` command in this process; returns what it printed."""
-    import torch
 
-    from reslab.cli.main import build_parser
 
     torch.set_num_threads(1)
     args = build_parser().parse_args(argv)
@@ -67,7 +75,6 @@ def _run_command(argv: list[str]) -> str:
 
 def analysis_commands(experiment_dir: Path, depths: list[int], quiet: bool = True) -> list[list[str]]:
     """The ``reslab analyze`` commands the demo runs, slowest first."""
-    from reslab.experiments.degradation import run_name, twin_models
 
     commands = []
     deepest = max(depths)
@@ -92,8 +99,6 @@ def run_commands(commands: list[list[str]], jobs: int, say) -> list[tuple[list[s
             outputs.append((argv, _run_command(argv)))
             say(f"reslab {shlex.join(argv)} ({time.perf_counter() - start:.1f} s)")
         return outputs
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
 
     start = time.perf_counter()
     with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -118,9 +123,7 @@ def headline(summary: dict) -> str:
 
 
 def run(args) -> int:
-    from reslab.experiments import cpu_count, run_degradation
-    from reslab.experiments.common import stderr_printer
-    from reslab.report import build_report
+    from reslab.report import build_report  # noqa: PLC0415 - lazy: the report draws with matplotlib, which `reslab --help` need not import
 
     start = time.perf_counter()
     out = Path(args.out)
@@ -148,7 +151,6 @@ def run(args) -> int:
     commands = analysis_commands(result.experiment_dir, args.depths)
     outputs = run_commands(commands, min(jobs, len(commands)), say)
     log = "".join(f"$ reslab {shlex.join(argv)}\n{text}\n" for argv, text in outputs)
-    from reslab.utils import atomic_write_text
 
     atomic_write_text(out / "analyses.log", log)
     analyses_done = time.perf_counter()

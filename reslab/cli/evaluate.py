@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import json
 
+from reslab.data import load_dataset
+from reslab.errors import ConfigError
+from reslab.train import evaluate, load_run
+from reslab.utils import resolve_device
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -23,10 +28,6 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from reslab.data import load_dataset
-    from reslab.errors import ConfigError
-    from reslab.train import evaluate, load_run
-    from reslab.utils import resolve_device
 
     run_ = load_run(args.source, args.checkpoint)
     config = run_.config

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import sys
+from typing import Any, Callable
 
 EXPERIMENT_MODULES = (
     "reslab.cli.experiment_degradation",
@@ -19,3 +21,24 @@ def register(subparsers) -> None:
     for module_name in EXPERIMENT_MODULES:
         importlib.import_module(module_name).register(kinds)
     parser.set_defaults(func=lambda args: parser.print_help() or 2)
+
+
+def finish(name: str, start: Callable[[], Any], *extra_lines: Callable[[Any], str]) -> int:
+    """Run an experiment for its command: ``start()`` → its result, printed as the table, the files and
+    ``extra_lines``; 130 (with a line saying how to resume) when interrupted or stopped early."""
+    try:
+        result = start()
+    except KeyboardInterrupt:
+        # The runs in flight saved their checkpoints (the trainer stops cleanly on SIGINT) and a
+        # grid its partial file: the same command continues.
+        print(f"reslab experiment {name}: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    if not result.complete:
+        print(f"reslab experiment {name}: stopped before everything finished; run the same command again to resume",
+              file=sys.stderr)
+        return 130
+    print(result.table())
+    print(f"wrote {', '.join(str(p) for p in result.files)}")
+    for line in extra_lines:
+        print(line(result))
+    return 0

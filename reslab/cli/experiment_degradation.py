@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-import sys
+from reslab.cli.experiment import finish
+from reslab.experiments.degradation import DegradationSettings, run_degradation
+from reslab.settings import add_arguments, given
+from reslab.train import parse_overrides
 
 
 def register(subparsers) -> None:
@@ -13,48 +16,19 @@ def register(subparsers) -> None:
                     "the plots (He et al. 2015, Fig. 6; error against depth). Resumable: the same command again "
                     "skips finished runs and resumes interrupted ones.",
     )
-    parser.add_argument("--depths", type=int, nargs="+", default=[20, 56, 110], metavar="D",
-                        help="weight layers, each 6n+2 (default 20 56 110)")
-    parser.add_argument("--data", default="digits",
-                        help="dataset: digits (default, embedded), cifar10, cifar100, synthetic, imagefolder")
-    parser.add_argument("--data-dir", help="where the dataset's files are (CIFAR: the folder holding "
-                                           "cifar-10-batches-py)")
-    parser.add_argument("--download", action="store_true", help="download the dataset if missing (CIFAR only)")
-    parser.add_argument("--recipe", help="training recipe name or .toml path (default: digits-degradation for the "
-                                         "digits, cifar10-fast otherwise); see reslab train --list-recipes")
+    add_arguments(parser, DegradationSettings, include=["depths", "data", "data_dir", "download", "recipe"])
     seeds = parser.add_mutually_exclusive_group()
     seeds.add_argument("--seeds", type=int, metavar="K", help="train every network with seeds 0..K-1 (default: seed 0)")
     seeds.add_argument("--seed", type=int, metavar="S", help="train every network with this one seed")
-    parser.add_argument("--epochs", type=int, help="epochs per run (replaces the recipe's length)")
+    add_arguments(parser, DegradationSettings, include=["epochs"])
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                         help="any training setting, the same for every run (e.g. --set lr=0.1 --set threads=1 "
                              "--set batch_size=64); repeatable")
-    parser.add_argument("--jobs", type=int, default=1,
-                        help="runs trained at the same time, each in its own process with cores/jobs threads "
-                             "(default 1)")
-    parser.add_argument("--out", help="experiment directory (default runs/degradation-DATA)")
-    parser.add_argument("--quiet", action="store_true", help="print only the summary table")
+    add_arguments(parser, DegradationSettings, include=["jobs", "out", "quiet"])
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from reslab.experiments.degradation import run_degradation
-    from reslab.train import parse_overrides
-
-    try:
-        result = run_degradation(
-            args.depths, args.data, data_dir=args.data_dir, download=args.download, recipe=args.recipe,
-            seeds=args.seeds, seed=args.seed, epochs=args.epochs, overrides=parse_overrides(args.settings),
-            out=args.out, jobs=args.jobs, quiet=args.quiet,
-        )
-    except KeyboardInterrupt:
-        # The runs in flight saved their checkpoints (the trainer stops cleanly on SIGINT).
-        print("reslab experiment degradation: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
-    if not result.complete:
-        print("reslab experiment degradation: stopped before every run finished; run the same command again to "
-              "resume", file=sys.stderr)
-        return 130
-    print(result.table())
-    print(f"wrote {', '.join(str(p) for p in result.files)}")
-    return 0
+    return finish("degradation", lambda: run_degradation(
+        settings=given(args, DegradationSettings), seeds=args.seeds, seed=args.seed,
+        overrides=parse_overrides(args.settings)))

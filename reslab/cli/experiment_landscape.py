@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-
-from reslab.experiments.landscape import LandscapeExperimentSettings, default_budget, run_landscape_experiment
+from reslab.cli.experiment import finish
+from reslab.experiments.landscape import (
+    LandscapeExperimentSettings,
+    default_budget,
+    run_landscape_experiment,
+)
 from reslab.settings import add_arguments, given
 from reslab.train import parse_overrides
 
@@ -57,18 +60,6 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    try:
-        result = run_landscape_experiment(settings=given(args, LandscapeExperimentSettings),
-                                          overrides=parse_overrides(args.settings))
-    except KeyboardInterrupt:
-        # Training saved its checkpoints and a grid its partial file: the same command continues.
-        print("reslab experiment landscape: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
-    if not result.complete:
-        print("reslab experiment landscape: stopped before everything finished; run the same command again to "
-              "resume", file=sys.stderr)
-        return 130
-    print(result.table())
-    print(f"wrote {', '.join(str(p) for p in result.files)}")
-    print(f"report: reslab report {result.experiment_dir} -o {result.experiment_dir / 'report.html'}")
-    return 0
+    return finish("landscape", lambda: run_landscape_experiment(
+        settings=given(args, LandscapeExperimentSettings), overrides=parse_overrides(args.settings)),
+        lambda result: f"report: reslab report {result.experiment_dir} -o {result.experiment_dir / 'report.html'}")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from reslab.train import load_run, predict
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -20,7 +22,6 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from reslab.train import load_run, predict
 
     run_ = load_run(args.source, args.checkpoint)
     for prediction in predict(run_, args.images, top_k=args.top_k):

@@ -11,6 +11,7 @@ import argparse
 import json
 
 from reslab.errors import ConfigError
+from reslab.models.profile import format_table, profile_model, profile_table
 
 
 def register(subparsers) -> None:
@@ -42,7 +43,6 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reslab.models.profile import format_table, profile_model, profile_table
 
     if args.table:
         if args.model:

@@ -20,7 +20,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from reslab.report import build_report
+    from reslab.report import build_report  # noqa: PLC0415 - lazy: the report draws with matplotlib, which `reslab --help` need not import
 
     result = build_report(args.paths, args.output, title=args.title)
     for warning in result.warnings:

@@ -12,6 +12,18 @@ import argparse
 import os
 import sys
 
+from reslab.errors import ConfigError
+from reslab.train import (
+    apply_overrides,
+    list_recipes,
+    parse_overrides,
+    recipe_description,
+    resolve_config,
+    train,
+)
+from reslab.train.config import TrainConfig
+from reslab.train.rundir import read_config
+
 # Flags that map straight onto TrainConfig fields (flag dest -> field).
 _FLAG_FIELDS = {
     "data": "data", "data_dir": "data_dir", "epochs": "epochs", "iterations": "iterations",
@@ -22,7 +34,6 @@ _BOOL_FLAGS = ("download", "quiet", "tensorboard", "compile", "ema", "channels_l
 
 
 def register(subparsers) -> None:
-    from reslab.train import list_recipes
 
     recipes = ", ".join(list_recipes())
     parser = subparsers.add_parser(
@@ -72,7 +83,6 @@ def register(subparsers) -> None:
 
 
 def _overrides(args) -> dict:
-    from reslab.train import parse_overrides
 
     overrides = {}
     for dest, key in _FLAG_FIELDS.items():
@@ -91,10 +101,6 @@ def _overrides(args) -> dict:
 
 
 def run(args) -> int:
-    from reslab.errors import ConfigError
-    from reslab.train import apply_overrides, list_recipes, recipe_description, resolve_config, train
-    from reslab.train.rundir import read_config
-    from reslab.train.config import TrainConfig
 
     if args.list_recipes:
         for name in list_recipes():

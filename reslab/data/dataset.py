@@ -11,6 +11,7 @@ import torch
 
 from reslab.errors import DatasetError
 
+
 def default_data_dir() -> Path:
     """Where datasets are looked for when no ``data_dir`` is given: ``$RESLAB_DATA``, else ``./data``."""
     env = os.environ.get("RESLAB_DATA")

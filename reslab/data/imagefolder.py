@@ -139,7 +139,7 @@ def _fingerprint(index: FolderIndex, settings: dict[str, Any]) -> str:
 
 def _to_uint8(image: Any) -> Any:
     """16-bit and float grayscale images -> 8-bit 'L' (PIL's own convert would clip, not scale)."""
-    from PIL import Image
+    from PIL import Image  # noqa: PLC0415 - lazy: only image files need Pillow
 
     mode = image.mode
     if mode.startswith("I;16") or mode in ("I", "F"):
@@ -152,7 +152,7 @@ def _to_uint8(image: Any) -> Any:
 
 def decode_image(path: Path, size: tuple[int, int], channels: int | None) -> np.ndarray:
     """Decode ``path`` -> uint8 (C, H, W); C = ``channels``, or the image's own (1 gray, 3 colour) if None."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError  # noqa: PLC0415 - lazy: only image files need Pillow
 
     try:
         with Image.open(path) as image:
@@ -171,7 +171,7 @@ def decode_image(path: Path, size: tuple[int, int], channels: int | None) -> np.
 
 def is_grayscale(path: Path) -> bool:
     """Whether ``path``'s header says grayscale (reads the header only)."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError  # noqa: PLC0415 - lazy: only image files need Pillow
 
     try:
         with Image.open(path) as image:

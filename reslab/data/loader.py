@@ -24,8 +24,16 @@ from typing import Iterator, Sequence
 
 import torch
 
-from reslab.data.augment import (AugmentConfig, AugmentParams, _scale_shift, crop_flip_gather, cutout_, draw_params,
-                                 prepare_storage, to_normalized)
+from reslab.data.augment import (
+    AugmentConfig,
+    AugmentParams,
+    _scale_shift,
+    crop_flip_gather,
+    cutout_,
+    draw_params,
+    prepare_storage,
+    to_normalized,
+)
 from reslab.errors import ConfigError, DatasetError
 
 #: Keep a mirrored copy of the padded split (2x memory, free flips) only up to this size.

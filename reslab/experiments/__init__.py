@@ -14,7 +14,14 @@ print(result.table())        # final train/test error per run; files in result.f
 ```
 """
 
-from reslab.experiments.common import RunOutcome, cpu_count, ensure_run, ensure_runs, plan_run, run_status
+from reslab.experiments.common import (
+    RunOutcome,
+    cpu_count,
+    ensure_run,
+    ensure_runs,
+    plan_run,
+    run_status,
+)
 from reslab.experiments.degradation import (
     DEFAULT_DEPTHS,
     DegradationResult,
@@ -23,7 +30,10 @@ from reslab.experiments.degradation import (
     twin_models,
     validate_depths,
 )
-from reslab.experiments.landscape import LandscapeExperimentResult, run_landscape_experiment
+from reslab.experiments.landscape import (
+    LandscapeExperimentResult,
+    run_landscape_experiment,
+)
 
 __all__ = [
     "RunOutcome", "ensure_run", "ensure_runs", "plan_run", "run_status", "cpu_count",

@@ -40,6 +40,7 @@ from typing import Any, Callable, Iterable, Sequence
 from reslab.errors import ConfigError
 from reslab.settings import Settings, key_value_arguments, to_arguments
 from reslab.store import rundir
+from reslab.store.jsonfiles import write_json
 from reslab.train import RESUMABLE_KEYS, TrainConfig, train
 from reslab.train import checkpoint as ckpt
 from reslab.train.config import config_differences
@@ -346,6 +347,18 @@ def experiment_command(words: Sequence[str], settings: Settings, *, always: Iter
         position = arguments.index("--out") if "--out" in arguments else len(arguments)
         arguments[position:position] = key_value_arguments(overrides)
     return shlex.join([*words, *arguments])
+
+
+SETTINGS_FILE = "settings.json"
+
+
+def write_settings_file(experiment_dir: Path, settings: Settings, command: str) -> Path:
+    """``EXP_DIR/settings.json``: the experiment's settings (every field) and the command that remakes it.
+
+    Written when the experiment starts, so an interrupted one says what it was asked to do.
+    """
+    return write_json(Path(experiment_dir) / SETTINGS_FILE,
+                      {"experiment": type(settings).__name__, "command": command, "settings": settings.to_dict()})
 
 
 def unique_in_order(values: Iterable[Any]) -> list[Any]:

@@ -23,21 +23,25 @@ import datetime as _dt
 import io
 import json
 import math
-import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from reslab.errors import ConfigError
-from reslab.settings import key_value_arguments
 from reslab.experiments.common import (
     ExperimentResult,
     Message,
     cpu_count,
     ensure_runs,
+    experiment_command,
     stderr_printer,
     unique_in_order,
+    write_settings_file,
 )
+from reslab.models import list_models, model_info
+from reslab.settings import Settings, setting
+from reslab.train import resolve_config, rundir
+from reslab.utils import atomic_write_text
 
 DEFAULT_DEPTHS = (20, 56, 110)
 SUMMARY_FILE = "degradation.json"
@@ -88,7 +92,6 @@ def twin_models(depth: int) -> tuple[str, str]:
     The registered CIFAR names (``resnet56``/``plain56``) where they exist; the generic
     ``cifar_resnet{d}``/``cifar_plain{d}`` otherwise (``resnet50`` is the ImageNet network).
     """
-    from reslab.models import list_models, model_info
 
     def cifar_name(prefix: str) -> str:
         name = f"{prefix}{depth}"
@@ -146,7 +149,6 @@ def plan_runs(depths: Sequence[int], data: str, experiment_dir: Path, *, recipe:
               epochs: int | None = None, overrides: Mapping[str, Any] | None = None, data_dir: str | Path | None = None,
               download: bool = False, quiet: bool = False, threads: int | None = None) -> list[PlannedRun]:
     """Resolve the TrainConfig of every (depth, kind, seed): the same recipe and overrides for all."""
-    from reslab.train import resolve_config
 
     overrides = dict(overrides or {})
     fixed = [key for key in FIXED_KEYS if key in overrides]
@@ -171,30 +173,6 @@ def plan_runs(depths: Sequence[int], data: str, experiment_dir: Path, *, recipe:
                 config = resolve_config(recipe, model=model, data=data, overrides=values)
                 planned.append(PlannedRun(config, kind, depth, seed))
     return planned
-
-
-def command_line(depths: Sequence[int], data: str, *, recipe, seeds: list[int], epochs, overrides, data_dir, download,
-                 out: Path, jobs: int) -> str:
-    """The ``reslab experiment degradation`` command that (re)makes this experiment."""
-    parts = ["reslab", "experiment", "degradation", "--depths", *map(str, depths), "--data", data]
-    if data_dir is not None:
-        parts += ["--data-dir", str(data_dir)]
-    if download:
-        parts.append("--download")
-    if recipe is not None:
-        parts += ["--recipe", str(recipe)]
-    if seeds == list(range(len(seeds))):
-        if len(seeds) > 1:
-            parts += ["--seeds", str(len(seeds))]
-    elif len(seeds) == 1:
-        parts += ["--seed", str(seeds[0])]
-    if epochs is not None:
-        parts += ["--epochs", str(epochs)]
-    parts += key_value_arguments(overrides)
-    if jobs > 1:
-        parts += ["--jobs", str(jobs)]
-    parts += ["--out", str(out)]
-    return shlex.join(parts)
 
 
 # -- the result -----------------------------------------------------------------------------------
@@ -237,7 +215,6 @@ def _finite_or_none(value: Any) -> float | None:
 
 def run_summary(run_dir: Path, *, kind: str, depth: int, seed: int) -> dict[str, Any]:
     """One entry of ``degradation.json``'s ``runs``: final/best errors and the per-epoch curve."""
-    from reslab.train import rundir
 
     config = rundir.read_config(run_dir)
     metrics = rundir.read_metrics(run_dir)
@@ -284,7 +261,6 @@ def _budget(config: Mapping[str, Any], jobs: int) -> str:
 def summarize(experiment_dir: Path, planned: Sequence[PlannedRun], *, depths: Sequence[int], seeds: Sequence[int],
               command: str | None, jobs: int = 1) -> dict[str, Any]:
     """The ``degradation.json`` content of finished runs (format in ``docs/analysis.md``)."""
-    from reslab.train import rundir
 
     order = sorted(planned, key=lambda p: (p.kind != KIND_PLAIN, p.depth, p.seed))
     runs = [run_summary(experiment_dir / p.name, kind=p.kind, depth=p.depth, seed=p.seed) for p in order]
@@ -309,9 +285,12 @@ def summarize(experiment_dir: Path, planned: Sequence[PlannedRun], *, depths: Se
 
 def write_summary(experiment_dir: Path, summary: Mapping[str, Any]) -> list[Path]:
     """Write degradation.json, the two CSVs and the two PNGs (drawn from the saved JSON); returns the paths."""
-    from reslab.report.files import read_json
-    from reslab.report.plots import plot_degradation_curves, plot_error_vs_depth, save_figure
-    from reslab.utils import atomic_write_text
+    from reslab.report.files import read_json  # noqa: PLC0415 - lazy: the report draws with matplotlib, which `reslab --help` need not import
+    from reslab.report.plots import (  # noqa: PLC0415 - lazy: the report draws with matplotlib, which `reslab --help` need not import
+        plot_degradation_curves,
+        plot_error_vs_depth,
+        save_figure,
+    )
 
     json_path = experiment_dir / SUMMARY_FILE
     atomic_write_text(json_path, json.dumps(summary, indent=1) + "\n")
@@ -344,83 +323,103 @@ def write_summary(experiment_dir: Path, summary: Mapping[str, Any]) -> list[Path
 
 
 # -- the experiment -------------------------------------------------------------------------------
-def run_degradation(
-    depths: Sequence[int] | None = DEFAULT_DEPTHS,
-    data: str = "digits",
-    *,
-    data_dir: str | Path | None = None,
-    download: bool = False,
-    recipe: str | Path | None = None,
-    seeds: int | Sequence[int] | None = None,
-    seed: int | None = None,
-    epochs: int | None = None,
-    overrides: Mapping[str, Any] | None = None,
-    out: str | Path | None = None,
-    jobs: int = 1,
-    quiet: bool = False,
-    say: Message | None = None,
-    epoch_lines: bool = True,
-) -> DegradationResult:
+@dataclass(frozen=True)
+class DegradationSettings(Settings):
+    """Every option of :func:`run_degradation` and ``reslab experiment degradation``."""
+
+    depths: tuple[int, ...] = setting(DEFAULT_DEPTHS, "weight layers, each 6n+2", metavar="D")
+    data: str = setting("digits", "dataset: digits (embedded), cifar10, cifar100, synthetic, imagefolder")
+    data_dir: str | None = setting(None, "where the dataset's files are (CIFAR: the folder holding "
+                                         "cifar-10-batches-py)", metavar="DIR")
+    download: bool = setting(False, "download the dataset if missing (CIFAR only)")
+    recipe: str | None = setting(None, "training recipe name or .toml path (default: digits-degradation for the "
+                                       "digits, cifar10-fast otherwise); see reslab train --list-recipes",
+                                 metavar="NAME|FILE")
+    seeds: int | tuple[int, ...] | None = setting(None, "train every network with seeds 0..K-1 (a list of seeds "
+                                                        "from Python; default: seed 0)", metavar="K", cli=False)
+    seed: int | None = setting(None, "train every network with this one seed", metavar="S", cli=False)
+    epochs: int | None = setting(None, "epochs per run (replaces the recipe's length)", minimum=1)
+    overrides: dict[str, Any] = setting(default_factory=dict, help="training settings, the same for every run",
+                                        cli=False)  # the CLI's --set KEY=VALUE
+    jobs: int = setting(1, "runs trained at the same time, each in its own process with cores/jobs threads",
+                        minimum=1)
+    out: str | None = setting(None, "experiment directory (default runs/degradation-DATA)", metavar="DIR")
+    quiet: bool = setting(False, "print only the summary table")
+    epoch_lines: bool = setting(True, "with jobs > 1, also a line per epoch of each run", cli=False)
+
+    def check(self) -> None:
+        validate_depths(self.depths)
+        resolve_seeds(self.seeds, self.seed)
+        fixed = [key for key in FIXED_KEYS if key in self.overrides]
+        if fixed:
+            raise ConfigError(f"--set {', '.join(fixed)}: the degradation experiment sets the model, seed, data and "
+                              "run directory of each run itself; use --depths, --seeds/--seed, --data and --out")
+
+    def command(self, experiment_dir: Path) -> str:
+        """The ``reslab experiment degradation`` command that (re)makes this experiment."""
+        seed_list = resolve_seeds(self.seeds, self.seed)
+        resolved = self.replace(depths=tuple(validate_depths(self.depths)), out=str(experiment_dir),
+                                recipe=self.recipe if self.recipe is not None else default_recipe(self.data))
+        command = experiment_command(["reslab", "experiment", "degradation"], resolved, always=("depths", "data"))
+        # --seeds K / --seed S: the CLI's two spellings of the seed list.
+        if seed_list == list(range(len(seed_list))) and len(seed_list) > 1:
+            command += f" --seeds {len(seed_list)}"
+        elif len(seed_list) == 1 and seed_list[0]:
+            command += f" --seed {seed_list[0]}"
+        return command
+
+
+def run_degradation(depths: Sequence[int] | None = None, data: str | None = None,
+                    settings: DegradationSettings | Mapping[str, Any] | None = None, *,
+                    say: Message | None = None, **changes: Any) -> DegradationResult:
     """Train residual and plain twins at every depth with the same recipe and seeds; summarise.
 
-    Args:
-        depths: weight layers of the networks, each 6n+2 (default 20, 56, 110).
-        data: dataset name (``digits``, ``cifar10``, ``cifar100``, ``synthetic``, …).
-        data_dir, download: where the dataset's files are / fetch them (CIFAR).
-        recipe: a recipe name or TOML path (default ``digits-degradation`` for the digits,
-            else the trainer's default for the data).
-        seeds: ``K`` (seeds 0..K-1) or a list of seeds; ``seed``: one seed. Default: seed 0.
-        epochs: override the recipe's length.
-        overrides: further TrainConfig settings (``{"lr": 0.1, "data_options": {...}}``), the
-            same for every run; not ``model``, ``seed``, ``data`` or ``out``.
-        out: the experiment directory (default ``runs/degradation-{data}``).
-        jobs: runs trained at the same time, each in its own process; unless ``threads`` is in
-            ``overrides``, each then uses ``cores // jobs`` torch threads.
-        quiet: no progress lines (the trainer's per-epoch lines included).
-        say: where progress lines go (default: stderr, unless ``quiet``).
-        epoch_lines: with ``jobs > 1``, also a line per epoch of each run (the trainer's own
-            lines, with ``jobs == 1``, follow ``quiet``).
+    ``depths`` (each 6n+2; default 20, 56, 110) and ``data`` (default ``digits``) as in the CLI;
+    ``settings`` a :class:`DegradationSettings` (or mapping) and ``changes`` any of its fields as
+    keywords: ``seeds=K`` (seeds 0..K-1) or a list, ``seed=S``, ``epochs``, ``overrides`` (further
+    TrainConfig settings, the same for every run; not ``model``, ``seed``, ``data`` or ``out``),
+    ``out`` (default ``runs/degradation-{data}``), ``jobs`` (runs at once, each in its own process
+    with ``cores // jobs`` threads unless ``overrides`` sets them), ``quiet``, ``epoch_lines``.
+    ``say``: where progress lines go (default: stderr, unless ``quiet``).
 
     Returns a :class:`DegradationResult`; writes ``degradation.json`` (+ CSVs and PNGs) once
     every run has finished. Rerunning with the same arguments reuses finished runs and resumes
     interrupted ones.
     """
-    depths = validate_depths(depths)
-    seed_list = resolve_seeds(seeds, seed)
-    if jobs < 1:
-        raise ConfigError(f"--jobs must be at least 1, got {jobs}")
-    data = str(data)
-    recipe = recipe if recipe is not None else default_recipe(data)
-    experiment_dir = Path(out) if out is not None else Path("runs") / f"degradation-{data}"
+    given = {"depths": None if depths is None else (list(depths) if not isinstance(depths, (str, int)) else [depths]),
+             "data": None if data is None else str(data)}
+    settings = DegradationSettings.of(settings, **{k: v for k, v in given.items() if v is not None}, **changes)
+    depth_list = validate_depths(settings.depths)
+    seed_list = resolve_seeds(settings.seeds, settings.seed)
+    jobs, data = settings.jobs, settings.data
+    recipe = settings.recipe if settings.recipe is not None else default_recipe(data)
+    experiment_dir = Path(settings.out) if settings.out is not None else Path("runs") / f"degradation-{data}"
     if experiment_dir.exists() and not experiment_dir.is_dir():
         raise ConfigError(f"--out {experiment_dir} is a file; give a directory for the experiment")
-    say = say or stderr_printer("reslab experiment degradation", enabled=not quiet)
-    overrides = dict(overrides or {})
-    threads = None
-    if jobs > 1 and "threads" not in overrides:
-        threads = max(1, cpu_count() // jobs)
-    planned = plan_runs(depths, data, experiment_dir, recipe=recipe, seeds=seed_list, epochs=epochs,
-                        overrides=overrides, data_dir=data_dir, download=download,
-                        quiet=quiet or jobs > 1, threads=threads)
-    command = command_line(depths, data, recipe=recipe, seeds=seed_list, epochs=epochs, overrides=overrides,
-                           data_dir=data_dir, download=download, out=experiment_dir, jobs=jobs)
+    say = say or stderr_printer("reslab experiment degradation", enabled=not settings.quiet)
+    threads = max(1, cpu_count() // jobs) if jobs > 1 and "threads" not in settings.overrides else None
+    planned = plan_runs(depth_list, data, experiment_dir, recipe=recipe, seeds=seed_list, epochs=settings.epochs,
+                        overrides=settings.overrides, data_dir=settings.data_dir, download=settings.download,
+                        quiet=settings.quiet or jobs > 1, threads=threads)
+    command = settings.command(experiment_dir)
     # In parallel the deepest (slowest) runs go first so the workers finish together; alone,
     # the shallow ones first, so the first results come early.
     order = sorted(planned, key=lambda p: (-p.depth if jobs > 1 else p.depth, p.kind != KIND_RESIDUAL, p.seed))
     say(f"{len(order)} runs ({', '.join(p.name for p in order)}) in {experiment_dir}"
         + (f", {jobs} at a time" if jobs > 1 else ""))
     experiment_dir.mkdir(parents=True, exist_ok=True)
-    outcomes = ensure_runs([p.config for p in order], jobs=jobs, say=say, epoch_lines=epoch_lines)
+    write_settings_file(experiment_dir, settings, command)
+    outcomes = ensure_runs([p.config for p in order], jobs=jobs, say=say, epoch_lines=settings.epoch_lines)
     complete = len(outcomes) == len(order) and all(o.finished for o in outcomes)
     if not complete:
         say(f"stopped before every run finished; rerun the same command to resume: {command}")
         return DegradationResult(experiment_dir, outcomes, None, [], complete=False)
-    summary = summarize(experiment_dir, planned, depths=depths, seeds=seed_list, command=command, jobs=jobs)
+    summary = summarize(experiment_dir, planned, depths=depth_list, seeds=seed_list, command=command, jobs=jobs)
     files = write_summary(experiment_dir, summary)
     return DegradationResult(experiment_dir, outcomes, summary, files)
 
 
 __all__ = [
-    "DEFAULT_DEPTHS", "DegradationResult", "PlannedRun", "run_degradation", "validate_depths", "twin_models",
+    "DEFAULT_DEPTHS", "DegradationResult", "DegradationSettings", "PlannedRun", "run_degradation", "validate_depths", "twin_models",
     "resolve_seeds", "plan_runs", "summarize", "write_summary", "run_summary", "format_table", "default_recipe",
 ]

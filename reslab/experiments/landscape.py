@@ -67,6 +67,7 @@ from reslab.experiments.common import (
     run_status,
     stderr_printer,
     unique_in_order,
+    write_settings_file,
 )
 from reslab.models import model_info
 from reslab.settings import Settings, setting
@@ -435,74 +436,18 @@ def analyze_run(item: ModelRun, plan: "LandscapePlan", *, dataset=None, progress
 
     Returns ``(entry, dataset)`` so the next run of the same data need not load it again.
     """
-    # Lazy: the report room draws with matplotlib, which `reslab --help` should not have to import.
-    from reslab.report.landscape_plots import landscape_summary, load_landscape  # noqa: PLC0415
-
     settings = plan.settings
-    split, samples, sample_seed, direction_seed = settings.split, plan.samples, settings.sample_seed, \
-        settings.direction_seed
     target = load_target(item.run_dir, checkpoint="last", dataset=dataset)
-    images, labels = target.samples(split, samples, seed=sample_seed)
-    analysis_dir = item.run_dir / "analysis"
-    metrics = rundir.read_metrics(item.run_dir)
-    saved_config = rundir.read_config(item.run_dir)
-    tests = [m.get("test_error") for m in metrics if _finite(m.get("test_error")) is not None]
-    entry: dict[str, Any] = {
-        "model": target.model_name, "kind": target.kind, "run": item.name,
-        "run_dir": _relative(item.run_dir, plan.experiment_dir), "action": item.action, "reused_from": item.reused_from,
-        "recipe": saved_config.get("recipe"), "epochs": metrics[-1].get("epoch") if metrics else None,
-        "train_error": _finite(metrics[-1].get("train_error")) if metrics else None,
-        "test_error": _finite(tests[-1]) if tests else None, "best_test_error": min(tests) if tests else None,
-        "train_time_s": _finite(metrics[-1].get("elapsed_s")) if metrics else None,
-        "parameters": sum(p.numel() for p in target.model.parameters()),
-        "files": {}, "seconds_now": {},
-    }
+    samples = target.samples(settings.split, plan.samples, seed=settings.sample_seed)
+    entry = _run_entry(item, plan, target)
     for kind in settings.planes:
-        name = default_file_name(kind, 1 if kind == "interp" else 2, split, "init", "last")
-        path = analysis_dir / name
-        plane_grid = _plane_grid(kind, plan.grid)
         started = time.perf_counter()
-        try:
-            plane = make_plane(target, kind, seed=direction_seed, interp_from="init")
-        except AnalysisError as exc:
-            # A reused run without epoch checkpoints has no trajectory: say so and go on.
-            entry[kind] = {"skipped": str(exc)}
-            say(f"{item.name}: {kind} plane skipped: {exc}")
-            continue
-        saved = current_landscape(path, plane, kind, plane_grid, images, labels, settings.precision)
-        if saved is None:
-            say(f"{item.name}: {kind} landscape, grid {plane_grid}, {images.shape[0]} {split} images")
-            saved = analyze_landscape(target, plane=kind, grid=plane_grid, samples=samples, split=split,
-                                      seed=direction_seed, sample_seed=sample_seed, interp_from="init",
-                                      out=path, workers=plan.workers, device=plan.device,
-                                      precision=settings.precision, progress=progress, images=images, labels=labels)
-            computed = True
-        else:
-            computed = False
-        if not saved.complete:  # stopped early; the partial grid is saved
-            entry[kind] = {"file": _relative(path, plan.experiment_dir), "complete": False}
-            continue
-        summary = landscape_summary(load_landscape(path), radii=RADII)
-        info: dict[str, Any] = {
-            "file": _relative(path, plan.experiment_dir), "grid_points": int(saved.loss.size),
-            "origin_loss": _finite(saved.origin_loss), "origin_accuracy": _finite(saved.origin_accuracy),
-            "max_loss": _finite(summary.get("max_loss")), "computed_now": computed,
-            # As the file records them: the evaluation that completed the grid.
-            "seconds": _finite(saved.settings.get("seconds_now")),
-            "points_per_s": _finite(saved.settings.get("points_per_s")),
-        }
-        if kind == "interp":
-            info["barrier"] = _finite(summary.get("barrier"))
-            info["from"], info["to"] = saved.plane.get("from"), saved.plane.get("to")
-        else:
-            for radius in RADII:
-                info[f"loss_rise_r{radius:g}"] = _finite(summary.get(f"rise@{radius:g}"))
-        if kind == "pca":
-            info["explained_variance_ratio"] = saved.plane.get("explained_variance_ratio")
+        info = _plane_entry(item, plan, target, kind, samples, progress, say)
         entry[kind] = info
-        entry["files"][kind] = info["file"]
-        if computed:
-            entry["seconds_now"][kind] = round(time.perf_counter() - started, 2)
+        if "file" in info and info.get("complete", True):
+            entry["files"][kind] = info["file"]
+            if info["computed_now"]:
+                entry["seconds_now"][kind] = round(time.perf_counter() - started, 2)
     if plan.hessian is not None:
         info = _hessian(target, item, plan, progress=progress, say=say)
         entry["hessian"] = info
@@ -519,6 +464,69 @@ def analyze_run(item: ModelRun, plan: "LandscapePlan", *, dataset=None, progress
         "convexity_ratio": curvature.get("convexity_ratio"), "trace": curvature.get("trace"),
     })
     return entry, target.dataset
+
+
+def _run_entry(item: ModelRun, plan: "LandscapePlan", target) -> dict[str, Any]:
+    """What ``landscape.json`` says of the run itself: its model, training and errors."""
+    metrics = rundir.read_metrics(item.run_dir)
+    saved_config = rundir.read_config(item.run_dir)
+    tests = [m.get("test_error") for m in metrics if _finite(m.get("test_error")) is not None]
+    return {
+        "model": target.model_name, "kind": target.kind, "run": item.name,
+        "run_dir": _relative(item.run_dir, plan.experiment_dir), "action": item.action, "reused_from": item.reused_from,
+        "recipe": saved_config.get("recipe"), "epochs": metrics[-1].get("epoch") if metrics else None,
+        "train_error": _finite(metrics[-1].get("train_error")) if metrics else None,
+        "test_error": _finite(tests[-1]) if tests else None, "best_test_error": min(tests) if tests else None,
+        "train_time_s": _finite(metrics[-1].get("elapsed_s")) if metrics else None,
+        "parameters": sum(p.numel() for p in target.model.parameters()),
+        "files": {}, "seconds_now": {},
+    }
+
+
+def _plane_entry(item: ModelRun, plan: "LandscapePlan", target, kind: str, samples, progress: bool,
+                 say: Message) -> dict[str, Any]:
+    """One plane's landscape of the run (computed unless the file already holds it) and its summary."""
+    # Lazy: the report room draws with matplotlib, which `reslab --help` should not have to import.
+    from reslab.report.landscape_plots import landscape_summary, load_landscape  # noqa: PLC0415
+
+    settings, (images, labels) = plan.settings, samples
+    path = item.run_dir / "analysis" / default_file_name(kind, 1 if kind == "interp" else 2, settings.split,
+                                                         "init", "last")
+    plane_grid = _plane_grid(kind, plan.grid)
+    try:
+        plane = make_plane(target, kind, seed=settings.direction_seed, interp_from="init")
+    except AnalysisError as exc:
+        # A reused run without epoch checkpoints has no trajectory: say so and go on.
+        say(f"{item.name}: {kind} plane skipped: {exc}")
+        return {"skipped": str(exc)}
+    saved = current_landscape(path, plane, kind, plane_grid, images, labels, settings.precision)
+    computed = saved is None
+    if computed:
+        say(f"{item.name}: {kind} landscape, grid {plane_grid}, {images.shape[0]} {settings.split} images")
+        saved = analyze_landscape(target, plane=kind, grid=plane_grid, samples=plan.samples, split=settings.split,
+                                  seed=settings.direction_seed, sample_seed=settings.sample_seed, interp_from="init",
+                                  out=path, workers=plan.workers, device=str(plan.device),
+                                  precision=settings.precision, progress=progress, images=images, labels=labels)
+    if not saved.complete:  # stopped early; the partial grid is saved
+        return {"file": _relative(path, plan.experiment_dir), "complete": False}
+    summary = landscape_summary(load_landscape(path), radii=RADII)
+    info: dict[str, Any] = {
+        "file": _relative(path, plan.experiment_dir), "grid_points": int(saved.loss.size),
+        "origin_loss": _finite(saved.origin_loss), "origin_accuracy": _finite(saved.origin_accuracy),
+        "max_loss": _finite(summary.get("max_loss")), "computed_now": computed,
+        # As the file records them: the evaluation that completed the grid.
+        "seconds": _finite(saved.settings.get("seconds_now")),
+        "points_per_s": _finite(saved.settings.get("points_per_s")),
+    }
+    if kind == "interp":
+        info["barrier"] = _finite(summary.get("barrier"))
+        info["from"], info["to"] = saved.plane.get("from"), saved.plane.get("to")
+    else:
+        for radius in RADII:
+            info[f"loss_rise_r{radius:g}"] = _finite(summary.get(f"rise@{radius:g}"))
+    if kind == "pca":
+        info["explained_variance_ratio"] = saved.plane.get("explained_variance_ratio")
+    return info
 
 
 def _hessian(target, item: ModelRun, plan: "LandscapePlan", *, progress: bool, say: Message) -> dict[str, Any]:
@@ -740,6 +748,7 @@ def _train_runs(plan: LandscapePlan, say: Message) -> tuple[list[ModelRun], list
     planned = plan_models(plan)
     candidates = candidate_runs(list(plan.settings.reuse)) if plan.settings.reuse else []
     plan.experiment_dir.mkdir(parents=True, exist_ok=True)
+    write_settings_file(plan.experiment_dir, plan.settings, plan.command)
     say(f"{len(planned)} runs ({', '.join(p.name for p in planned)}) in {plan.experiment_dir}")
     to_train = resolve_runs(planned, candidates, say)
     outcomes = ensure_runs([p.config for p in to_train], jobs=plan.settings.jobs, say=say) if to_train else []

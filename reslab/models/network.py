@@ -7,8 +7,9 @@ plain twin differs only in ``shortcut="none"``.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -108,8 +109,9 @@ class ResNet(nn.Module):
         model_options: Mapping[str, Any] | None = None,
     ):
         super().__init__()
-        options = dict(shortcut=shortcut, gated=gated, attention=attention, dropout=dropout, drop_path=drop_path,
-                       zero_init_last=zero_init_last, activation_checkpointing=activation_checkpointing)
+        options = {"shortcut": shortcut, "gated": gated, "attention": attention, "dropout": dropout,
+                   "drop_path": drop_path, "zero_init_last": zero_init_last,
+                   "activation_checkpointing": activation_checkpointing}
         if model_options is not None:
             disagreeing = sorted(k for k, v in model_options.items() if k not in options or options[k] != v)
             if disagreeing:

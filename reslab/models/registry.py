@@ -16,8 +16,8 @@ import difflib
 import fnmatch
 import functools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from torch import nn
 

@@ -6,6 +6,11 @@
 * :mod:`reslab.report.builder` — :func:`build_report`: discovers sections, writes one HTML file.
 """
 
-from reslab.report.builder import ReportResult, build_report, collect_dirs, discover_sections
+from reslab.report.builder import (
+    ReportResult,
+    build_report,
+    collect_dirs,
+    discover_sections,
+)
 
 __all__ = ["ReportResult", "build_report", "collect_dirs", "discover_sections"]

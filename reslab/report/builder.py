@@ -20,10 +20,22 @@ from pathlib import Path
 from types import ModuleType
 from typing import Sequence
 
+import numpy
+import torch
+
+import reslab.report.sections as package
+from reslab import __version__
 from reslab.errors import ConfigError
 from reslab.report import files
-from reslab.report.html import definition_list_html, escape, note_html, page_html, section_html
+from reslab.report.html import (
+    definition_list_html,
+    escape,
+    note_html,
+    page_html,
+    section_html,
+)
 from reslab.store.jsonfiles import natural_key
+from reslab.utils import atomic_write_text
 
 DEFAULT_TITLE = "reslab report"
 
@@ -94,7 +106,6 @@ def discover_sections() -> list[ModuleType]:
 
     Modules whose names start with ``_`` are helpers, not sections.
     """
-    import reslab.report.sections as package
 
     modules = []
     for info in pkgutil.iter_modules(package.__path__):
@@ -113,7 +124,6 @@ def _anchor(module: ModuleType) -> str:
 
 def build_report(paths: Sequence[str | Path], output: str | Path, title: str | None = None) -> ReportResult:
     """Write the HTML report of ``paths`` (run and/or experiment directories) to ``output``."""
-    from reslab.utils import atomic_write_text
 
     output = Path(output)
     if output.exists() and output.is_dir():
@@ -141,11 +151,8 @@ def build_report(paths: Sequence[str | Path], output: str | Path, title: str | N
 
 
 def _header(run_dirs: list[Path], experiment_dirs: list[Path]) -> str:
-    import matplotlib
-    import numpy
-    import torch
+    import matplotlib  # noqa: PLC0415 - lazy: matplotlib is slow to import and only drawing needs it
 
-    from reslab import __version__
 
     sources = data_sources(run_dirs, experiment_dirs)
     now = _dt.datetime.now().astimezone().replace(microsecond=0)

@@ -25,7 +25,7 @@ def png_data_uri(png: bytes | str | Path) -> str:
 
 def figure_to_png(figure, dpi: int = 110) -> bytes:
     """Render a matplotlib figure to PNG bytes (and close it)."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - lazy: pyplot picks a GUI backend when imported; only this needs it
 
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")

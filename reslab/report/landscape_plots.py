@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from reslab.report.files import load_result
 from reslab.report.plots import KIND_COLORS, new_figure, save_figure, series_colors
 
 #: Losses above this are drawn in the top colour (and clipped in 3-D): a 10-class net at
@@ -125,7 +126,7 @@ def plot_landscape_1d(datas: Sequence[dict[str, Any]], title: str | None = None)
 def plot_contours(datas: Sequence[dict[str, Any]], filled: bool = True, title: str | None = None,
                   scale: tuple[float, float] | None = None):
     """Side-by-side 2-D contours (filled or lines) on one shared log colour scale."""
-    from matplotlib.colors import LogNorm
+    from matplotlib.colors import LogNorm  # noqa: PLC0415 - lazy: matplotlib is slow to import and only drawing needs it
 
     vmin, vmax = scale or loss_scale(datas)
     levels = _log_levels(vmin, vmax)
@@ -158,8 +159,8 @@ def _loss_colorbar(figure, mappable, axes, vmin: float, vmax: float) -> None:
 def plot_surfaces_3d(datas: Sequence[dict[str, Any]], title: str | None = None,
                      zmax: float | None = None):
     """Side-by-side 3-D loss surfaces, clipped at one shared ``zmax`` (default: the shared scale's top)."""
-    from matplotlib import colormaps
-    from matplotlib.colors import LogNorm
+    from matplotlib import colormaps  # noqa: PLC0415 - lazy: matplotlib is slow to import and only drawing needs it
+    from matplotlib.colors import LogNorm  # noqa: PLC0415 - lazy: matplotlib is slow to import and only drawing needs it
 
     vmin, vmax = loss_scale(datas)
     zmax = zmax or vmax
@@ -187,7 +188,7 @@ def plot_surfaces_3d(datas: Sequence[dict[str, Any]], title: str | None = None,
 def plot_trajectories(datas: Sequence[dict[str, Any]], title: str | None = None,
                       scale: tuple[float, float] | None = None):
     """PCA planes: loss contours with the training trajectory projected on them."""
-    from matplotlib.colors import LogNorm
+    from matplotlib.colors import LogNorm  # noqa: PLC0415 - lazy: matplotlib is slow to import and only drawing needs it
 
     vmin, vmax = scale or loss_scale(datas)
     levels = _log_levels(vmin, vmax)
@@ -328,7 +329,6 @@ def plot_hessian_maps(results: Sequence[dict[str, Any]], labels: Sequence[str] |
 
 def save_hessian_plots(json_path: str | Path) -> list[Path]:
     """Draw ``hessian_density.png`` and ``hessian_map.png`` beside a saved ``hessian.json``."""
-    from reslab.report.files import load_result
 
     json_path = Path(json_path)
     data = load_result(json_path)

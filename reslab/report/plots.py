@@ -21,7 +21,9 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from reslab.report.html import figure_to_png
 from reslab.store.jsonfiles import natural_key
+from reslab.utils import atomic_write_bytes
 
 KIND_COLORS = {"residual": "#1f5fa8", "plain": "#c62828"}
 KIND_CMAPS = {"residual": "Blues", "plain": "Reds"}
@@ -41,8 +43,6 @@ def new_figure(panels: int = 1, width: float = PANEL_WIDTH, height: float = PANE
 
 def save_figure(figure: Figure, path: str | Path, dpi: int = 110) -> Path:
     """Write ``figure`` as a PNG at ``path`` atomically; returns the path."""
-    from reslab.report.html import figure_to_png
-    from reslab.utils import atomic_write_bytes
 
     path = Path(path)
     atomic_write_bytes(path, figure_to_png(figure, dpi=dpi))
@@ -54,7 +54,7 @@ def series_colors(series: Sequence[dict[str, Any]]) -> list:
 
     Within a kind, later series get darker shades (e.g. later checkpoints, deeper nets).
     """
-    from matplotlib import colormaps
+    from matplotlib import colormaps  # noqa: PLC0415 - lazy: matplotlib is slow to import and only drawing needs it
 
     by_kind: dict[str, list[int]] = {}
     for index, item in enumerate(series):
@@ -335,7 +335,7 @@ def _degradation_groups(degradation: dict[str, Any]) -> dict[tuple[str, int], li
 
 def depth_colors(depths: Iterable[int]) -> dict[int, Any]:
     """One distinct color per depth, the same in every panel."""
-    from matplotlib import colormaps
+    from matplotlib import colormaps  # noqa: PLC0415 - lazy: matplotlib is slow to import and only drawing needs it
 
     depths = sorted(set(depths))
     cmap = colormaps["tab10"]

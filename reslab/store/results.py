@@ -22,7 +22,13 @@ from typing import Any, ClassVar, Mapping
 import numpy as np
 
 from reslab.errors import AnalysisError
-from reslab.store.jsonfiles import dumps_readable, json_ready, read_json, utc_now, versions
+from reslab.store.jsonfiles import (
+    dumps_readable,
+    json_ready,
+    read_json,
+    utc_now,
+    versions,
+)
 from reslab.utils import atomic_path, atomic_write_text
 
 RESULT_FORMAT = 1

@@ -26,8 +26,15 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from reslab.errors import CheckpointError
+from reslab.store.jsonfiles import (
+    json_ready,
+    natural_key,
+    read_json,
+    read_jsonl,
+    write_json,
+    write_jsonl,
+)
 from reslab.store.lock import LOCK_FILE
-from reslab.store.jsonfiles import json_ready, natural_key, read_json, read_jsonl, write_json, write_jsonl
 from reslab.utils import atomic_write_text
 
 CONFIG_FILE = "config.json"

@@ -17,12 +17,14 @@ from __future__ import annotations
 import difflib
 import math
 import sys
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from reslab.errors import ConfigError
-from reslab.settings import parse_key_values
+from reslab.settings import SettingValueError, parse_key_values
+from reslab.settings import coerce as coerce_setting
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -150,7 +152,7 @@ class TrainConfig:
 
 
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(TrainConfig))
-_FIELD_TYPES: dict[str, Any] = {f.name: f.type for f in fields(TrainConfig)}
+_FIELD_HINTS: dict[str, Any] = typing.get_type_hints(TrainConfig)
 
 
 def _plain(value: Any) -> Any:
@@ -171,86 +173,22 @@ def _unknown_key_error(key: str, where: str) -> ConfigError:
 def coerce(key: str, value: Any, where: str = "settings") -> Any:
     """Convert ``value`` to the type of field ``key`` (strings from the command line included).
 
-    Raises ConfigError naming the key and the expected type when it cannot.
+    The rules are :func:`reslab.settings.coerce`'s, from the field's type hint; a ConfigError
+    names the key and the expected type when it cannot.
     """
-    if key not in _FIELD_TYPES:
+    if key not in _FIELD_HINTS:
         raise _unknown_key_error(key, where)
-    kind = _FIELD_TYPES[key].replace(" ", "")
-    optional = kind.endswith("|None")
-    base = kind[: -len("|None")] if optional else kind
-
-    def bad(expected: str) -> ConfigError:
-        return ConfigError(f"{where}: {key}={value!r} is not valid; expected {expected}")
-
-    if optional and (value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", ""))):
-        return None
-    if base == "bool":
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in ("true", "1", "yes", "on"):
-            return True
-        if isinstance(value, str) and value.strip().lower() in ("false", "0", "no", "off"):
-            return False
-        if isinstance(value, int) and value in (0, 1):
-            return bool(value)
-        raise bad("true or false")
-    if base == "int":
-        if isinstance(value, bool):
-            raise bad("an integer")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            text = value.strip().replace("_", "")
-            try:
-                return int(text)
-            except ValueError:
-                try:
-                    number = float(text)  # "64e3"
-                except ValueError:
-                    raise bad("an integer") from None
-                if number.is_integer():
-                    return int(number)
-        raise bad("an integer")
-    if base == "float":
-        if isinstance(value, bool):
-            raise bad("a number")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value.strip())
-            except ValueError:
-                raise bad("a number") from None
-        raise bad("a number")
-    if base == "str":
-        if isinstance(value, str):
-            return value
-        if isinstance(value, Path):
-            return str(value)
-        raise bad("a string")
-    if base == "list[int]":
-        items = value
-        if isinstance(value, str):
-            text = value.strip().strip("[]")
-            items = [part for part in text.replace(",", " ").split() if part]
-        if isinstance(items, (int, float)) and not isinstance(items, bool):
-            items = [items]
-        if not isinstance(items, (list, tuple)):
-            raise bad("a list of integers, e.g. [32000, 48000]")
-        out = []
-        for item in items:
-            try:
-                out.append(coerce("seed", item, where))  # an int field: the same rules
-            except ConfigError:
-                raise bad("a list of integers, e.g. [32000, 48000]") from None
-        return out
-    if base == "dict[str,Any]":
-        if isinstance(value, Mapping):
-            return {str(k): v for k, v in value.items()}
-        raise bad("a table of options, e.g. {shortcut = \"B\"}")
-    raise AssertionError(f"no coercion for field type {kind}")  # a field added without a rule
+    try:
+        return coerce_setting(_FIELD_HINTS[key], value, key)
+    except SettingValueError as exc:
+        expected = exc.expected
+        if _FIELD_HINTS[key] == list[int]:
+            expected = "a list of integers, e.g. [32000, 48000]"
+        elif _FIELD_HINTS[key] == dict[str, Any]:
+            expected = 'a table of options, e.g. {shortcut = "B"}'
+        elif expected == "a whole number":
+            expected = "an integer"
+        raise ConfigError(f"{where}: {key}={value!r} is not valid; expected {expected}") from None
 
 
 def _check(condition: bool, key: str, value: Any, expected: str) -> None:
@@ -364,7 +302,7 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set lr=0.2; settings are: {', '.join(FIELD_NAMES)}")
     out = parse_key_values(items, "--set", tables=("model_options", "data_options"), example="lr=0.2")
     for key in out:
-        if key not in _FIELD_TYPES:
+        if key not in _FIELD_HINTS:
             raise _unknown_key_error(key, f"--set {key}=...")
     return out
 
@@ -372,7 +310,7 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
 def _merge(values: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
     values = dict(values)
     for key, value in overrides.items():
-        if key not in _FIELD_TYPES:
+        if key not in _FIELD_HINTS:
             raise _unknown_key_error(key, "override")
         value = coerce(key, value, "override")
         if key in ("model_options", "data_options"):

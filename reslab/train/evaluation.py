@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reslab.data import DeviceLoader, ImageDataset, normalize
 from reslab.errors import ConfigError, DatasetError
 
 
@@ -85,7 +86,6 @@ def evaluate(model: nn.Module, data, labels: torch.Tensor | None = None, *, spli
             or float ``(N, C, H, W)`` already normalised.
         labels: int64 ``(N,)`` when ``data`` is a tensor.
     """
-    from reslab.data import DeviceLoader, ImageDataset
 
     if isinstance(data, ImageDataset):
         if split not in ("test", "train"):
@@ -135,7 +135,7 @@ def load_images(paths: Sequence[str | Path], in_chans: int, image_size: tuple[in
     ``image_size`` = (H, W) with bilinear filtering (the image is not cropped: the aspect ratio
     changes if it differs, as for an image folder resized when it was loaded).
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError  # noqa: PLC0415 - lazy: only image files need Pillow
 
     mode = {1: "L", 3: "RGB"}.get(in_chans)
     if mode is None:
@@ -160,7 +160,6 @@ def load_images(paths: Sequence[str | Path], in_chans: int, image_size: tuple[in
 def predict_images(model: nn.Module, images: torch.Tensor, class_names: Sequence[str], mean, std,
                    top_k: int = 5, sources: Sequence[str] | None = None) -> list[Prediction]:
     """Top-k softmax probabilities of ``model`` for uint8 ``images (N, C, H, W)``."""
-    from reslab.data import normalize
 
     if top_k < 1:
         raise ConfigError(f"--top-k {top_k} must be at least 1")

@@ -9,8 +9,16 @@ from typing import Any
 import torch
 from torch import nn
 
+from reslab.data import load_dataset
 from reslab.errors import CheckpointError, ReslabError
-from reslab.train.checkpoint import CHECKPOINT_DIR, checkpoint_path, load_into, load_weights
+from reslab.models import create_model
+from reslab.train.checkpoint import (
+    CHECKPOINT_DIR,
+    checkpoint_path,
+    list_checkpoints,
+    load_into,
+    load_weights,
+)
 from reslab.train.evaluation import Prediction, load_images, predict_images
 from reslab.train.rundir import read_config
 
@@ -56,7 +64,6 @@ class LoadedRun:
 
 def dataset_of(config: dict[str, Any]):
     """Load the dataset a run was trained on, from its config's data settings."""
-    from reslab.data import load_dataset
 
     try:
         return load_dataset(config["data"], data_dir=config.get("data_dir"), **dict(config.get("data_options") or {}))
@@ -67,7 +74,6 @@ def dataset_of(config: dict[str, Any]):
 
 def build_model(config: dict[str, Any]) -> nn.Module:
     """The run's architecture with fresh weights."""
-    from reslab.models import create_model
 
     for key in ("model", "num_classes", "in_chans"):
         if key not in config:
@@ -132,7 +138,6 @@ def predict(source, images, top_k: int = 5, checkpoint: str | Path = "last") -> 
 
 def list_run_checkpoints(run_dir: str | Path) -> list[str]:
     """Every checkpoint name ``load_run`` accepts for this run (``init``, ``epoch_K``..., ``last``, ``ema``)."""
-    from reslab.train.checkpoint import list_checkpoints
 
     directory = Path(run_dir) / CHECKPOINT_DIR
     names = [n for n in ("init",) if (directory / f"{n}.safetensors").is_file()]

@@ -5,8 +5,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-# Normalisation layers whose affine parameters get no weight decay with ``no_wd_on_bn_and_bias``.
-_NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+from reslab.models.network import BATCH_NORMS
+
+# Normalisation layers whose affine parameters get no weight decay with ``no_wd_on_bn_and_bias``
+# (public classes only; torch's private base class of BN and instance norm would be shorter).
+_NORM_TYPES = (*BATCH_NORMS, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.GroupNorm, nn.LayerNorm)
 
 
 def param_groups(model: nn.Module, weight_decay: float, no_wd_on_bn_and_bias: bool) -> list[dict]:

@@ -31,14 +31,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
+from reslab.data import AugmentConfig, DeviceLoader, load_dataset
 from reslab.errors import ConfigError, ReslabError, TrainingError
+from reslab.models import create_model, weight_layers
 from reslab.store.lock import RunDirLock
 from reslab.train import checkpoint as ckpt
 from reslab.train import rundir
 from reslab.train.config import RESUMABLE_KEYS, TrainConfig, config_differences
-from reslab.train.distributed import DistInfo, setup as setup_distributed
+from reslab.train.distributed import DistInfo
+from reslab.train.distributed import setup as setup_distributed
 from reslab.train.ema import ModelEMA
 from reslab.train.evaluation import eval_sums, result_from_sums
 from reslab.train.optim import build_optimizer, set_lr
@@ -160,7 +165,6 @@ def _oom_error(config: TrainConfig, per_rank: int, device: torch.device, where: 
 
 
 def _depth(model: nn.Module) -> int:
-    from reslab.models import weight_layers
 
     try:
         return len(weight_layers(model))
@@ -180,7 +184,7 @@ class _Printer:
 
     def __call__(self, message: str) -> None:
         if self.enabled:
-            from tqdm import tqdm
+            from tqdm import tqdm  # noqa: PLC0415 - lazy: only a person watching a terminal needs it
 
             tqdm.write(f"reslab train: {message}", file=sys.stderr)
 
@@ -236,6 +240,27 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
         dist_info.close()
 
 
+@dataclass
+class _EpochProgress:
+    """How far one epoch got: its sums (loss·n, wrong, n), the loss window checked for NaN, and why it stopped."""
+
+    steps: int
+    batch: int
+    sums: torch.Tensor
+    window: torch.Tensor
+    window_count: int = 0
+    train_time: float = 0.0
+    stopped_by: str | None = None
+
+    def add(self, batch: int, loss_sum: torch.Tensor, wrong: torch.Tensor, count: int) -> None:
+        self.batch = batch
+        self.sums[0] += loss_sum
+        self.sums[1] += wrong
+        self.sums[2] += count
+        self.window += loss_sum
+        self.window_count += count
+
+
 class _Trainer:
     def __init__(self, config: TrainConfig, run_dir: Path, dist_info: DistInfo, state: dict | None,
                  stop_after_epoch: int | None) -> None:
@@ -251,7 +276,6 @@ class _Trainer:
 
     # -- set-up -------------------------------------------------------------------------------
     def _load_data(self):
-        from reslab.data import load_dataset
 
         c = self.config
         load = lambda download: load_dataset(c.data, data_dir=c.data_dir, download=download, **c.data_options)  # noqa: E731
@@ -263,8 +287,6 @@ class _Trainer:
         return load(c.download)
 
     def _build(self) -> None:
-        from reslab.data import AugmentConfig, DeviceLoader
-        from reslab.models import create_model
 
         c, d = self.config, self.dist
         if c.bf16 and self.device.type != "cuda":
@@ -280,7 +302,17 @@ class _Trainer:
         self.model = model = create_model(c.model, num_classes=ds.num_classes, in_chans=ds.in_chans, **c.model_options)
         self.depth = _depth(model)
         self.init_state = ckpt.cpu_state_dict(model.state_dict())
+        self._build_loaders()
+        self.steps_per_epoch = len(self.loader)
+        self.total_iterations = c.iterations if c.iterations is not None else c.epochs * self.steps_per_epoch
+        self.total_epochs = math.ceil(self.total_iterations / self.steps_per_epoch)
+        self.schedule: LRSchedule = build_schedule(c, self.steps_per_epoch, self.total_iterations, self.depth)
+        self.notes.extend(self.schedule.notes)
+        self._build_optimization()
 
+    def _build_loaders(self) -> None:
+        """The device-resident train and test loaders, this rank's share of every global batch."""
+        c, d, ds = self.config, self.dist, self.dataset
         if c.batch_size % d.world_size:
             raise ConfigError(f"--batch-size {c.batch_size} must be divisible by the number of processes "
                               f"({d.world_size}): each rank takes an equal share of every global batch")
@@ -308,12 +340,10 @@ class _Trainer:
                 raise TrainingError(f"the dataset does not fit in {self.device} memory ({exc}); use a smaller dataset "
                                     "or another device") from None
             raise
-        self.steps_per_epoch = len(self.loader)
-        self.total_iterations = c.iterations if c.iterations is not None else c.epochs * self.steps_per_epoch
-        self.total_epochs = math.ceil(self.total_iterations / self.steps_per_epoch)
-        self.schedule: LRSchedule = build_schedule(c, self.steps_per_epoch, self.total_iterations, self.depth)
-        self.notes.extend(self.schedule.notes)
 
+    def _build_optimization(self) -> None:
+        """The model on its device, the optimizer, EMA, loss, DDP/compile wrappers and the step."""
+        c, d, model = self.config, self.dist, self.model
         memory_format = torch.channels_last if c.channels_last else torch.contiguous_format
         model.to(self.device, memory_format=memory_format)
         if c.sync_bn and d.distributed and self.device.type == "cuda":
@@ -324,7 +354,6 @@ class _Trainer:
         net: nn.Module = model
         self.ddp = None
         if d.distributed:
-            from torch.nn.parallel import DistributedDataParallel
 
             self.ddp = net = DistributedDataParallel(
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
@@ -467,7 +496,7 @@ class _Trainer:
 
     def _tensorboard(self):
         try:
-            from torch.utils.tensorboard import SummaryWriter
+            from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415 - lazy: tensorboard is an optional dependency
         except ImportError:
             raise ConfigError("--tensorboard needs the tensorboard package: pip install 'reslab[tensorboard]'") from None
         return SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
@@ -485,90 +514,97 @@ class _Trainer:
     def _sync_buffers(self) -> None:
         """Give every rank rank 0's BatchNorm statistics before evaluating (DDP broadcasts them only in forward)."""
         if self.dist.distributed:
-            import torch.distributed as dist
 
             for buffer in self.model.buffers():
                 dist.broadcast(buffer, src=0)
 
     def _loop(self, stop: _StopRequest, writer) -> str | None:
-        from tqdm import tqdm
-
-        c, d = self.config, self.dist
+        """Epochs until the end, a stop request (saved where it happened) or ``stop_after_epoch``."""
         self.epoch_done = self.start_epoch
-        show_bar = self.is_main and not c.quiet and sys.stderr.isatty()
         for epoch in range(self.start_epoch, self.total_epochs):
-            self.loader.set_epoch(epoch)
-            self.model.train()
-            steps = min(self.steps_per_epoch, self.total_iterations - epoch * self.steps_per_epoch)
-            skip = self.skip_batches if epoch == self.start_epoch else 0
-            partial = self.partial if (epoch == self.start_epoch and skip) else None
-            sums = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss·n, wrong, n
-            train_time = 0.0
-            if partial:
-                sums += torch.tensor([partial["loss_sum"], partial["wrong"], partial["count"]], dtype=torch.float64,
-                                     device=self.device)
-                train_time = float(partial["train_time_s"])
-            bar = tqdm(total=steps, initial=skip, desc=f"epoch {epoch + 1}/{self.total_epochs}", unit="step",
-                       leave=False, disable=not show_bar, dynamic_ncols=True, file=sys.stderr)
-            window = torch.zeros((), dtype=torch.float64, device=self.device)
-            window_count = 0
-            start = time.perf_counter()
-            batch = skip
-            stopped_by = None
-            try:
-                for index, (x, y) in enumerate(self.loader):
-                    if index < skip:
-                        continue  # resuming mid-epoch: the plan of the epoch is the same, skip done batches
-                    if index >= steps:
-                        break
-                    set_lr(self.optimizer, self.schedule.lr_at(self.iteration))
-                    try:
-                        loss_sum, wrong = self._step(x, y)
-                    except Exception as exc:  # noqa: BLE001
-                        if _is_oom(exc):
-                            raise _oom_error(c, self.per_rank_batch, self.device, f"in epoch {epoch + 1}") from None
-                        if c.compile and self.iteration == 0 and not isinstance(exc, ReslabError):
-                            raise TrainingError(f"torch.compile failed ({type(exc).__name__}: {exc}); train without "
-                                                "--set compile=true") from None
-                        raise
-                    self.iteration += 1
-                    batch = index + 1
-                    sums[0] += loss_sum
-                    sums[1] += wrong
-                    sums[2] += y.numel()
-                    window += loss_sum
-                    window_count += y.numel()
-                    bar.update(1)
-                    if batch % CHECK_EVERY == 0 or batch == steps:
-                        self._check_finite(window, window_count, epoch, bar)
-                        window.zero_()
-                        window_count = 0
-                    if d.any(stop.signal_name is not None):
-                        stopped_by = stop.signal_name or "signal on another rank"
-                        break
-            finally:
-                bar.close()
-            train_time += time.perf_counter() - start
-            if stopped_by is not None and batch < steps:
-                self._check_finite(window, max(window_count, 1), epoch, None)
-                # Ranks resume from rank 0's file, so store the global sums / W: every rank adds
-                # that share back and the epoch-end all-reduce restores the global total.
-                loss_sum_, wrong_, count_ = (self.dist.all_reduce_sum(sums.clone()) / d.world_size).tolist()
-                self._save(finished=False, epoch_done=epoch, batch_in_epoch=batch, snapshot=False,
-                           partial={"loss_sum": loss_sum_, "wrong": wrong_, "count": count_,
-                                    "train_time_s": train_time})
-                self.say(f"stopped by {stopped_by} in epoch {epoch + 1} at iteration {self.iteration}; checkpoint "
-                         f"saved. Continue with: reslab train --resume {self.run_dir}")
-                return stopped_by
-            self._end_epoch(epoch, sums, train_time, writer)
-            if stopped_by is not None:
-                self.say(f"stopped by {stopped_by} after epoch {epoch + 1}; checkpoint saved. "
+            progress = self._train_epoch(epoch, stop)
+            if progress.stopped_by is not None and progress.batch < progress.steps:
+                return self._save_on_stop(epoch, progress)
+            self._end_epoch(epoch, progress.sums, progress.train_time, writer)
+            if progress.stopped_by is not None:
+                self.say(f"stopped by {progress.stopped_by} after epoch {epoch + 1}; checkpoint saved. "
                          f"Continue with: reslab train --resume {self.run_dir}")
-                return stopped_by
+                return progress.stopped_by
             if self.stop_after_epoch is not None and self.epoch_done >= self.stop_after_epoch \
                     and self.epoch_done < self.total_epochs:
                 return "stop_after_epoch"
         return None
+
+    def _train_epoch(self, epoch: int, stop: _StopRequest) -> "_EpochProgress":
+        """The optimizer steps of one epoch (from where a resumed run left off), until its end or a stop."""
+        from tqdm import tqdm  # noqa: PLC0415 - lazy: only a person watching a terminal needs it
+
+        c, d = self.config, self.dist
+        self.loader.set_epoch(epoch)
+        self.model.train()
+        steps = min(self.steps_per_epoch, self.total_iterations - epoch * self.steps_per_epoch)
+        skip = self.skip_batches if epoch == self.start_epoch else 0
+        partial = self.partial if (epoch == self.start_epoch and skip) else None
+        progress = _EpochProgress(steps=steps, batch=skip,
+                                  sums=torch.zeros(3, dtype=torch.float64, device=self.device),  # loss·n, wrong, n
+                                  window=torch.zeros((), dtype=torch.float64, device=self.device))
+        if partial:
+            progress.sums += torch.tensor([partial["loss_sum"], partial["wrong"], partial["count"]],
+                                          dtype=torch.float64, device=self.device)
+            progress.train_time = float(partial["train_time_s"])
+        show_bar = self.is_main and not c.quiet and sys.stderr.isatty()
+        bar = tqdm(total=steps, initial=skip, desc=f"epoch {epoch + 1}/{self.total_epochs}", unit="step",
+                   leave=False, disable=not show_bar, dynamic_ncols=True, file=sys.stderr)
+        start = time.perf_counter()
+        try:
+            for index, (x, y) in enumerate(self.loader):
+                if index < skip:
+                    continue  # resuming mid-epoch: the plan of the epoch is the same, skip done batches
+                if index >= steps:
+                    break
+                set_lr(self.optimizer, self.schedule.lr_at(self.iteration))
+                loss_sum, wrong = self._guarded_step(x, y, epoch)
+                self.iteration += 1
+                progress.add(index + 1, loss_sum, wrong, y.numel())
+                bar.update(1)
+                if progress.batch % CHECK_EVERY == 0 or progress.batch == steps:
+                    self._check_finite(progress.window, progress.window_count, epoch, bar)
+                    progress.window.zero_()
+                    progress.window_count = 0
+                if d.any(stop.signal_name is not None):
+                    progress.stopped_by = stop.signal_name or "signal on another rank"
+                    break
+        finally:
+            bar.close()
+        progress.train_time += time.perf_counter() - start
+        return progress
+
+    def _guarded_step(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`_step`, with out-of-memory and a failing ``torch.compile`` turned into clear errors."""
+        c = self.config
+        try:
+            return self._step(x, y)
+        except Exception as exc:  # noqa: BLE001
+            if _is_oom(exc):
+                raise _oom_error(c, self.per_rank_batch, self.device, f"in epoch {epoch + 1}") from None
+            if c.compile and self.iteration == 0 and not isinstance(exc, ReslabError):
+                raise TrainingError(f"torch.compile failed ({type(exc).__name__}: {exc}); train without "
+                                    "--set compile=true") from None
+            raise
+
+    def _save_on_stop(self, epoch: int, progress: "_EpochProgress") -> str:
+        """Save a stopped epoch where it stands, so ``--resume`` continues at the very next batch."""
+        d = self.dist
+        self._check_finite(progress.window, max(progress.window_count, 1), epoch, None)
+        # Ranks resume from rank 0's file, so store the global sums / W: every rank adds
+        # that share back and the epoch-end all-reduce restores the global total.
+        loss_sum, wrong, count = (self.dist.all_reduce_sum(progress.sums.clone()) / d.world_size).tolist()
+        self._save(finished=False, epoch_done=epoch, batch_in_epoch=progress.batch, snapshot=False,
+                   partial={"loss_sum": loss_sum, "wrong": wrong, "count": count,
+                            "train_time_s": progress.train_time})
+        self.say(f"stopped by {progress.stopped_by} in epoch {epoch + 1} at iteration {self.iteration}; checkpoint "
+                 f"saved. Continue with: reslab train --resume {self.run_dir}")
+        return progress.stopped_by
 
     def _check_finite(self, window: torch.Tensor, count: int, epoch: int, bar) -> None:
         value = float(window) / max(count, 1)

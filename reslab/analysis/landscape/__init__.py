@@ -22,7 +22,9 @@ from reslab.analysis.landscape.directions import (
 )
 from reslab.analysis.landscape.evaluate import LandscapeEvaluator
 from reslab.analysis.landscape.surface import (
+    EvaluationSettings,
     LandscapeResult,
+    LandscapeSettings,
     analyze_landscape,
     compute_landscape,
     evaluate_grid,
@@ -35,6 +37,6 @@ __all__ = [
     "Plane", "filter_norms", "interpolation_line", "load_plane_axes", "model_state", "normalize_direction",
     "random_direction", "random_plane", "save_plane",
     "LandscapeEvaluator",
-    "LandscapeResult", "analyze_landscape", "compute_landscape", "evaluate_grid", "make_plane", "parse_grid",
+    "EvaluationSettings", "LandscapeResult", "LandscapeSettings", "analyze_landscape", "compute_landscape", "evaluate_grid", "make_plane", "parse_grid",
     "pca_directions", "pca_plane",
 ]

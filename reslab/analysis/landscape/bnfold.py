@@ -22,7 +22,9 @@ then nothing is fused) if the op is missing, fails or disagrees.
 
 from __future__ import annotations
 
+import copy
 import functools
+import operator
 import warnings
 from dataclasses import dataclass
 from typing import Mapping, Sequence
@@ -194,8 +196,6 @@ def fuse_pointwise(network: fx.GraphModule) -> tuple[fx.GraphModule, int]:
     The result shares ``network``'s modules and parameters. Identity and (eval-mode) dropout
     calls are dropped first so the patterns are adjacent. Returns ``(module, fused count)``.
     """
-    import copy
-    import operator
 
     graph = copy.deepcopy(network.graph)
     fused = fx.GraphModule(network, graph)

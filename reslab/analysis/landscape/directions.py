@@ -19,12 +19,15 @@ Li et al.'s code does, so moving ``a`` along the direction scales them by ``1 + 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
 from reslab.errors import AnalysisError
@@ -268,9 +271,7 @@ def save_plane(path: str | Path, plane: Plane) -> Path:
 
     Together with the checkpoint this reproduces the surface exactly, whatever the seed rules.
     """
-    from safetensors.torch import save_file
 
-    import json
 
     tensors = {}
     for axis_name, axis in zip("xy", plane.axes):
@@ -290,10 +291,7 @@ def load_plane_axes(path: str | Path, origin: Mapping[str, torch.Tensor]) -> tup
 
     Returns ``(axes, metadata)``; metadata has ``kind``, ``origin_sha256`` and ``info``.
     """
-    import json
 
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, safe_open
 
     path = Path(path)
     if not path.is_file():

@@ -32,7 +32,9 @@ which inflates the loss far from the origin (see ``docs/landscape.md``).
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from concurrent.futures import ThreadPoolExecutor
 from typing import Mapping, Sequence
 
 import torch
@@ -40,6 +42,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from reslab.analysis.landscape.bnfold import (
+    FoldedLoader,
+    fold_network,
+    maybe_fuse_pointwise,
+)
 from reslab.analysis.landscape.directions import Plane
 from reslab.errors import AnalysisError
 
@@ -67,7 +74,6 @@ class _Replica:
         self.initial = {k: v.detach().clone() for k, v in self.tensors.items()}
         self.network, self.folded, self.bn_folded, self.pointwise_fused = self.model, None, 0, 0
         if fold_bn:
-            from reslab.analysis.landscape.bnfold import FoldedLoader, fold_network, maybe_fuse_pointwise
 
             folded = fold_network(copy.deepcopy(self.model))
             if folded is not None:
@@ -217,7 +223,6 @@ class LandscapeEvaluator:
 
     def _evaluate_parallel(self, plane: Plane, points: list[list[float]]):
         """Points spread over ``workers`` threads, one replica and one intra-op thread each."""
-        from concurrent.futures import ThreadPoolExecutor
 
         workers = min(self.workers, len(points))
         shares = [list(range(i, len(points), workers)) for i in range(workers)]
@@ -271,7 +276,6 @@ class LandscapeEvaluator:
 
 
 def _autocast(device: torch.device, precision: str):
-    import contextlib
 
     dtype = PRECISIONS[precision]
     if dtype is None:

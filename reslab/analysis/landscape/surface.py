@@ -28,11 +28,19 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Literal, Mapping
 
 import numpy as np
 import torch
+from safetensors import safe_open
 
+from reslab.analysis.common import (
+    default_out_dir,
+    is_run_dir,
+    select_samples,
+    utc_now,
+    versions,
+)
 from reslab.analysis.landscape.directions import (
     PLANE_KINDS,
     Plane,
@@ -46,7 +54,11 @@ from reslab.analysis.landscape.directions import (
     state_hash,
 )
 from reslab.analysis.landscape.evaluate import LandscapeEvaluator
+from reslab.analysis.landscape.trajectory import pca_plane
 from reslab.errors import AnalysisError, ConfigError
+from reslab.settings import Settings, setting
+from reslab.train import list_checkpoints
+from reslab.train.checkpoint import checkpoint_path, load_weights
 from reslab.utils import atomic_path, atomic_write_text
 
 FORMAT = 1
@@ -131,7 +143,6 @@ class LandscapeResult:
         return 1 if self.y is None else 2
 
     def meta(self) -> dict[str, Any]:
-        from reslab.analysis.common import utc_now, versions
 
         return {
             "analysis": self.analysis, "format": FORMAT, "created": utc_now(), "versions": versions(),
@@ -228,7 +239,7 @@ def evaluate_grid(evaluator: LandscapeEvaluator, plane: Plane, points: np.ndarra
     device_plane = plane.to(evaluator.device)
     bar = None
     if progress:
-        from tqdm import tqdm
+        from tqdm import tqdm  # noqa: PLC0415 - lazy: only a person watching a terminal needs it
 
         bar = tqdm(total=total, initial=int(state.done.sum()), desc=desc, unit="pt", dynamic_ncols=True)
     started = last_save = time.perf_counter()
@@ -292,14 +303,74 @@ def computation_fingerprint(plane: Plane, points: np.ndarray, images: torch.Tens
     return digest.hexdigest()
 
 
+@dataclass(frozen=True)
+class EvaluationSettings(Settings):
+    """How the points of a grid are evaluated (:func:`compute_landscape`): speed only, never the values
+    beyond float rounding (``precision`` aside)."""
+
+    batch_size: int | None = setting(None, "images per forward pass (default 512 on CPU, 2048 on a GPU)",
+                                     minimum=1, cli=False)  # the shared target arguments add --batch-size
+    device: str = setting("cpu", "where to compute", cli=False)
+    method: Literal["auto", "loop", "vmap"] = setting(
+        "auto", "loop: one point per pass, large channels-last batches; vmap: --chunk-size points per pass; "
+                "auto = loop (faster on CPU, see docs/landscape.md)")
+    chunk_size: int = setting(8, "points per pass with --method vmap", minimum=1)
+    channels_last: bool | None = setting(None, "channels-last batches (default: on for the loop method)", cli=False)
+    workers: int | None = setting(None, "CPU only: points evaluated at once, one thread each (default: torch's CPU "
+                                        "threads)", minimum=1)
+    fold_bn: bool = setting(True, "fold eval-mode BN into the convolutions", cli=False)
+    precision: Literal["fp32", "bf16", "fp16"] = setting(
+        "fp32", "fp32, or bf16/fp16 autocast (much faster on GPUs; losses differ slightly)")
+    max_points: int | None = setting(None, "evaluate at most N new points now, then stop (a rerun continues)",
+                                     minimum=1)
+    save_every_s: float = setting(30.0, "save the partial grid this often", minimum=0, flag="--save-every",
+                                  metavar="SECONDS")
+    progress: bool = setting(False, "a progress bar on stderr", cli=False)
+
+
+@dataclass(frozen=True)
+class LandscapeSettings(EvaluationSettings):
+    """Every option of :func:`analyze_landscape` and ``reslab analyze landscape``, with its one default."""
+
+    plane: Literal["random", "pca", "interp"] = setting(
+        "random", "random: filter-normalised Gaussian directions; pca: the trajectory's top PCA directions (needs "
+                  "saved epoch checkpoints); interp: the line --from → --to")
+    dims: Literal[1, 2] | None = setting(None, "1 (a line) or 2 (a plane); default 2, and 1 for interp")
+    grid: str | None = setting(None, "grid along the first direction, e.g. --grid=-1:1:51 (a value starting with "
+                                     "'-' needs the '='), or just N points over the default range (-1:1 random, "
+                                     "-0.5:1.5 interp, the trajectory's extent + 20%% pca); default 51 points",
+                               metavar="START:STOP:N")
+    grid_y: str | None = setting(None, "grid along the second direction (default: as --grid)",
+                                 metavar="START:STOP:N")
+    samples: int | None = setting(2048, "images of the split to evaluate every point on", minimum=1, cli=False)
+    split: Literal["train", "test"] = setting("train", "which split's images (train, as Li et al.)")
+    seed: int = setting(0, "seed of the random directions (x: SEED, y: SEED+1)", minimum=0, cli=False)
+    sample_seed: int = setting(0, "seed of the choice of --samples images (0: the same images whatever --seed)",
+                               minimum=0)
+    keep_bn_bias: bool = setting(False, "also perturb 1-D parameters (BN γ/β, biases), with direction = their own "
+                                        "values as in Li et al.'s code, instead of keeping them fixed")
+    interp_from: str = setting("init", "interp start: init, epoch_K, last, ema, a .safetensors file or another "
+                                       "RUN_DIR", flag="--from", metavar="CHECKPOINT")
+    interp_to: str | None = setting(None, "interp end (default: the --checkpoint analysed, normally last)",
+                                    flag="--to", metavar="CHECKPOINT")
+    directions: str | None = setting(None, "reuse the directions of an earlier landscape (its "
+                                           ".directions.safetensors)", metavar="FILE")
+
+    def check(self) -> None:
+        parse_grid(self.grid, "--grid")
+        if self.grid_y is not None:
+            parse_grid(self.grid_y, "--grid-y")
+
+    @property
+    def evaluation(self) -> EvaluationSettings:
+        return EvaluationSettings.from_dict({k: getattr(self, k) for k in EvaluationSettings.field_names()})
+
+
 def compute_landscape(model: torch.nn.Module, plane: Plane, images: torch.Tensor, labels: torch.Tensor, *,
                       x: np.ndarray, y: np.ndarray | None = None, out: str | Path | None = None,
                       target: Mapping[str, Any] | None = None, settings: Mapping[str, Any] | None = None,
-                      batch_size: int | None = None, device: str | torch.device = "cpu", method: str = "auto",
-                      chunk_size: int = 8, channels_last: bool | None = None, workers: int | None = None,
-                      fold_bn: bool = True, precision: str = "fp32", max_points: int | None = None,
-                      save_every_s: float = 30.0, progress: bool = False, desc: str = "landscape",
-                      on_chunk: Callable[[GridProgress], None] | None = None) -> LandscapeResult:
+                      evaluation: EvaluationSettings | Mapping[str, Any] | None = None,
+                      on_chunk: Callable[[GridProgress], None] | None = None, **changes: Any) -> LandscapeResult:
     """Evaluate ``plane`` on the grid ``x`` (× ``y``) and the origin; save to ``out`` if given.
 
     Args:
@@ -308,10 +379,17 @@ def compute_landscape(model: torch.nn.Module, plane: Plane, images: torch.Tensor
         x, y: grid coordinates; ``y`` is None for a 1-D plane.
         out: the ``.npz`` to write; ``<stem>.partial.npz`` beside it makes the work resumable and
             ``<stem>.directions.safetensors`` keeps the axes.
-        max_points: evaluate at most this many new points now (``complete`` is False if any remain).
+        target, settings: what the result records of the target and of the settings that chose
+            the samples and the grid.
+        evaluation: an :class:`EvaluationSettings` (or mapping); ``changes`` — any of its fields as
+            keywords (``batch_size=16``, ``precision="bf16"``, ``max_points=6``) — on top.
+        on_chunk: called after every evaluated chunk of points (with the grid's progress).
 
     Returns the :class:`LandscapeResult` (also written to ``out`` when given, complete or not).
     """
+    evaluation = EvaluationSettings.of(evaluation, **changes)
+    label = (target or {}).get("label", "")
+    desc = f"landscape {label}".strip()
     if (y is None) != (plane.dims == 1):
         needs = "x and y" if plane.dims == 2 else "only x"
         raise AnalysisError(f"a {plane.dims}-D plane needs {needs} grid coordinates")
@@ -319,14 +397,15 @@ def compute_landscape(model: torch.nn.Module, plane: Plane, images: torch.Tensor
     y = None if y is None else np.asarray(y, dtype=np.float64)
     grid = grid_points(x, y)
     points = np.concatenate([grid, np.zeros((1, plane.dims))])  # the origin last: its loss is reported alone
-    fingerprint = computation_fingerprint(plane, points, images, labels, precision)
+    fingerprint = computation_fingerprint(plane, points, images, labels, evaluation.precision)
     out = Path(out) if out is not None else None
     partial = out.with_suffix(".partial.npz") if out is not None else None
-    evaluator = LandscapeEvaluator(model, images, labels, batch_size=batch_size, device=device, method=method,
-                                   chunk_size=chunk_size, channels_last=channels_last, workers=workers,
-                                   fold_bn=fold_bn, precision=precision)
+    e = evaluation
+    evaluator = LandscapeEvaluator(model, images, labels, batch_size=e.batch_size, device=e.device, method=e.method,
+                                   chunk_size=e.chunk_size, channels_last=e.channels_last, workers=e.workers,
+                                   fold_bn=e.fold_bn, precision=e.precision)
     state = evaluate_grid(evaluator, plane, points, fingerprint=fingerprint, partial_path=partial,
-                          save_every_s=save_every_s, max_points=max_points, progress=progress, desc=desc,
+                          save_every_s=e.save_every_s, max_points=e.max_points, progress=e.progress, desc=desc,
                           on_chunk=on_chunk)
     shape = (x.size,) if y is None else (y.size, x.size)
     run_settings = {
@@ -363,7 +442,6 @@ def compute_landscape(model: torch.nn.Module, plane: Plane, images: torch.Tensor
 
 def _directions_origin(path: Path) -> str | None:
     try:
-        from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as handle:
             return (handle.metadata() or {}).get("origin_sha256")
@@ -378,11 +456,9 @@ def checkpoint_state(target, spec: str) -> tuple[dict[str, torch.Tensor], str]:
     spec: ``"current"`` (the target's own weights), a checkpoint of the target's run (``init``,
     ``last``, ``ema``, ``epoch_K``), a ``.safetensors`` file, or another RUN_DIR (its ``last``).
     """
-    from reslab.analysis.common import is_run_dir
 
     if spec in ("current", getattr(target, "checkpoint", None)) or (spec == "init" and target.run_dir is None):
         return model_state(target.model), str(spec if spec != "current" else target.checkpoint)
-    from reslab.train.checkpoint import checkpoint_path, load_weights
 
     path_spec = Path(spec)
     if is_run_dir(path_spec):
@@ -408,7 +484,6 @@ def trajectory_states(target, final_label: str) -> tuple[list[dict[str, torch.Te
     if target.run_dir is None:
         raise AnalysisError("--plane pca needs a RUN_DIR with saved epoch checkpoints (the training trajectory); "
                             "a fresh model has none")
-    from reslab.train import list_checkpoints
 
     labels = []
     if (Path(target.run_dir) / "checkpoints" / "init.safetensors").is_file():
@@ -430,7 +505,6 @@ def make_plane(target, kind: str = "random", dims: int | None = None, seed: int 
                interp_from: str = "init", interp_to: str | None = None, directions: str | Path | None = None,
                normalization: str = "filter") -> Plane:
     """The plane (or line) of ``kind`` around ``target``'s weights (see ``reslab analyze landscape``)."""
-    from reslab.analysis.landscape.trajectory import pca_plane
 
     if kind not in PLANE_KINDS:
         raise ConfigError(f"--plane must be one of {', '.join(PLANE_KINDS)}, got {kind!r}")
@@ -473,68 +547,49 @@ def default_file_name(kind: str, dims: int, split: str = "train", interp_from: s
     return stem + ("" if split == "train" else f"_{split}") + ".npz"
 
 
-def analyze_landscape(target, *, plane: str = "random", dims: int | None = None, grid: str | None = None,
-                      grid_y: str | None = None, samples: int | None = 2048, split: str = "train", seed: int = 0,
-                      sample_seed: int = 0,
-                      keep_bn_bias: bool = False, interp_from: str = "init", interp_to: str | None = None,
-                      directions: str | Path | None = None, out: str | Path | None = None,
-                      batch_size: int | None = None, device: str | torch.device = "cpu", method: str = "auto",
-                      chunk_size: int = 8, workers: int | None = None, precision: str = "fp32",
-                      max_points: int | None = None, save_every_s: float = 30.0,
-                      progress: bool = False, images: torch.Tensor | None = None,
-                      labels: torch.Tensor | None = None) -> LandscapeResult:
+def analyze_landscape(target, settings: LandscapeSettings | Mapping[str, Any] | None = None, *,
+                      out: str | Path | None = None, images: torch.Tensor | None = None,
+                      labels: torch.Tensor | None = None, **changes: Any) -> LandscapeResult:
     """The Python twin of ``reslab analyze landscape``: plane + grid + samples → saved landscape.
 
     Args:
         target: a :class:`reslab.analysis.common.Target` (``load_target(RUN_DIR or model name)``).
-        plane: ``"random"`` (filter-normalised Gaussian directions), ``"pca"`` (the training
-            trajectory's top-2 PCA directions) or ``"interp"`` (the line ``interp_from → interp_to``).
-        dims: 1 or 2 (default 2; 1 for ``interp``).
-        grid, grid_y: ``"START:STOP:POINTS"`` or ``"POINTS"`` (default range: −1..1 for random,
-            −0.5..1.5 for interp, the trajectory's extent plus 20% for pca); ``grid_y`` defaults to ``grid``.
-        samples, split, sample_seed: which images (a subset of the split drawn with ``sample_seed``).
-        seed: the random directions' seed (x uses ``seed``, y ``seed + 1``).
+        settings: a :class:`LandscapeSettings` (or mapping); ``changes`` — any of its fields as
+            keywords (``plane="pca"``, ``grid="-1:1:21"``, ``samples=512``, ``workers=2``) — on top.
+            See the class for every option and its default.
         out: the ``.npz`` file, or a directory (then :func:`default_file_name` in it); default
             ``RUN_DIR/analysis`` or ``analysis/MODEL``.
         images, labels: use these normalised samples instead of choosing from the target's dataset.
     """
-    from reslab.analysis.common import default_out_dir
-
-    if split not in ("train", "test"):
-        raise ConfigError(f"--split must be 'train' or 'test', got {split!r}")
-    spec_x = parse_grid(grid, "--grid")
-    spec_y = parse_grid(grid_y, "--grid-y") if grid_y is not None else spec_x
-    the_plane = make_plane(target, plane, dims, seed=seed, keep_bn_bias=keep_bn_bias, interp_from=interp_from,
-                           interp_to=interp_to, directions=directions)
-    if plane == "pca":
+    s = LandscapeSettings.of(settings, **changes)
+    spec_x = parse_grid(s.grid, "--grid")
+    spec_y = parse_grid(s.grid_y, "--grid-y") if s.grid_y is not None else spec_x
+    the_plane = make_plane(target, s.plane, s.dims, seed=s.seed, keep_bn_bias=s.keep_bn_bias,
+                           interp_from=s.interp_from, interp_to=s.interp_to, directions=s.directions)
+    if s.plane == "pca":
         trajectory = the_plane.trajectory.numpy()
         x = grid_axis(spec_x, pca_default_range(trajectory, 0))
         y = grid_axis(spec_y, pca_default_range(trajectory, 1)) if the_plane.dims == 2 else None
     else:
-        x = grid_axis(spec_x, DEFAULT_RANGES[plane if plane in DEFAULT_RANGES else "random"])
+        x = grid_axis(spec_x, DEFAULT_RANGES[s.plane if s.plane in DEFAULT_RANGES else "random"])
         y = grid_axis(spec_y, DEFAULT_RANGES["random"]) if the_plane.dims == 2 else None
     if images is None or labels is None:
-        images, labels = target_samples(target, split, samples, sample_seed)
-    if out is None:
-        out = default_out_dir(target)
-    out = Path(out)
+        images, labels = target_samples(target, s.split, s.samples, s.sample_seed)
+    out = Path(out) if out is not None else default_out_dir(target)
     if out.suffix != ".npz":
-        out = out / default_file_name(plane, the_plane.dims, split, interp_from, interp_to or str(target.checkpoint))
-    settings = {"split": split, "sample_seed": sample_seed, "requested_samples": samples,
+        out = out / default_file_name(s.plane, the_plane.dims, s.split, s.interp_from,
+                                      s.interp_to or str(target.checkpoint))
+    recorded = {"split": s.split, "sample_seed": s.sample_seed, "requested_samples": s.samples,
                 "dataset": getattr(target.dataset, "name", None)}
     describe = target.describe() if hasattr(target, "describe") else {}
-    return compute_landscape(
-        target.model, the_plane, images, labels, x=x, y=y, out=out, target=describe, settings=settings,
-        batch_size=batch_size, device=device, method=method, chunk_size=chunk_size, workers=workers,
-        precision=precision, max_points=max_points,
-        save_every_s=save_every_s, progress=progress, desc=f"landscape {describe.get('label', '')}".strip())
+    return compute_landscape(target.model, the_plane, images, labels, x=x, y=y, out=out, target=describe,
+                             settings=recorded, evaluation=s.evaluation)
 
 
 def target_samples(target, split: str, samples: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """A seeded subset of ``target``'s split, normalised as its model was trained."""
     if hasattr(target, "samples"):
         return target.samples(split, samples, seed=seed)
-    from reslab.analysis.common import select_samples
 
     return select_samples(target.dataset, split, samples, seed=seed)
 

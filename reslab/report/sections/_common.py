@@ -6,7 +6,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from reslab.report import files
-from reslab.report.html import figure_html, figure_to_png
+from reslab.report.html import (
+    figure_html,
+    figure_to_png,
+    paragraph_html,
+    section_html,
+    subsection_html,
+)
 
 
 def analysis_results(run_dirs: list[Path], experiment_dirs: list[Path], name: str
@@ -21,6 +27,18 @@ def analysis_results(run_dirs: list[Path], experiment_dirs: list[Path], name: st
         data = files.load_result(path)
         if isinstance(data, dict):
             yield directory, data
+
+
+def results_section(title: str, intro: str, run_dirs: list[Path], experiment_dirs: list[Path], name: str,
+                    one: Callable[[dict[str, Any]], str]) -> str | None:
+    """A section of every ``<name>.json`` result: ``intro``, then one subsection per result, ``one(data)``."""
+    results = list(analysis_results(run_dirs, experiment_dirs, name))
+    if not results:
+        return None
+    body = [paragraph_html(intro)]
+    for directory, data in results:
+        body.append(subsection_html(result_heading(directory, data), one(data)))
+    return section_html(title, "".join(body))
 
 
 def result_heading(directory: Path, data: dict[str, Any]) -> str:

@@ -11,8 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from reslab.report import files
-from reslab.report.html import definition_list_html, figure_html, figure_to_png, paragraph_html, section_html, \
-    subsection_html, table_html
+from reslab.report.html import (
+    definition_list_html,
+    figure_html,
+    figure_to_png,
+    paragraph_html,
+    section_html,
+    subsection_html,
+    table_html,
+)
 from reslab.report.plots import plot_degradation_curves, plot_error_vs_depth
 
 TITLE = "Degradation"

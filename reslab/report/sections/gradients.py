@@ -10,7 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from reslab.report.html import paragraph_html, section_html, subsection_html, table_html
-from reslab.report.plots import plot_classic_gradients, plot_gradient_flow, plot_shattered
+from reslab.report.plots import (
+    plot_classic_gradients,
+    plot_gradient_flow,
+    plot_shattered,
+)
 from reslab.report.sections._common import analysis_results, figure, result_heading, sci
 
 TITLE = "Gradient flow"

@@ -6,7 +6,14 @@ Reads ``RUN_DIR/analysis/hessian.json`` (+ ``hessian.npz``) written by ``reslab 
 from __future__ import annotations
 
 from pathlib import Path
-from reslab.report.html import figure_html, figure_to_png, paragraph_html, section_html, table_html
+
+from reslab.report.html import (
+    figure_html,
+    figure_to_png,
+    paragraph_html,
+    section_html,
+    table_html,
+)
 from reslab.report.landscape_plots import plot_hessian_density, plot_hessian_maps
 from reslab.report.sections._common import analysis_results, result_heading, sci
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from reslab.report.files import read_json
 from reslab.report.html import (
     figure_html,
     figure_to_png,
@@ -24,8 +25,8 @@ from reslab.report.html import (
     table_html,
 )
 from reslab.report.landscape_plots import (
-    landscape_label,
     landscape_kind,
+    landscape_label,
     landscape_summary,
     load_landscape,
     loss_scale,
@@ -99,7 +100,6 @@ def build(run_dirs: list[Path], experiment_dirs: list[Path]) -> str | None:
 
 def _experiment_tables(experiment_dirs: list[Path]) -> list[str]:
     """The comparison table of every ``EXP_DIR/landscape.json`` (``reslab experiment landscape``)."""
-    from reslab.report.files import read_json
 
     parts = []
     for directory in experiment_dirs:

@@ -8,26 +8,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from reslab.report.html import paragraph_html, section_html, subsection_html, table_html
+from reslab.report.html import paragraph_html, table_html
 from reslab.report.plots import plot_lesion
-from reslab.report.sections._common import analysis_results, figure, percent, result_heading
+from reslab.report.sections._common import (
+    figure,
+    percent,
+    results_section,
+)
 
 TITLE = "Lesion study"
 ORDER = 44
+INTRO = (
+    "Blocks are removed from a trained network at test time, without retraining: a residual block keeps "
+    "its shortcut (only the branch is dropped); a plain block can be removed only where it keeps its "
+    "input's shape, and then becomes the identity. Veit et al. (2016) found residual networks degrade "
+    "gracefully — they behave like ensembles of many shallower paths — while plain ones collapse.")
 
 
 def build(run_dirs: list[Path], experiment_dirs: list[Path]) -> str | None:
-    results = list(analysis_results(run_dirs, experiment_dirs, "lesion"))
-    if not results:
-        return None
-    body = [paragraph_html(
-        "Blocks are removed from a trained network at test time, without retraining: a residual block keeps "
-        "its shortcut (only the branch is dropped); a plain block can be removed only where it keeps its "
-        "input's shape, and then becomes the identity. Veit et al. (2016) found residual networks degrade "
-        "gracefully — they behave like ensembles of many shallower paths — while plain ones collapse.")]
-    for directory, data in results:
-        body.append(subsection_html(result_heading(directory, data), _one(data)))
-    return section_html(TITLE, "".join(body))
+    return results_section(TITLE, INTRO, run_dirs, experiment_dirs, "lesion", _one)
 
 
 def _one(data: dict[str, Any]) -> str:

@@ -9,25 +9,20 @@ import math
 from pathlib import Path
 from typing import Any
 
-from reslab.report.html import paragraph_html, section_html, subsection_html, table_html
+from reslab.report.html import paragraph_html, table_html
 from reslab.report.plots import plot_responses
-from reslab.report.sections._common import analysis_results, figure, result_heading, sci
+from reslab.report.sections._common import figure, results_section, sci
 
 TITLE = "Layer responses"
 ORDER = 42
+INTRO = (
+    "The response of a block is the standard deviation of its residual function F(x) — the branch output "
+    "after its last batch norm, before the addition — over test images. He et al. (2015) found residual "
+    "functions respond less than the layers of plain nets: they learn small corrections to the identity.")
 
 
 def build(run_dirs: list[Path], experiment_dirs: list[Path]) -> str | None:
-    results = list(analysis_results(run_dirs, experiment_dirs, "responses"))
-    if not results:
-        return None
-    body = [paragraph_html(
-        "The response of a block is the standard deviation of its residual function F(x) — the branch output "
-        "after its last batch norm, before the addition — over test images. He et al. (2015) found residual "
-        "functions respond less than the layers of plain nets: they learn small corrections to the identity.")]
-    for directory, data in results:
-        body.append(subsection_html(result_heading(directory, data), _one(data)))
-    return section_html(TITLE, "".join(body))
+    return results_section(TITLE, INTRO, run_dirs, experiment_dirs, "responses", _one)
 
 
 def _one(data: dict[str, Any]) -> str:
