@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping
 
 import torch
 from torch import nn
@@ -24,6 +24,7 @@ from torch import nn
 from reslab.analysis.common import Result, Target, batches, model_kind
 from reslab.errors import AnalysisError
 from reslab.models import blocks_removed, named_blocks, removable_blocks
+from reslab.settings import Settings, setting
 
 
 @dataclass
@@ -149,10 +150,27 @@ def _sets_of_size(n: int, k: int, draws: int, generator: torch.Generator) -> lis
     return [tuple(sorted(torch.randperm(n, generator=generator)[:k].tolist())) for _ in range(draws)]
 
 
-def analyze_lesion(targets: list[Target], x: torch.Tensor, y: torch.Tensor, *, describe: dict[str, Any],
-                   max_removed: int | None = None, draws: int = 10, seed: int = 0, batch_size: int = 500,
-                   device="cpu", progress: bool = False) -> LesionResult:
-    """:func:`lesion_study` of every target on the same test samples."""
+@dataclass(frozen=True)
+class LesionSettings(Settings):
+    """The options of :func:`analyze_lesion` and ``reslab analyze lesion``, with their one default."""
+
+    max_removed: int | None = setting(None, "largest number of blocks removed at once (default: all removable, at "
+                                            "most 20; 0 skips the k-blocks curve)", minimum=0, metavar="K")
+    draws: int = setting(10, "random sets of blocks per k (all sets when there are fewer)", minimum=1)
+    seed: int = setting(0, "seed of the random sets", minimum=0, cli=False)  # the shared --seed
+    batch_size: int = setting(500, "images per forward pass", minimum=1, cli=False)  # a shared target argument
+    device: str = setting("cpu", "where to compute", cli=False)
+    progress: bool = setting(False, "a progress bar on stderr", cli=False)
+
+
+def analyze_lesion(targets: list[Target], x: torch.Tensor, y: torch.Tensor,
+                   settings: LesionSettings | Mapping[str, Any] | None = None, *, describe: dict[str, Any],
+                   **changes: Any) -> LesionResult:
+    """:func:`lesion_study` of every target on the same test samples (``settings``/``changes``: a
+    :class:`LesionSettings` and any of its fields as keywords)."""
+    s = LesionSettings.of(settings, **changes)
+    max_removed, draws, seed, batch_size, device, progress = (s.max_removed, s.draws, s.seed, s.batch_size,
+                                                              s.device, s.progress)
     series = []
     for target in targets:
         limit = max_removed

@@ -10,7 +10,7 @@ less in deeper residual nets: the blocks learn small corrections to the identity
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping
 
 import torch
 from torch import nn
@@ -18,6 +18,7 @@ from torch import nn
 from reslab.analysis.common import Result, Target, batches, model_kind
 from reslab.errors import AnalysisError
 from reslab.models import named_blocks
+from reslab.settings import Settings, setting
 
 
 @dataclass
@@ -107,9 +108,21 @@ def block_responses(
                           blocks=[n for n, _ in blocks], std=[stats[n].mean_std() for n, _ in blocks])
 
 
-def analyze_responses(targets: list[Target], x: torch.Tensor, *, describe: dict[str, Any],
-                      batch_size: int = 256, device="cpu", seed: int = 0) -> ResponsesResult:
+@dataclass(frozen=True)
+class ResponsesSettings(Settings):
+    """The options of :func:`analyze_responses` and ``reslab analyze responses``, with their one default."""
+
+    batch_size: int = setting(256, "images per forward pass", minimum=1, cli=False)  # a shared target argument
+    device: str = setting("cpu", "where to compute", cli=False)
+    seed: int = setting(0, "seed of the sample choice (recorded)", minimum=0, cli=False)
+
+
+def analyze_responses(targets: list[Target], x: torch.Tensor,
+                      settings: ResponsesSettings | Mapping[str, Any] | None = None, *, describe: dict[str, Any],
+                      **changes: Any) -> ResponsesResult:
     """:func:`block_responses` of every target on the same inputs ``x: (N, C, H, W)``."""
+    s = ResponsesSettings.of(settings, **changes)
+    batch_size, device, seed = s.batch_size, s.device, s.seed
     series = [block_responses(t.model, x, label=t.label, checkpoint=t.checkpoint, batch_size=batch_size,
                               device=device) for t in targets]
     settings = {"samples": int(x.shape[0]), "split": "test", "mode": "eval (BN running statistics)",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from reslab.analysis.common import device_of, resolve_twin
-from reslab.analysis.lesion import analyze_lesion
+from reslab.analysis.lesion import LesionSettings, analyze_lesion
 from reslab.cli._analysis import (
     add_target_arguments,
     load_main_target,
@@ -12,6 +12,7 @@ from reslab.cli._analysis import (
     progress,
     save_with_plots,
 )
+from reslab.settings import add_arguments, given
 
 
 def register(subparsers) -> None:
@@ -22,12 +23,8 @@ def register(subparsers) -> None:
                     "block alone, then k random blocks for k = 1..K. Writes lesion.json and lesion.png.",
     )
     add_target_arguments(parser, samples_default=None, samples_help="test images to evaluate on",
-                         batch_size_default=500)
-    parser.add_argument("--max-removed", type=int, default=None, metavar="K",
-                        help="largest number of blocks removed at once (default: all removable, at most 20; "
-                             "0 skips the k-blocks curve)")
-    parser.add_argument("--draws", type=int, default=10,
-                        help="random sets of blocks per k (default 10; all sets when there are fewer)")
+                         batch_size_default=LesionSettings.default("batch_size"))
+    add_arguments(parser, LesionSettings)
     parser.set_defaults(func=run)
 
 
@@ -38,9 +35,9 @@ def run(args) -> int:
     twin = resolve_twin(target, args.twin)
     targets = [target] + ([twin] if twin is not None else [])
     x, y = target.samples("test", args.samples, seed=args.seed)
-    result = analyze_lesion(targets, x, y, describe=target.describe(), max_removed=args.max_removed,
-                            draws=args.draws, seed=args.seed, batch_size=args.batch_size,
-                            device=device_of(args.device), progress=progress(args))
+    settings = LesionSettings.of(given(args, LesionSettings), seed=args.seed, batch_size=args.batch_size,
+                                 device=str(device_of(args.device)), progress=progress(args))
+    result = analyze_lesion(targets, x, y, settings, describe=target.describe())
     written = save_with_plots(result, output_dir(args, target), [("", plot_lesion)])
     print(f"{'model':<28} {'removable':>9} {'base error':>10} {'mean, 1 removed':>15} {'worst, 1 removed':>16}")
     for series in result.series:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from reslab.analysis.common import device_of, resolve_twin
-from reslab.analysis.responses import analyze_responses
+from reslab.analysis.responses import ResponsesSettings, analyze_responses
 from reslab.cli._analysis import (
     add_target_arguments,
     load_main_target,
@@ -23,7 +23,7 @@ def register(subparsers) -> None:
                     "Writes responses.json and responses.png.",
     )
     add_target_arguments(parser, samples_default=1000, samples_help="test images to measure on",
-                         batch_size_default=256)
+                         batch_size_default=ResponsesSettings.default("batch_size"))
     parser.set_defaults(func=run)
 
 
@@ -36,7 +36,7 @@ def run(args) -> int:
     targets = [target] + ([twin] if twin is not None else [])
     x, _ = target.samples("test", args.samples, seed=args.seed)
     result = analyze_responses(targets, x, describe=target.describe(), batch_size=args.batch_size,
-                               device=device_of(args.device), seed=args.seed)
+                               device=str(device_of(args.device)), seed=args.seed)
     written = save_with_plots(result, output_dir(args, target), [("", plot_responses)])
     print(f"{'model':<28} {'blocks':>6} {'mean std':>9} {'max std':>9} {'min std':>9}")
     for series in result.series:

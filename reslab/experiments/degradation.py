@@ -40,6 +40,7 @@ from reslab.experiments.common import (
 )
 from reslab.models import list_models, model_info
 from reslab.settings import Settings, setting
+from reslab.store.jsonfiles import finite_number
 from reslab.train import resolve_config, rundir
 from reslab.utils import atomic_write_text
 
@@ -207,18 +208,12 @@ def format_table(runs: Sequence[Mapping[str, Any]]) -> str:
 
 
 # -- summary files --------------------------------------------------------------------------------
-def _finite_or_none(value: Any) -> float | None:
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    return None
-
-
 def run_summary(run_dir: Path, *, kind: str, depth: int, seed: int) -> dict[str, Any]:
     """One entry of ``degradation.json``'s ``runs``: final/best errors and the per-epoch curve."""
 
     config = rundir.read_config(run_dir)
     metrics = rundir.read_metrics(run_dir)
-    curve = {key: [m.get(key) if key in ("epoch", "iteration") else _finite_or_none(m.get(key)) for m in metrics]
+    curve = {key: [m.get(key) if key in ("epoch", "iteration") else finite_number(m.get(key)) for m in metrics]
              for key in CURVE_KEYS}
     tests = [v for v in curve["test_error"] if v is not None]
     last = metrics[-1] if metrics else {}
@@ -228,12 +223,12 @@ def run_summary(run_dir: Path, *, kind: str, depth: int, seed: int) -> dict[str,
         "kind": kind,
         "depth": depth,
         "seed": seed,
-        "final_train_error": _finite_or_none(last.get("train_error")),
+        "final_train_error": finite_number(last.get("train_error")),
         "final_test_error": tests[-1] if tests else None,
         "best_test_error": min(tests) if tests else None,
         "epochs": last.get("epoch"),
         "iterations": last.get("iteration"),
-        "train_time_s": _finite_or_none(last.get("elapsed_s")),
+        "train_time_s": finite_number(last.get("elapsed_s")),
         "curve": curve,
     }
 

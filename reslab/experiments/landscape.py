@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import math
 import os
 import shutil
 import time
@@ -72,7 +71,7 @@ from reslab.experiments.common import (
 from reslab.models import model_info
 from reslab.settings import Settings, setting
 from reslab.store import rundir
-from reslab.store.jsonfiles import json_ready, utc_now, write_json
+from reslab.store.jsonfiles import finite_number, json_ready, utc_now, write_json
 from reslab.store.lock import LOCK_FILE
 from reslab.store.results import read_result
 from reslab.store.rundir import is_run_dir, same_training
@@ -422,14 +421,6 @@ def _relative(path: str | Path | None, base: Path) -> str | None:
         return str(path)
 
 
-def _finite(value: Any) -> float | None:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
-
-
 def analyze_run(item: ModelRun, plan: "LandscapePlan", *, dataset=None, progress: bool = False,
                 say: Message) -> tuple[dict[str, Any], Any]:
     """Landscapes and Hessian of one run (skipping those already computed); its ``landscape.json`` entry.
@@ -470,14 +461,14 @@ def _run_entry(item: ModelRun, plan: "LandscapePlan", target) -> dict[str, Any]:
     """What ``landscape.json`` says of the run itself: its model, training and errors."""
     metrics = rundir.read_metrics(item.run_dir)
     saved_config = rundir.read_config(item.run_dir)
-    tests = [m.get("test_error") for m in metrics if _finite(m.get("test_error")) is not None]
+    tests = [m.get("test_error") for m in metrics if finite_number(m.get("test_error")) is not None]
     return {
         "model": target.model_name, "kind": target.kind, "run": item.name,
         "run_dir": _relative(item.run_dir, plan.experiment_dir), "action": item.action, "reused_from": item.reused_from,
         "recipe": saved_config.get("recipe"), "epochs": metrics[-1].get("epoch") if metrics else None,
-        "train_error": _finite(metrics[-1].get("train_error")) if metrics else None,
-        "test_error": _finite(tests[-1]) if tests else None, "best_test_error": min(tests) if tests else None,
-        "train_time_s": _finite(metrics[-1].get("elapsed_s")) if metrics else None,
+        "train_error": finite_number(metrics[-1].get("train_error")) if metrics else None,
+        "test_error": finite_number(tests[-1]) if tests else None, "best_test_error": min(tests) if tests else None,
+        "train_time_s": finite_number(metrics[-1].get("elapsed_s")) if metrics else None,
         "parameters": sum(p.numel() for p in target.model.parameters()),
         "files": {}, "seconds_now": {},
     }
@@ -512,18 +503,18 @@ def _plane_entry(item: ModelRun, plan: "LandscapePlan", target, kind: str, sampl
     summary = landscape_summary(load_landscape(path), radii=RADII)
     info: dict[str, Any] = {
         "file": _relative(path, plan.experiment_dir), "grid_points": int(saved.loss.size),
-        "origin_loss": _finite(saved.origin_loss), "origin_accuracy": _finite(saved.origin_accuracy),
-        "max_loss": _finite(summary.get("max_loss")), "computed_now": computed,
+        "origin_loss": finite_number(saved.origin_loss), "origin_accuracy": finite_number(saved.origin_accuracy),
+        "max_loss": finite_number(summary.get("max_loss")), "computed_now": computed,
         # As the file records them: the evaluation that completed the grid.
-        "seconds": _finite(saved.settings.get("seconds_now")),
-        "points_per_s": _finite(saved.settings.get("points_per_s")),
+        "seconds": finite_number(saved.settings.get("seconds_now")),
+        "points_per_s": finite_number(saved.settings.get("points_per_s")),
     }
     if kind == "interp":
-        info["barrier"] = _finite(summary.get("barrier"))
+        info["barrier"] = finite_number(summary.get("barrier"))
         info["from"], info["to"] = saved.plane.get("from"), saved.plane.get("to")
     else:
         for radius in RADII:
-            info[f"loss_rise_r{radius:g}"] = _finite(summary.get(f"rise@{radius:g}"))
+            info[f"loss_rise_r{radius:g}"] = finite_number(summary.get(f"rise@{radius:g}"))
     if kind == "pca":
         info["explained_variance_ratio"] = saved.plane.get("explained_variance_ratio")
     return info
@@ -559,12 +550,12 @@ def _hessian(target, item: ModelRun, plan: "LandscapePlan", *, progress: bool, s
         computed = True
     return {
         "file": _relative(path, plan.experiment_dir), "samples": int(inputs.shape[0]),
-        "loss": _finite(data.get("loss")), "lambda_max": _finite(data.get("lambda_max")),
-        "lambda_min": _finite(data.get("lambda_min")), "convexity_ratio": _finite(data.get("convexity_ratio")),
-        "trace": _finite(data.get("trace")), "trace_std_error": _finite(data.get("trace_std_error")),
-        "top_eigenvalues": [_finite(v) for v in data.get("top_eigenvalues") or []],
+        "loss": finite_number(data.get("loss")), "lambda_max": finite_number(data.get("lambda_max")),
+        "lambda_min": finite_number(data.get("lambda_min")), "convexity_ratio": finite_number(data.get("convexity_ratio")),
+        "trace": finite_number(data.get("trace")), "trace_std_error": finite_number(data.get("trace_std_error")),
+        "top_eigenvalues": [finite_number(v) for v in data.get("top_eigenvalues") or []],
         "hessian_vector_products": data.get("hessian_vector_products"), "computed_now": computed,
-        "seconds": _finite(data.get("seconds")),
+        "seconds": finite_number(data.get("seconds")),
     }
 
 
@@ -622,7 +613,7 @@ class LandscapeExperimentResult(ExperimentResult):
 
 
 def _num(value: Any, spec: str = ".4g") -> str:
-    value = _finite(value)
+    value = finite_number(value)
     return "–" if value is None else format(value, spec)
 
 
@@ -632,7 +623,7 @@ def format_table(models: Sequence[Mapping[str, Any]]) -> str:
               f"{'λmax':>9} {'λmin':>9} {'|λmin/λmax|':>11} {'trace':>10}")
     lines = [header, "-" * len(header)]
     for m in models:
-        test = _finite(m.get("test_error"))
+        test = finite_number(m.get("test_error"))
         lines.append(
             f"{m.get('run', '?'):<22} {m.get('kind', '?'):<8} {('–' if test is None else f'{100 * test:.2f}%'):>8} "
             f"{_num(m.get('loss_at_origin')):>8} {_num(m.get('loss_rise_r0.5')):>9} {_num(m.get('loss_rise_r1')):>8} "

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from reslab.errors import ModelConfigError
+from reslab.store.jsonfiles import natural_key
 from reslab.models.blocks import SHORTCUT_OPTIONS
 from reslab.models.network import NetworkSpec, ResNet, StageSpec
 
@@ -207,7 +208,7 @@ def list_models(pattern: str = "*") -> list[str]:
     Generic names (``cifar_resnet{d}``, ``wrn_{d}_{k}``, …) build other depths; they are not listed.
     """
     names = [name for name in _REGISTRY if fnmatch.fnmatchcase(name, pattern)]
-    return sorted(names, key=_natural_key)
+    return sorted(names, key=natural_key)
 
 
 def model_info(name: str) -> ModelEntry:
@@ -282,10 +283,6 @@ def _validate(name: str, spec: NetworkSpec, settings: dict, num_classes, in_chan
         raise ModelConfigError(f"{name}: drop_path (stochastic depth) needs shortcuts; a plain net would lose whole layers")
     if shortcut == "none" and settings.get("gated"):
         raise ModelConfigError(f"{name}: gated (highway) merging needs a shortcut; it cannot be used with shortcut='none'")
-
-
-def _natural_key(name: str):
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
 def _unknown_model_error(name: str) -> ModelConfigError:

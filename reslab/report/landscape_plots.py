@@ -11,7 +11,6 @@ losses across panels.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -341,10 +340,3 @@ def save_hessian_plots(json_path: str | Path) -> list[Path]:
         written.append(save_figure(plot_hessian_maps([data]), json_path.with_name(json_path.stem + "_map.png")))
     return written
 
-
-def finite_or_none(value: Any) -> float | None:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None

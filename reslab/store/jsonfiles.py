@@ -50,6 +50,17 @@ def json_ready(value: Any) -> Any:
     return value
 
 
+def finite_number(value: Any) -> float | None:
+    """``value`` as a float when it is a finite number (or a string/NumPy scalar of one), else ``None``."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
 def dumps_readable(value: Any, indent: int = 0) -> str:
     """JSON with one key per line but each list of numbers/strings on a single line."""
     pad, inner = " " * indent, " " * (indent + 1)
@@ -143,6 +154,6 @@ def natural_key(text: Any) -> list:
 
 
 __all__ = [
-    "PartialLineWarning", "dumps_readable", "json_ready", "natural_key", "read_json", "read_jsonl", "utc_now",
+    "PartialLineWarning", "dumps_readable", "finite_number", "json_ready", "natural_key", "read_json", "read_jsonl", "utc_now",
     "versions", "write_json", "write_jsonl",
 ]

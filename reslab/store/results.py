@@ -46,7 +46,12 @@ class Result:
     analysis: ClassVar[str] = "result"
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields as the JSON file holds them (arrays are moved to the ``.npz`` by :meth:`save`)."""
         return {f.name: to_plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    def extra_arrays(self, document: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """Arrays the ``.npz`` holds besides the fields' (a subclass whose readers need more)."""
+        return {}
 
     def default_path(self, directory: str | Path) -> Path:
         """Where :meth:`save` writes in ``directory`` (``DIR/<analysis>.json``)."""
@@ -64,6 +69,7 @@ class Result:
         body = _extract_arrays(self.to_dict(), arrays, prefix="")
         document = {"analysis": self.analysis, "format": RESULT_FORMAT, "created": utc_now(),
                     "versions": versions(), **body}
+        arrays.update(self.extra_arrays(json_ready(document)))
         npz_path = path.with_suffix(".npz")
         if arrays:
             with atomic_path(npz_path) as tmp:

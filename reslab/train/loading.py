@@ -39,7 +39,7 @@ class LoadedRun:
     def dataset(self):
         """The run's :class:`~reslab.data.ImageDataset` (loaded once, on first access)."""
         if self._dataset is None:
-            self._dataset = dataset_of(self.config)
+            self._dataset = dataset_for_config(self.config)
         return self._dataset
 
     @property
@@ -62,7 +62,7 @@ class LoadedRun:
         return tuple(self.config["image_size"])  # type: ignore[return-value]
 
 
-def dataset_of(config: dict[str, Any]):
+def dataset_for_config(config: dict[str, Any]):
     """Load the dataset a run was trained on, from its config's data settings."""
 
     try:
@@ -72,7 +72,7 @@ def dataset_of(config: dict[str, Any]):
                         "or the data directory to use another copy)") from None
 
 
-def build_model(config: dict[str, Any]) -> nn.Module:
+def model_for_config(config: dict[str, Any]) -> nn.Module:
     """The run's architecture with fresh weights."""
 
     for key in ("model", "num_classes", "in_chans"):
@@ -111,7 +111,7 @@ def load_run(run_dir: str | Path, checkpoint: str | Path = "last", dataset=None)
     config = read_config(run_dir)
     path = checkpoint_path(run_dir, checkpoint)
     state, _ = load_weights(path)
-    model = build_model(config)
+    model = model_for_config(config)
     load_into(model, state, repr(str(path)))
     model.eval()
     return LoadedRun(model=model, config=config, run_dir=run_dir, checkpoint=path, _dataset=dataset)

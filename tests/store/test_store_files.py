@@ -159,3 +159,16 @@ def test_train_refuses_a_run_directory_another_process_is_writing(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_every_analysis_result_follows_the_one_contract():
+    from reslab.analysis.gradients import GradientFlowResult
+    from reslab.analysis.hessian import HessianResult
+    from reslab.analysis.landscape import LandscapeResult
+    from reslab.analysis.lesion import LesionResult
+    from reslab.analysis.responses import ResponsesResult
+
+    names = set()
+    for cls in (GradientFlowResult, HessianResult, LandscapeResult, LesionResult, ResponsesResult):
+        assert issubclass(cls, Result) and cls.analysis not in names
+        names.add(cls.analysis)

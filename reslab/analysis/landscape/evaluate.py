@@ -185,13 +185,6 @@ class LandscapeEvaluator:
 
     # -- one state ---------------------------------------------------------------------------
     @torch.inference_mode()
-    def evaluate_state(self, state: Mapping[str, torch.Tensor]) -> tuple[float, float]:
-        """``(mean cross-entropy, accuracy)`` of the network with weights ``state`` (missing keys: the model's)."""
-        replica = self._replicas[0] if self._replicas else _Replica(self.model, self.device, None, False)
-        replica.load(state, [], [])
-        loss, correct = replica.sums(self.batches, self.precision)
-        return float(loss) / self.num_samples, float(correct) / self.num_samples
-
     # -- many points of a plane --------------------------------------------------------------
     def evaluate(self, plane: Plane, coords: torch.Tensor | Sequence[Sequence[float]]
                  ) -> tuple[torch.Tensor, torch.Tensor]:

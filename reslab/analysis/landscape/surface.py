@@ -38,8 +38,6 @@ from reslab.analysis.common import (
     default_out_dir,
     is_run_dir,
     select_samples,
-    utc_now,
-    versions,
 )
 from reslab.analysis.landscape.directions import (
     PLANE_KINDS,
@@ -57,9 +55,11 @@ from reslab.analysis.landscape.evaluate import LandscapeEvaluator
 from reslab.analysis.landscape.trajectory import pca_plane
 from reslab.errors import AnalysisError, ConfigError
 from reslab.settings import Settings, setting
+from reslab.store.jsonfiles import finite_number
+from reslab.store.results import Result
 from reslab.train import list_checkpoints
 from reslab.train.checkpoint import checkpoint_path, load_weights
-from reslab.utils import atomic_path, atomic_write_text
+from reslab.utils import atomic_path
 
 FORMAT = 1
 DEFAULT_POINTS = 51
@@ -116,7 +116,7 @@ def grid_points(x: np.ndarray, y: np.ndarray | None) -> np.ndarray:
 
 # -- the result ----------------------------------------------------------------------------------
 @dataclass
-class LandscapeResult:
+class LandscapeResult(Result):
     """A computed (or partly computed) landscape; see the module docstring for the file format.
 
     ``loss``/``accuracy`` hold NaN at points not evaluated yet (``complete`` is then False).
@@ -142,35 +142,44 @@ class LandscapeResult:
     def dims(self) -> int:
         return 1 if self.y is None else 2
 
-    def meta(self) -> dict[str, Any]:
-
-        return {
-            "analysis": self.analysis, "format": FORMAT, "created": utc_now(), "versions": versions(),
+    def to_dict(self) -> dict[str, Any]:
+        """What the JSON sidecar records; the arrays (``x``, ``y``, ``loss``, ``accuracy``, ``trajectory``)
+        go to the ``.npz`` under their own names, so the file is the analyses' common format."""
+        body = {
             "target": self.target, "plane": self.plane, "dims": self.dims, "settings": self.settings,
-            "origin_loss": _finite_or_none(self.origin_loss), "origin_accuracy": _finite_or_none(self.origin_accuracy),
+            "origin_loss": finite_number(self.origin_loss), "origin_accuracy": finite_number(self.origin_accuracy),
             "fingerprint": self.fingerprint, "directions_file": self.directions_file, "complete": self.complete,
+            "x": np.asarray(self.x, np.float64),
+            "y": np.asarray(self.y if self.y is not None else np.zeros(0), np.float64),
+            "loss": np.asarray(self.loss, np.float64), "accuracy": np.asarray(self.accuracy, np.float64),
         }
+        if self.trajectory is not None:
+            body["trajectory"] = np.asarray(self.trajectory, np.float64)
+        return {key: _jsonable(value) if not isinstance(value, np.ndarray) else value for key, value in body.items()}
+
+    def extra_arrays(self, document: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        # The .npz is self-describing: its "meta" string holds the sidecar's facts, for readers that
+        # have only the .npz (NumPy alone).
+        meta = {k: v for k, v in document.items() if not (isinstance(v, dict) and set(v) == {"__array__"})}
+        return {"meta": np.array(json.dumps(meta))}
+
+    def default_path(self, directory: str | Path) -> Path:
+        return Path(directory) / default_file_name(self.plane.get("kind", "random"), self.dims).replace(".npz",
+                                                                                                        ".json")
 
     def save(self, path: str | Path) -> Path:
-        """Write ``path`` (``.npz``) and its JSON sidecar atomically; returns the ``.npz`` path."""
+        """Write ``path`` (``.npz``) and its JSON sidecar atomically (:meth:`Result.save`); returns the ``.npz``."""
         path = Path(path)
-        if path.suffix != ".npz":
+        if path.suffix not in (".npz", ".json"):
             raise AnalysisError(f"a landscape is saved as .npz, got {path}")
-        meta = self.meta()
-        arrays = {"x": np.asarray(self.x, np.float64),
-                  "y": np.asarray(self.y if self.y is not None else np.zeros(0), np.float64),
-                  "loss": np.asarray(self.loss, np.float64), "accuracy": np.asarray(self.accuracy, np.float64)}
-        if self.trajectory is not None:
-            arrays["trajectory"] = np.asarray(self.trajectory, np.float64)
-        _write_npz(path, {**arrays, "meta": np.array(json.dumps(_jsonable(meta)))})
-        sidecar = dict(_jsonable(meta))
-        sidecar.update({key: {"__array__": key} for key in arrays})
-        atomic_write_text(path.with_suffix(".json"), json.dumps(sidecar, indent=1) + "\n")
-        return path
+        return super().save(path.with_suffix(".json")).with_suffix(".npz")
 
     @classmethod
     def load(cls, path: str | Path) -> "LandscapeResult":
+        """Read the ``.npz`` (or its ``.json`` sidecar's ``.npz``); a partial grid loads too."""
         path = Path(path)
+        if path.suffix == ".json":
+            path = path.with_suffix(".npz")
         try:
             with np.load(path, allow_pickle=False) as archive:
                 arrays = {k: archive[k] for k in archive.files}
@@ -610,10 +619,6 @@ def _jsonable(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
-
-
-def _finite_or_none(value: float) -> float | None:
-    return float(value) if value is not None and math.isfinite(value) else None
 
 
 def _nan_if_none(value) -> float:
