@@ -37,6 +37,7 @@ from reslab.store.rundir import (
     same_training,
 )
 from reslab.train import load_run
+from reslab.train.loading import check_data_fits
 from reslab.utils import resolve_device
 
 #: Reads a result file as a dict (the name analyses and experiments have always used).
@@ -169,6 +170,9 @@ def build_model(name: str, dataset, seed: int = 0, **options) -> nn.Module:
 
 
 def _run_target(run_dir: Path, checkpoint: str, dataset=None) -> Target:
+    if dataset is not None:
+        # Before loading weights: other classes would give nonsense, other channels a crash deep in torch.
+        check_data_fits(read_config(run_dir), dataset, f"run {run_dir}")
     loaded = _load_run(run_dir, checkpoint, dataset)
     config = dict(getattr(loaded, "config", {}) or {})
     model = loaded.model.cpu().eval()
@@ -300,11 +304,28 @@ def resolve_twin(target: Target, twin: str | None, checkpoint: str | None = None
             )
         return _run_target(found, checkpoint, dataset or target.dataset)
     if is_run_dir(twin):
-        return _run_target(Path(twin), checkpoint, dataset or target.dataset)
+        if target.run_dir is not None and Path(twin).resolve() == Path(target.run_dir).resolve():
+            raise AnalysisError(f"--twin {twin} is the run being analysed; give the run of its "
+                                f"{_other_kind(target.kind)} twin, or a bare --twin to find it among its siblings")
+        return _checked_twin(target, _run_target(Path(twin), checkpoint, dataset or target.dataset), twin)
     if Path(twin).exists() or "/" in twin:
         raise AnalysisError(f"--twin {twin}: not a run directory (no config.json in it)")
     model = build_model(twin, target.dataset, seed=target.seed)
-    return Target(model=model, dataset=target.dataset, label=twin, checkpoint="init", seed=target.seed)
+    return _checked_twin(target, Target(model=model, dataset=target.dataset, label=twin, checkpoint="init",
+                                        seed=target.seed), twin)
+
+
+def _other_kind(kind: str) -> str:
+    return KIND_PLAIN if kind == KIND_RESIDUAL else KIND_RESIDUAL
+
+
+def _checked_twin(target: Target, twin: Target, given: str) -> Target:
+    """``twin`` if it is of the other kind than ``target`` (a twin has its shortcuts switched)."""
+    if twin.kind == target.kind:
+        raise AnalysisError(f"--twin {given} is a {twin.kind} network like {target.label}; its twin is the "
+                            f"{_other_kind(target.kind)} one (shortcuts switched), e.g. --twin "
+                            f"{twin_model_name(target.model_name) or 'RUN_DIR'}")
+    return twin
 
 
 # -- samples and batches -------------------------------------------------------------------------

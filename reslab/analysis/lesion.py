@@ -89,6 +89,7 @@ def lesion_study(
     max_removed: the largest k for the random-set curve (default: every removable block, at most
         20); 0 skips that curve.
     draws: random sets per k; when there are at most ``draws`` sets of size k, each is used once.
+        k = 1 always uses every removable block (the exact single-block errors).
     """
     from tqdm.auto import tqdm  # noqa: PLC0415 - lazy: only a person watching a terminal needs it
 
@@ -112,7 +113,9 @@ def lesion_study(
     model.to(device).eval()
     generator = torch.Generator().manual_seed(seed)
     plan = [(k, _sets_of_size(len(removable), k, draws, generator)) for k in range(1, max_removed + 1)]
-    total = 1 + len(removable) + sum(len(sets) for _, sets in plan)
+    # k = 1 is exact: every single block is removed once below, so its point is their mean, not a
+    # sample of --draws of them (the random sets of k = 1 are still drawn, so k ≥ 2 keep their sets).
+    total = 1 + len(removable) + sum(len(sets) for k, sets in plan if k > 1)
     bar = tqdm(total=total, desc=f"lesion {label or ''}".strip(), unit="eval", disable=not progress)
 
     def error_without(block_names) -> float:
@@ -125,8 +128,9 @@ def lesion_study(
         base = error_without([])
         single = {name: error_without([name]) for name in removable}
         k_mean, k_std, k_count = [], [], []
-        for _k, sets in plan:
-            errors = [error_without([removable[i] for i in chosen]) for chosen in sets]
+        for k, sets in plan:
+            errors = ([single[name] for name in removable] if k == 1
+                      else [error_without([removable[i] for i in chosen]) for chosen in sets])
             mean = sum(errors) / len(errors)
             k_mean.append(mean)
             k_std.append(math.sqrt(sum((e - mean) ** 2 for e in errors) / len(errors)))

@@ -111,12 +111,14 @@ def run(args) -> int:
         finite = result.loss[~(result.loss != result.loss)]
         recorded = result.settings
         rate = recorded.get("points_per_s")
-        print(f"{target.label}: {result.plane.get('kind')} {result.dims}-D, {result.loss.size} points on "
-              f"{recorded.get('samples')} {recorded.get('split')} images; origin loss {result.origin_loss:.4g}, "
-              f"accuracy {100 * result.origin_accuracy:.2f}%; loss range {finite.min():.4g}..{finite.max():.4g}"
-              if finite.size else f"{target.label}: no points evaluated yet")
+        # The origin (the checkpoint itself) is evaluated besides the grid; it lies on the grid for
+        # random and interpolation planes, and off it (between grid points) for a PCA plane.
+        print(f"{target.label}: {result.plane.get('kind')} {result.dims}-D, {result.loss.size} grid points + the "
+              f"origin on {recorded.get('samples')} {recorded.get('split')} images; origin loss "
+              f"{result.origin_loss:.4g}, accuracy {100 * result.origin_accuracy:.2f}%; grid loss range "
+              f"{finite.min():.4g}..{finite.max():.4g}" if finite.size else f"{target.label}: no points evaluated yet")
         if rate:
-            print(f"  {recorded.get('points_evaluated_now')} points in {recorded.get('seconds_now')} s "
+            print(f"  {recorded.get('points_evaluated_now')} points (grid + origin) in {recorded.get('seconds_now')} s "
                   f"({rate:.2f} points/s; method {recorded.get('method')}, batch {recorded.get('batch_size')}, "
                   f"{recorded.get('workers')} worker(s), {recorded.get('bn_folded')} BN folded, "
                   f"{recorded.get('pointwise_fused')} conv+ReLU fused)")

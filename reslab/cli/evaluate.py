@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from reslab.data import load_dataset
-from reslab.errors import ConfigError
 from reslab.train import evaluate, load_run
+from reslab.train.loading import check_data_fits
 from reslab.utils import resolve_device
 
 
@@ -38,9 +38,7 @@ def run(args) -> int:
         options = dict(config.get("data_options") or {}) if name == config["data"] else {}
         dataset = load_dataset(name, data_dir=args.data_dir or (config.get("data_dir") if name == config["data"] else None),
                                **options)
-    if dataset.num_classes != config["num_classes"] or dataset.in_chans != config["in_chans"]:
-        raise ConfigError(f"--data {dataset.name} has {dataset.num_classes} classes and {dataset.in_chans} channel(s), "
-                          f"but the model was trained for {config['num_classes']} classes and {config['in_chans']}")
+    check_data_fits(config, dataset, f"the model of {args.source}")
     images = getattr(dataset, f"{args.split}_images")
     labels = getattr(dataset, f"{args.split}_labels")
     # Normalise with the statistics the model was trained with, whatever the data.

@@ -124,6 +124,7 @@ def _anchor(module: ModuleType) -> str:
 
 def build_report(paths: Sequence[str | Path], output: str | Path, title: str | None = None) -> ReportResult:
     """Write the HTML report of ``paths`` (run and/or experiment directories) to ``output``."""
+    files.start_report()
 
     output = Path(output)
     if output.exists() and output.is_dir():

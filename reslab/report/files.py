@@ -32,8 +32,19 @@ from reslab.store.rundir import (  # noqa: F401 - the report's view of a run's c
 )
 
 
+_SAID: set[str] = set()
+
+
 def _skip(reason: ReslabError) -> None:
-    print(f"reslab report: skipped: {reason}", file=sys.stderr)
+    """One line on stderr per damaged file (several sections may read the same one)."""
+    if str(reason) not in _SAID:
+        _SAID.add(str(reason))
+        print(f"reslab report: skipped: {reason}", file=sys.stderr)
+
+
+def start_report() -> None:
+    """Forget which damaged files were reported: each report says so once for each."""
+    _SAID.clear()
 
 
 def read_json(path: str | Path) -> Any:
@@ -65,6 +76,22 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     except ReslabError as exc:
         _skip(exc)
         return []
+
+
+def run_problems(run_dir: str | Path) -> list[str]:
+    """Why the run's own files cannot be read (``[]`` when they can): a damaged ``config.json`` or
+    ``metrics.jsonl``. The report lists such runs with the reason instead of leaving them out."""
+    problems = []
+    if (Path(run_dir) / rundir.CONFIG_FILE).is_file():
+        try:
+            rundir.read_config(run_dir)
+        except ReslabError as exc:
+            problems.append(str(exc))
+    try:
+        rundir.read_metrics(run_dir, partial_ok=True)
+    except ReslabError as exc:
+        problems.append(str(exc))
+    return problems
 
 
 def find_result(directory: str | Path, name: str) -> Path | None:

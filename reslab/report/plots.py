@@ -281,11 +281,13 @@ def plot_lesion(result: dict[str, Any], title: str | None = None) -> Figure:
 
 # -- training curves -----------------------------------------------------------------------------
 def plot_training_curves(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]], title: str | None = None,
-                         runs_per_row: int = 2) -> Figure:
+                         runs_per_row: int = 2, label_smoothing: dict[str, float] | None = None) -> Figure:
     """Error and loss against epoch for every run: two panels per run, ``runs_per_row`` runs per row.
 
     runs: ``(label, metrics rows)``; rows are ``metrics.jsonl`` objects (``epoch``, ``train_error``,
     ``test_error``, ``train_loss``, ``test_loss``). Bold = train, thin dashed = test.
+    label_smoothing: by run label, the smoothing the *training* loss was measured with (the test
+    loss is plain cross-entropy): the loss panel says so, since the two are then not comparable.
     """
     runs = [(label, rows) for label, rows in runs if rows]
     count = max(1, len(runs))
@@ -314,7 +316,9 @@ def plot_training_curves(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]], t
         else:
             ax_loss.set_ylim(0, 1.06 * _highest_line(ax_loss))
         _finish(ax_err, f"{label}: error", "epoch", "error (%)", legend=index == 0, integer_x=True)
-        _finish(ax_loss, f"{label}: loss", "epoch",
+        smoothing = (label_smoothing or {}).get(label) or 0.0
+        loss_title = f"{label}: loss" + (f" (train: label smoothing {smoothing:g})" if smoothing else "")
+        _finish(ax_loss, loss_title, "epoch",
                 "cross-entropy" + (" (log scale)" if ax_loss.get_yscale() == "log" else ""), legend=False,
                 integer_x=True)
     _suptitle(figure, title)

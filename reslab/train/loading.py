@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from reslab.data import load_dataset
-from reslab.errors import CheckpointError, ReslabError
+from reslab.errors import CheckpointError, ConfigError, ReslabError
 from reslab.models import create_model
 from reslab.train.checkpoint import (
     CHECKPOINT_DIR,
@@ -60,6 +60,22 @@ class LoadedRun:
     @property
     def image_size(self) -> tuple[int, int]:
         return tuple(self.config["image_size"])  # type: ignore[return-value]
+
+
+def check_data_fits(config: dict[str, Any], dataset, what: str) -> None:
+    """ConfigError unless ``dataset`` has the classes and channels the run ``what`` was trained for.
+
+    The one check every command that feeds a run other data goes through (``eval --data``, every
+    analysis with ``--data`` or ``--twin``): a channel mismatch would crash deep inside torch, a
+    class mismatch would silently give nonsense errors.
+    """
+    classes, channels = config.get("num_classes"), config.get("in_chans")
+    if (classes is not None and dataset.num_classes != classes) or (channels is not None
+                                                                    and dataset.in_chans != channels):
+        raise ConfigError(
+            f"data {dataset.name!r} has {dataset.num_classes} classes and {dataset.in_chans} channel(s), but {what} "
+            f"was trained for {classes} classes and {channels} channel(s); use the run's own data (leave out --data) "
+            "or data with the same classes and channels")
 
 
 def dataset_for_config(config: dict[str, Any]):

@@ -85,12 +85,23 @@ def build_schedule(config, steps_per_epoch: int, total_iterations: int, depth: i
         late = [m for m in milestones if m >= total_iterations]
         notes.append(f"milestones {late} (iterations) lie at or beyond the end of training "
                      f"({total_iterations} iterations); lr is not decayed there")
+    if config.schedule != "step" and milestones:
+        notes.append(f"milestones {list(config.milestones)} are ignored: only the step schedule uses them "
+                     f"(this run uses {config.schedule})")
+    if config.schedule not in ("cosine", "onecycle") and config.min_lr:
+        notes.append(f"min_lr {config.min_lr} is ignored: only cosine and one-cycle end at it "
+                     f"(this run uses {config.schedule})")
     warmup = int(config.warmup) * (steps_per_epoch if config.warmup_unit == "epochs" else 1)
     if warmup and depth < config.warmup_min_depth:
         warmup = 0
     elif warmup and config.warmup_min_depth:
         notes.append(f"warm-up: {warmup} iterations at lr {config.warmup_lr} "
                      f"(depth {depth} >= {config.warmup_min_depth})")
+    if warmup >= total_iterations > 0:
+        notes.append(f"the warm-up ({warmup} iterations) is as long as the run or longer ({total_iterations} "
+                     f"iterations): lr stays in the warm-up throughout (lr {config.warmup_lr}"
+                     + (", rising linearly" if config.warmup_mode == "linear" else "") + ") and never reaches "
+                     f"{config.lr}; shorten --set warmup=... or train longer")
     return LRSchedule(
         kind=config.schedule, lr=config.lr, total=total_iterations, milestones=milestones,
         gamma=config.gamma, min_lr=config.min_lr, peak_at=config.onecycle_peak_at,

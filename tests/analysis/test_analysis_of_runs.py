@@ -91,3 +91,30 @@ def test_model_option_with_a_run_is_refused(experiment, capsys):
         main(["analyze", "responses", str(experiment / "cifar_resnet8"), "--model-option", "zero_init_last=true"])
     assert exit_info.value.code == 2
     assert "model names only" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["gradients", "responses", "lesion", "landscape", "hessian"])
+@pytest.mark.parametrize("option, expected", [
+    ("channels=3", "has 4 classes and 3 channel(s), but run"),      # would crash deep inside torch
+    ("num_classes=2", "has 2 classes and 1 channel(s), but run"),   # would run and report nonsense
+])
+def test_every_analysis_refuses_data_the_run_was_not_trained_for(experiment, capsys, kind, option, expected):
+    options = {**DATA, **dict([option.split("=")])}
+    argv = ["analyze", kind, str(experiment / "cifar_resnet8"), "--data", "synthetic"]
+    for key, value in options.items():
+        argv += ["--data-option", f"{key}={value}"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv + ["--samples", "8", "--out", str(experiment / "refused")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(err) == 1, err
+    assert expected in err[0] and "trained for 4 classes and 1 channel(s)" in err[0]
+    assert not (experiment / "refused").exists()
+
+
+def test_a_twin_must_be_another_run_of_the_other_kind(experiment, capsys):
+    run = str(experiment / "cifar_resnet8")
+    for twin, message in ((run, "is the run being analysed"), ("cifar_resnet8", "is a residual network like")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["analyze", "responses", run, f"--twin={twin}", "--out", str(experiment / "refused")])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert exit_info.value.code == 2 and len(err) == 1 and message in err[0], err

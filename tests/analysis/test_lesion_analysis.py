@@ -43,7 +43,7 @@ def test_plain_net_removes_only_shape_keeping_blocks(dataset):
     assert result.removable == ["layer1.0", "layer1.1", "layer2.1", "layer3.1"]
     missing = [name for name, err in zip(result.blocks, result.single_block_error) if err is None]
     assert missing == ["layer2.0", "layer3.0"]
-    assert result.k == [1, 2] and result.k_sets == [2, 2]
+    assert result.k == [1, 2] and result.k_sets == [4, 2]  # k = 1 is exact: every removable block once
 
 
 def test_k_curve_uses_every_set_when_there_are_few_and_matches_removing_all(dataset):
@@ -74,7 +74,7 @@ def test_random_sets_are_seeded(dataset):
     x, y = select_samples(dataset, "test", 16)
     a = lesion_study(model, x, y, max_removed=3, draws=2, seed=7)
     b = lesion_study(model, x, y, max_removed=3, draws=2, seed=7)
-    assert a.k_mean_error == b.k_mean_error and a.k_sets == [2, 2, 2]
+    assert a.k_mean_error == b.k_mean_error and a.k_sets == [9, 2, 2]  # k = 1: all 9 blocks, exactly
 
 
 def test_bad_max_removed_is_a_clear_error(dataset):
@@ -99,3 +99,12 @@ def test_cli_lesion_with_twin(tmp_path, capsys):
     assert all(0.0 <= e <= 1.0 for e in residual.single_block_error)
     assert not math.isnan(residual.base_error)
     assert (out / "lesion.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_one_block_removed_is_the_exact_mean_of_the_single_block_errors(dataset):
+    model = build_model("cifar_resnet20", dataset, seed=0)
+    x, y = select_samples(dataset, "test", 16)
+    result = lesion_study(model, x, y, max_removed=2, draws=3, seed=1)  # fewer draws than the 9 blocks
+    singles = [e for e in result.single_block_error if e is not None]
+    assert result.k_mean_error[0] == pytest.approx(sum(singles) / len(singles))
+    assert result.k_sets[0] == len(result.removable) == 9

@@ -16,12 +16,16 @@ _LONG_LIST = 12  # lists longer than this (class names...) are shortened in the 
 
 
 def build(run_dirs: list[Path], experiment_dirs: list[Path]) -> str | None:
+    problems = {run: files.run_problems(run) for run in run_dirs}
     runs = [(run, files.read_config(run), files.read_metrics(run)) for run in run_dirs]
-    runs = [(run, config, metrics) for run, config, metrics in runs if config or metrics]
+    runs = [(run, config, metrics) for run, config, metrics in runs if config or metrics or problems[run]]
     if not runs:
         return None
     rows = []
     for run, config, metrics in runs:
+        if problems[run] and not config:
+            rows.append([run.name, "unreadable", "–", "–", "–", "–", "–", "–", "–", "–", "–", "–"])
+            continue
         name, options = files.config_model(config)
         data_name, _ = files.dataset_of(config)
         last = metrics[-1] if metrics else {}
@@ -33,12 +37,17 @@ def build(run_dirs: list[Path], experiment_dirs: list[Path]) -> str | None:
             last.get("epoch", "–"), last.get("iteration", "–"),
             percent(last.get("train_error")), percent(last.get("test_error")),
             percent(min(tests)) if tests else "–",
-            f"{elapsed / 60:.1f} min" if isinstance(elapsed, (int, float)) else "–",
+            _duration(elapsed),
         ])
     headers = ["run", "model", "kind", "data", "seed", "recipe", "epochs", "iterations",
                "final train error", "final test error", "best test error", "training time"]
     body = [paragraph_html("Errors are top-1 error rates; final = after the last epoch run so far."),
             table_html(headers, rows)]
+    damaged = [(run, reasons) for run, reasons in problems.items() if reasons]
+    if damaged:
+        body.append(paragraph_html(
+            f"{len(damaged)} run(s) could not be read completely and show what could be: "
+            + "; ".join(f"{run.name}: {' / '.join(reasons)}" for run, reasons in damaged)))
     for run, config, _ in runs:
         if config:
             body.append(details_html(f"Settings of {run.name} (config.json)",
@@ -60,3 +69,14 @@ def flatten(config: dict[str, Any], prefix: str = "") -> list[list[str]]:
         else:
             rows.append([name, "–" if value is None else str(value)])
     return rows
+
+
+def _duration(seconds) -> str:
+    """``42 s``, ``3.5 min`` or ``2.1 h``: short runs in seconds, so none shows as "0.0 min"."""
+    if not isinstance(seconds, (int, float)):
+        return "–"
+    if seconds < 120:
+        return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"

@@ -20,11 +20,18 @@ def build(run_dirs: list[Path], experiment_dirs: list[Path]) -> str | None:
     runs = [(name, rows) for name, rows in runs if rows]
     if not runs:
         return None
+    smoothing = {run.name: float(files.config_value(files.read_config(run), "label_smoothing", default=0.0) or 0.0)
+                 for run in run_dirs}
     body = []
     for start in range(0, len(runs), RUNS_PER_FIGURE):
         chunk = runs[start:start + RUNS_PER_FIGURE]
-        png = figure_to_png(plot_training_curves(chunk))
+        png = figure_to_png(plot_training_curves(chunk, label_smoothing=smoothing))
         names = ", ".join(name for name, _ in chunk)
+        smoothed = sorted({smoothing[name] for name, _ in chunk if smoothing.get(name)})
+        note = (f" The training loss includes label smoothing ({', '.join(f'{s:g}' for s in smoothed)}), so it "
+                "lies above the plain cross-entropy of the test loss; `reslab eval --split train` gives the "
+                "unsmoothed training loss." if smoothed else "")
         body.append(figure_html(png, f"Error (left of each pair) and cross-entropy loss (right) per epoch: "
-                                     f"bold = training (measured during the epoch), dashed = test. Runs: {names}."))
+                                     f"bold = training (measured during the epoch), dashed = test.{note} "
+                                     f"Runs: {names}."))
     return section_html(TITLE, "".join(body))
