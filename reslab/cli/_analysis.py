@@ -66,6 +66,9 @@ def add_target_arguments(parser: argparse.ArgumentParser, *, samples_default: in
     run.add_argument("--out", **text(
         "out", "output directory (default: RUN_DIR/analysis, or analysis/MODEL for a model name)", "DIR"))
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--force", action="store_true",
+                     help="replace a result of another computation (other target or settings) in the output "
+                          "file, and its plots; without it such a file is kept and the command stops")
 
 
 def load_main_target(args, checkpoint: str | None = None):
@@ -84,21 +87,25 @@ def output_dir(args, target) -> Path:
     return Path(args.out) if args.out else default_out_dir(target)
 
 
-def save_with_plots(result, out_dir: Path, plots: Sequence[tuple[str, Callable]]) -> list[Path]:
+def save_with_plots(result, out_dir: Path, plots: Sequence[tuple[str, Callable]], *, force: bool = False,
+                    all_suffixes: Sequence[str] = ()) -> list[Path]:
     """Save ``result`` as ``out_dir/<analysis>.json``, then draw each ``(file suffix, plot)`` from that file.
 
-    Drawing reads the saved file back, exactly as the report does, so the PNG shows what was saved.
+    Drawing reads the saved file back, exactly as the report does, so the PNG shows what was saved;
+    a plot in ``all_suffixes`` that this result has not is removed with the old data. ``force``:
+    replace a result of another computation (see :meth:`reslab.store.Result.save`).
     """
     from reslab.report.files import load_result  # noqa: PLC0415 - lazy: the report draws with matplotlib, which `reslab --help` need not import
-    from reslab.report.plots import save_figure  # noqa: PLC0415 - lazy: the report draws with matplotlib, which `reslab --help` need not import
+    from reslab.report.plots import remove_stale_figures, save_figure  # noqa: PLC0415 - lazy: the report draws with matplotlib, which `reslab --help` need not import
 
-    json_path = result.save(out_dir / f"{result.analysis}.json")
+    json_path = result.save(out_dir / f"{result.analysis}.json", force=force)
     data = load_result(json_path)
     written = [json_path]
     if json_path.with_suffix(".npz").exists():
         written.append(json_path.with_suffix(".npz"))
     for suffix, plot in plots:
         written.append(save_figure(plot(data), out_dir / f"{result.analysis}{suffix}.png"))
+    remove_stale_figures(json_path, all_suffixes, written)
     return written
 
 

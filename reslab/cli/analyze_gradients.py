@@ -93,7 +93,8 @@ def run(args) -> int:
         plots.append(("_classic", plot_classic_gradients))
     if result.shattered:
         plots.append(("_shattered", plot_shattered))
-    written = save_with_plots(result, output_dir(args, first), plots)
+    written = save_with_plots(result, output_dir(args, first), plots, force=args.force,
+                              all_suffixes=("", "_classic", "_shattered"))
 
     print(f"{'model':<32} {'|g| first layer':>16} {'|g| last layer':>15} {'first/last':>11}")
     for series in result.series + result.classic:

@@ -86,7 +86,7 @@ def run(args) -> int:
         out = Path(args.out) if args.out else default_out_dir(item)
         if len(targets) > 1 and args.out:
             out = (out.parent / out.stem if out.suffix == ".json" else out) / item.label.replace("/", "_")
-        path = result.save(out if out.suffix == ".json" else out / "hessian.json")
+        path = result.save(out if out.suffix == ".json" else out / "hessian.json", force=args.force)
         written.append(path)
         if path.with_suffix(".npz").exists():
             written.append(path.with_suffix(".npz"))

@@ -103,7 +103,7 @@ def run(args) -> int:
     set_threads(args.threads)
     settings = LandscapeSettings.of(given(args, LandscapeSettings), samples=args.samples, seed=args.seed,
                                     batch_size=args.batch_size, device=str(device_of(args.device)),
-                                    progress=progress_enabled(args.quiet))
+                                    progress=progress_enabled(args.quiet), force=args.force)
     targets = targets_of(args)
     written = []
     for target in targets:

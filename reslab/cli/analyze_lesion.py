@@ -38,7 +38,7 @@ def run(args) -> int:
     settings = LesionSettings.of(given(args, LesionSettings), seed=args.seed, batch_size=args.batch_size,
                                  device=str(device_of(args.device)), progress=progress(args))
     result = analyze_lesion(targets, x, y, settings, describe=target.describe())
-    written = save_with_plots(result, output_dir(args, target), [("", plot_lesion)])
+    written = save_with_plots(result, output_dir(args, target), [("", plot_lesion)], force=args.force)
     print(f"{'model':<28} {'removable':>9} {'base error':>10} {'mean, 1 removed':>15} {'worst, 1 removed':>16}")
     for series in result.series:
         singles = [e for e in series.single_block_error if e is not None]

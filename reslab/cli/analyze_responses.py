@@ -37,7 +37,7 @@ def run(args) -> int:
     x, _ = target.samples("test", args.samples, seed=args.seed)
     result = analyze_responses(targets, x, describe=target.describe(), batch_size=args.batch_size,
                                device=str(device_of(args.device)), seed=args.seed)
-    written = save_with_plots(result, output_dir(args, target), [("", plot_responses)])
+    written = save_with_plots(result, output_dir(args, target), [("", plot_responses)], force=args.force)
     print(f"{'model':<28} {'blocks':>6} {'mean std':>9} {'max std':>9} {'min std':>9}")
     for series in result.series:
         std = [v for v in series.std if math.isfinite(v)]

@@ -1,34 +1,55 @@
-"""``reslab predict CHECKPOINT_OR_RUN_DIR IMAGE...``: top-k classes of image files."""
+"""``reslab predict CHECKPOINT_OR_RUN_DIR IMAGE_OR_FOLDER...``: top-k classes of image files."""
 
 from __future__ import annotations
 
+import csv
 import json
+import sys
 
 from reslab.train import load_run, predict
+from reslab.utils import atomic_path
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "predict", help="classify PNG/JPEG images with a trained run",
-        description="Decode each image (PNG/JPEG), convert it to the run's channels, resize it to the run's "
-                    "image size, and print the top-k classes with their probabilities.",
+        "predict", help="classify PNG/JPEG images (files or folders of them) with a trained run",
+        description="Read each image exactly as image folders are read for training (16-bit scaled to 8 bits, "
+                    "transparency composited over black), convert it to the run's channels, resize it to the "
+                    "run's image size (each conversion is printed), and print the top-k classes with their "
+                    "probabilities. A folder stands for every PNG/JPEG file in it.",
     )
     parser.add_argument("source", metavar="CHECKPOINT_OR_RUN_DIR")
-    parser.add_argument("images", nargs="+", metavar="IMAGE")
+    parser.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER")
     parser.add_argument("--top-k", type=int, default=5, help="classes to show per image (default 5)")
     parser.add_argument("--checkpoint", default="last", help="last (default), init, ema, epoch_K, or a .safetensors path")
     parser.add_argument("--json", action="store_true", help="print the predictions as JSON lines")
+    parser.add_argument("--csv", metavar="FILE", help="also write the table to FILE (image, rank, class, probability, "
+                                                      "conversions)")
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
-
     run_ = load_run(args.source, args.checkpoint)
-    for prediction in predict(run_, args.images, top_k=args.top_k):
+    predictions = predict(run_, args.images, top_k=args.top_k)
+    size = "x".join(map(str, run_.image_size))
+    for prediction in predictions:
         if args.json:
-            print(json.dumps({"image": prediction.source,
+            print(json.dumps({"image": prediction.source, "converted": prediction.notes,
                               "top": [{"index": i, "class": name, "probability": p} for i, name, p in prediction.top]}))
         else:
             ranked = ", ".join(f"{name} {100 * p:.1f}%" for _, name, p in prediction.top)
-            print(f"{prediction.source}: {ranked}")
+            converted = f"  [{'; '.join(prediction.notes)}]" if prediction.notes else ""
+            print(f"{prediction.source}: {ranked}{converted}")
+    if any(p.notes for p in predictions) and not args.json:
+        print(f"(the model takes {run_.config['in_chans']}-channel {size} images; the conversions are in brackets)",
+              file=sys.stderr)
+    if args.csv:
+        with atomic_path(args.csv) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["image", "rank", "class_index", "class", "probability", "conversions"])
+            for prediction in predictions:
+                for rank, (index, name, probability) in enumerate(prediction.top, start=1):
+                    writer.writerow([prediction.source, rank, index, name, f"{probability:.6f}",
+                                     "; ".join(prediction.notes)])
+        print(f"wrote {args.csv}")
     return 0

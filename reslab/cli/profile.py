@@ -12,6 +12,8 @@ import json
 
 from reslab.errors import ConfigError
 from reslab.models.profile import format_table, profile_model, profile_table
+from reslab.settings import parse_key_values
+from reslab.store.rundir import config_model, is_run_dir, read_config
 
 
 def register(subparsers) -> None:
@@ -24,7 +26,9 @@ def register(subparsers) -> None:
             "FLOPs = 2 × MACs. Activation memory: tensors saved for backward by one training step."
         ),
     )
-    parser.add_argument("model", nargs="?", help="model name (see reslab.list_models()), e.g. resnet56, plain56, resnet50")
+    parser.add_argument("model", nargs="?", metavar="MODEL|RUN_DIR",
+                        help="model name (see reslab.list_models()), e.g. resnet56, plain56, resnet50; or a run "
+                             "directory (its model, options, classes, channels and image size)")
     parser.add_argument("--table", choices=("cifar", "imagenet", "all"),
                         help="print the family table with published figures instead of one model")
     parser.add_argument("--input-size", type=int, metavar="N", help="image side N (N×N); default 32 (CIFAR) or 224 (ImageNet)")
@@ -33,6 +37,9 @@ def register(subparsers) -> None:
     parser.add_argument("--in-chans", type=int, metavar="C", help="input channels (default 3)")
     parser.add_argument("--num-classes", type=int, metavar="K", help="classifier outputs (default 10 CIFAR, 1000 ImageNet)")
     parser.add_argument("--shortcut", choices=("A", "B", "C", "none"), help="shortcut option (none = plain twin)")
+    parser.add_argument("--attention", choices=("se", "cbam"), help="channel/spatial attention in every block")
+    parser.add_argument("--set", dest="options", action="append", default=[], metavar="KEY=VALUE",
+                        help="any model option, repeatable (e.g. --set drop_path=0.1 --set gated=true)")
     parser.add_argument("--activation-checkpointing", action="store_true",
                         help="profile with activation checkpointing (blocks keep only their inputs)")
     parser.add_argument("--device", default="cpu",
@@ -52,14 +59,23 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.model:
         raise ConfigError("name a MODEL (e.g. reslab profile resnet56) or pass --table cifar|imagenet|all")
-    options = {}
-    if args.shortcut is not None:
-        options["shortcut"] = args.shortcut
+    options = parse_key_values(args.options, "--set", example="drop_path=0.1")
+    for key in ("shortcut", "attention"):
+        if getattr(args, key) is not None:
+            options[key] = getattr(args, key)
     if args.activation_checkpointing:
         options["activation_checkpointing"] = True
-    profile = profile_model(
-        args.model, input_size=args.input_size, batch_size=args.batch_size, in_chans=args.in_chans,
-        num_classes=args.num_classes, device=args.device, **options,
-    )
+    name, sizes = args.model, {"input_size": args.input_size, "in_chans": args.in_chans,
+                               "num_classes": args.num_classes}
+    if is_run_dir(args.model):
+        # A run: profile the network it trained, at the size it was trained on.
+        config = read_config(args.model)
+        name, run_options = config_model(config)
+        options = {**run_options, **options}
+        image_size = config.get("image_size") or [None]
+        trained = {"input_size": image_size[0], "in_chans": config.get("in_chans"),
+                   "num_classes": config.get("num_classes")}
+        sizes = {key: value if value is not None else trained[key] for key, value in sizes.items()}
+    profile = profile_model(name, batch_size=args.batch_size, device=args.device, **sizes, **options)
     print(json.dumps(profile.to_dict(), indent=2) if args.json else profile.format())
     return 0

@@ -37,7 +37,7 @@ from reslab.utils import atomic_path
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 CACHE_DIR = ".reslab-cache"
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: alpha composited over black (decode_image)
 _GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")
 
 OPTIONS = {
@@ -137,7 +137,7 @@ def _fingerprint(index: FolderIndex, settings: dict[str, Any]) -> str:
     return digest.hexdigest()
 
 
-def _to_uint8(image: Any) -> Any:
+def _to_uint8(image: Any, notes: list[str] | None = None) -> Any:
     """16-bit and float grayscale images -> 8-bit 'L' (PIL's own convert would clip, not scale)."""
     from PIL import Image  # noqa: PLC0415 - lazy: only image files need Pillow
 
@@ -146,26 +146,59 @@ def _to_uint8(image: Any) -> Any:
         array = np.asarray(image, dtype=np.float64)
         if mode.startswith("I;16") or (mode == "I" and array.max(initial=0) > 255):
             array = array / 257.0
+            if notes is not None:
+                notes.append("16-bit scaled to 8-bit (÷257)")
         return Image.fromarray(np.clip(np.rint(array), 0, 255).astype(np.uint8), mode="L")
     return image
 
 
-def decode_image(path: Path, size: tuple[int, int], channels: int | None) -> np.ndarray:
-    """Decode ``path`` -> uint8 (C, H, W); C = ``channels``, or the image's own (1 gray, 3 colour) if None."""
+def _without_alpha(image: Any, notes: list[str] | None = None) -> Any:
+    """An image with transparency composited over black: a pixel's alpha is how much of it is there.
+
+    The one rule for training and prediction alike (PIL's plain ``convert`` would drop the alpha
+    channel, so a fully transparent pixel would count with its hidden colour).
+    """
+    from PIL import Image  # noqa: PLC0415 - lazy: only image files need Pillow
+
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        image.mode == "P" and "transparency" in image.info)
+    if not has_alpha:
+        return image
+    gray = image.mode in ("LA", "La")
+    rgba = image.convert("RGBA")
+    flat = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba).convert("L" if gray else "RGB")
+    if notes is not None:
+        notes.append("transparency composited over black")
+    return flat
+
+
+def decode_image(path: Path, size: tuple[int, int], channels: int | None,
+                 notes: list[str] | None = None) -> np.ndarray:
+    """Decode ``path`` -> uint8 (C, H, W); C = ``channels``, or the image's own (1 gray, 3 colour) if None.
+
+    The one image reader of reslab (image folders and ``reslab predict``): 16-bit images are
+    scaled to 8 bits, transparency is composited over black, colour is converted to ``channels``
+    and the image resized (bilinear) to ``size`` = (H, W). ``notes`` collects what was done.
+    """
     from PIL import Image, UnidentifiedImageError  # noqa: PLC0415 - lazy: only image files need Pillow
 
     try:
         with Image.open(path) as image:
             image.load()
-            image = _to_uint8(image)
-            if channels is None:
-                channels = 1 if image.mode in _GRAY_MODES else 3
+            image = _without_alpha(_to_uint8(image, notes), notes)
+            own = 1 if image.mode in _GRAY_MODES else 3
+            channels = own if channels is None else channels
+            if channels != own and notes is not None:
+                notes.append("colour converted to grayscale" if channels == 1 else "grayscale repeated to RGB")
             image = image.convert("L" if channels == 1 else "RGB")
             if image.size != (size[1], size[0]):
+                if notes is not None:
+                    notes.append(f"resized {image.size[0]}×{image.size[1]} → {size[1]}×{size[0]}")
                 image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
             array = np.array(image, dtype=np.uint8)  # a writable copy
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise DatasetError(f"cannot read image {path} ({type(exc).__name__}: {exc}); fix or remove the file") from exc
+        raise DatasetError(f"cannot read image {path}: it cannot be read as PNG/JPEG ({type(exc).__name__}: {exc}); "
+                           "fix or remove the file") from exc
     return np.ascontiguousarray(array[None] if array.ndim == 2 else array.transpose(2, 0, 1))
 
 

@@ -497,7 +497,8 @@ def _plane_entry(item: ModelRun, plan: "LandscapePlan", target, kind: str, sampl
         saved = analyze_landscape(target, plane=kind, grid=plane_grid, samples=plan.samples, split=settings.split,
                                   seed=settings.direction_seed, sample_seed=settings.sample_seed, interp_from="init",
                                   out=path, workers=plan.workers, device=str(plan.device),
-                                  precision=settings.precision, progress=progress, images=images, labels=labels)
+                                  precision=settings.precision, progress=progress, images=images, labels=labels,
+                                  force=True)  # the experiment's own run: recomputed when its settings change
     if not saved.complete:  # stopped early; the partial grid is saved
         return {"file": _relative(path, plan.experiment_dir), "complete": False}
     summary = landscape_summary(load_landscape(path), radii=RADII)
@@ -545,7 +546,7 @@ def _hessian(target, item: ModelRun, plan: "LandscapePlan", *, progress: bool, s
             f"{hessian.trace_probes if hessian.trace else 0} trace probes)")
         result = analyze_hessian(target, hessian, progress=progress, inputs=inputs, labels=labels)
         result.settings["weights_sha256"] = weights  # lets a rerun know these are the same weights
-        result.save(path)
+        result.save(path, force=True)  # the experiment's own run: recomputed when its settings change
         data = read_result(path)
         computed = True
     return {

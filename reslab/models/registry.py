@@ -240,6 +240,12 @@ def create_model(name: str, num_classes: int | None = None, in_chans: int = 3, *
             an invalid option.
     """
     entry = model_info(name)
+    if "pretrained" in options or "weights" in options:
+        raise ModelConfigError(
+            f"{name}: reslab ships no pretrained weights and downloads none; create_model gives a random "
+            "initialisation. To start from weights on disk: model.load_state_dict(torch.load('resnet50.pth')) "
+            "(a torchvision state dict loads unchanged into the ImageNet names), or "
+            "safetensors.torch.load_file('x.safetensors'); a reslab run's weights: reslab.train.load_run(RUN_DIR)")
     block = options.pop("block", None)
     unknown = sorted(set(options) - set(MODEL_OPTIONS))
     if unknown:

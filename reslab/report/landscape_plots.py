@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from reslab.report.files import load_result
-from reslab.report.plots import KIND_COLORS, new_figure, save_figure, series_colors
+from reslab.report.plots import KIND_COLORS, new_figure, remove_stale_figures, save_figure, series_colors
 
 #: Losses above this are drawn in the top colour (and clipped in 3-D): a 10-class net at
 #: chance has loss ln 10 ≈ 2.3, so 10 keeps the interesting range while diverged points stay visible.
@@ -238,8 +238,14 @@ def landscape_figures(path: str | Path) -> list[tuple[str, Any]]:
 def save_landscape_plots(path: str | Path) -> list[Path]:
     """Draw every plot of the landscape file ``path`` as ``<stem><suffix>.png`` beside it."""
     path = Path(path)
-    return [save_figure(figure, path.with_name(path.stem + suffix + ".png"))
-            for suffix, figure in landscape_figures(path)]
+    written = [save_figure(figure, path.with_name(path.stem + suffix + ".png"))
+               for suffix, figure in landscape_figures(path)]
+    remove_stale_figures(path, LANDSCAPE_FIGURES, written)
+    return written
+
+
+#: Every figure a landscape file can have (which ones depend on its dimension and plane).
+LANDSCAPE_FIGURES = ("_curve", "_contourf", "_contour", "_surface", "_trajectory")
 
 
 # -- summary numbers ---------------------------------------------------------------------------------
@@ -338,5 +344,6 @@ def save_hessian_plots(json_path: str | Path) -> list[Path]:
         written.append(save_figure(plot_hessian_density([data]), json_path.with_name(json_path.stem + "_density.png")))
     if isinstance(data.get("map"), dict) and data["map"].get("ratio") is not None:
         written.append(save_figure(plot_hessian_maps([data]), json_path.with_name(json_path.stem + "_map.png")))
+    remove_stale_figures(json_path, ("_density", "_map"), written)
     return written
 

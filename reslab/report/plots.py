@@ -33,6 +33,17 @@ PANEL_HEIGHT = 3.7
 
 
 # -- helpers -------------------------------------------------------------------------------------
+def remove_stale_figures(stem_path: Path, suffixes: Sequence[str], written: Sequence[Path]) -> None:
+    """Delete ``<stem><suffix>.png`` files a result may have but did not get now (a result's plots
+    are written or removed together with its data, so none is left from an earlier computation)."""
+    keep = {Path(p).resolve() for p in written}
+    for suffix in suffixes:
+        path = stem_path.with_name(stem_path.stem + suffix + ".png")
+        if path.is_file() and path.resolve() not in keep:
+            path.unlink()
+
+
+
 def new_figure(panels: int = 1, width: float = PANEL_WIDTH, height: float = PANEL_HEIGHT, rows: int = 1,
                **subplot_kw) -> tuple[Figure, list]:
     """A figure with ``rows × panels`` axes, constrained layout; returns ``(figure, flat list of axes)``."""

@@ -33,6 +33,13 @@ from reslab.utils import atomic_path, atomic_write_text
 
 RESULT_FORMAT = 1
 
+#: Settings that change how fast a result is computed, not what it is: a result that differs from
+#: the file on disk only in these replaces it without ``force``.
+SPEED_SETTINGS = frozenset({
+    "device", "batch_size", "workers", "threads", "method", "chunk_size", "channels_last", "progress",
+    "seconds_now", "points_per_s", "points_evaluated_now", "bn_folded", "pointwise_fused", "weights_sha256",
+})
+
 
 @dataclasses.dataclass
 class Result:
@@ -57,16 +64,20 @@ class Result:
         """Where :meth:`save` writes in ``directory`` (``DIR/<analysis>.json``)."""
         return Path(directory) / f"{self.analysis}.json"
 
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | Path, *, force: bool = False) -> Path:
         """Write ``path`` (a ``.json`` file, or a directory → :meth:`default_path`) atomically.
 
-        Returns the JSON path. Arrays go to the ``.npz`` file next to it.
+        Returns the JSON path. Arrays go to the ``.npz`` file next to it. A file there that holds
+        this analysis of another target or with other settings (beyond :data:`SPEED_SETTINGS`) is
+        not replaced unless ``force``: AnalysisError says what differs.
         """
         path = Path(path)
         if path.suffix != ".json":
             path = self.default_path(path)
         arrays: dict[str, np.ndarray] = {}
         body = _extract_arrays(self.to_dict(), arrays, prefix="")
+        if not force:
+            check_replaceable(path, self.analysis, json_ready(body))
         document = {"analysis": self.analysis, "format": RESULT_FORMAT, "created": utc_now(),
                     "versions": versions(), **body}
         arrays.update(self.extra_arrays(json_ready(document)))
@@ -90,6 +101,36 @@ class Result:
         if data.get("analysis") != cls.analysis:
             raise AnalysisError(f"{path} holds a {data.get('analysis')!r} result, not {cls.analysis!r}")
         return from_dict(cls, data)
+
+
+def result_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """What makes two results of one analysis different computations: ``key: old → new`` lines."""
+    differences = []
+    for part in ("target", "settings"):
+        a, b = old.get(part) or {}, new.get(part) or {}
+        if not (isinstance(a, Mapping) and isinstance(b, Mapping)):
+            continue
+        for key in sorted(set(a) | set(b)):
+            if key not in SPEED_SETTINGS and a.get(key) != b.get(key):
+                differences.append(f"{key} {a.get(key)!r} → {b.get(key)!r}")
+    return differences
+
+
+def check_replaceable(path: Path, analysis: str, new: Mapping[str, Any]) -> None:
+    """AnalysisError if ``path`` holds ``analysis`` of another target or settings (see :meth:`Result.save`)."""
+    if not path.is_file():
+        return
+    try:
+        old = read_json(path, error=AnalysisError)
+    except AnalysisError:
+        return  # a damaged file holds nothing worth keeping
+    if not isinstance(old, Mapping) or old.get("analysis") != analysis:
+        return
+    differences = result_differences(old, new)
+    if differences:
+        listing = ", ".join(differences[:4]) + (f" and {len(differences) - 4} more" if len(differences) > 4 else "")
+        raise AnalysisError(f"{path} holds a {analysis} result of another computation ({listing}); pass --force "
+                            "(force=True) to replace it and its plots, or --out DIR to keep both")
 
 
 def read_result(path: str | Path, *, missing_arrays: str = "error") -> dict[str, Any]:

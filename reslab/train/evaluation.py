@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -12,7 +12,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from reslab.data import DeviceLoader, ImageDataset, normalize
+from reslab.data.imagefolder import IMAGE_SUFFIXES, decode_image
 from reslab.errors import ConfigError, DatasetError
+from reslab.store.jsonfiles import natural_key
 
 
 @dataclass
@@ -126,33 +128,51 @@ class Prediction:
 
     source: str
     top: list[tuple[int, str, float]]
+    notes: list[str] = field(default_factory=list)  # how the image was converted to the model's input
 
 
-def load_images(paths: Sequence[str | Path], in_chans: int, image_size: tuple[int, int]) -> torch.Tensor:
-    """Decode PNG/JPEG files with Pillow into uint8 ``(N, in_chans, H, W)``.
+def image_files(paths: Sequence[str | Path]) -> list[Path]:
+    """``paths`` with every directory replaced by the PNG/JPEG files in it (sorted by name)."""
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted((p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
+                           key=lambda p: natural_key(p.name))
+            if not found:
+                raise DatasetError(f"folder {str(path)!r} holds no PNG/JPEG images ({', '.join(IMAGE_SUFFIXES)})")
+            files.extend(found)
+        elif path.exists() and not path.is_file():
+            raise DatasetError(f"{str(path)!r} is neither an image file nor a folder of images")
+        elif not path.exists():
+            raise DatasetError(f"image {str(path)!r} does not exist")
+        else:
+            files.append(path)
+    return files
 
-    Each image is converted to grayscale (``in_chans=1``) or RGB (3) and resized to
-    ``image_size`` = (H, W) with bilinear filtering (the image is not cropped: the aspect ratio
-    changes if it differs, as for an image folder resized when it was loaded).
+
+def load_images(paths: Sequence[str | Path], in_chans: int, image_size: tuple[int, int],
+                notes: list[list[str]] | None = None) -> torch.Tensor:
+    """Decode image files into uint8 ``(N, in_chans, H, W)`` exactly as image folders are read for training.
+
+    :func:`reslab.data.imagefolder.decode_image` does it: 16-bit scaled to 8 bits, transparency
+    composited over black, colour converted to ``in_chans`` channels, bilinear resize to
+    ``image_size`` = (H, W) (the aspect ratio changes if it differs). ``notes``, if given, gets one
+    list per image of what was converted.
     """
-    from PIL import Image, UnidentifiedImageError  # noqa: PLC0415 - lazy: only image files need Pillow
-
-    mode = {1: "L", 3: "RGB"}.get(in_chans)
-    if mode is None:
+    if in_chans not in (1, 3):
         raise ConfigError(f"cannot prepare images for a model with {in_chans} input channels (expected 1 or 3)")
     height, width = image_size
     out = torch.empty((len(paths), in_chans, height, width), dtype=torch.uint8)
     for i, path in enumerate(paths):
         path = Path(path)
         if not path.is_file():
-            raise DatasetError(f"image {str(path)!r} does not exist")
-        try:
-            with Image.open(path) as image:
-                image = image.convert(mode).resize((width, height), Image.BILINEAR)
-                pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
-            raise DatasetError(f"image {str(path)!r} cannot be read as PNG/JPEG ({exc}); give an image file") from None
-        out[i] = pixels.view(height, width, in_chans).permute(2, 0, 1)
+            raise DatasetError(f"image {str(path)!r} does not exist" if not path.exists()
+                               else f"{str(path)!r} is not an image file")
+        done: list[str] = []
+        out[i] = torch.from_numpy(decode_image(path, (height, width), in_chans, done))
+        if notes is not None:
+            notes.append(done)
     return out
 
 

@@ -19,7 +19,7 @@ from reslab.train.checkpoint import (
     load_into,
     load_weights,
 )
-from reslab.train.evaluation import Prediction, load_images, predict_images
+from reslab.train.evaluation import Prediction, image_files, load_images, predict_images
 from reslab.train.rundir import read_config
 
 
@@ -138,8 +138,9 @@ def predict(source, images, top_k: int = 5, checkpoint: str | Path = "last") -> 
 
     Args:
         source: a :class:`LoadedRun`, a run directory or a checkpoint file inside one.
-        images: paths of PNG/JPEG files (resized to the run's image size and channels), or
-            uint8 images ``(N, C, H, W)`` of the run's size.
+        images: paths of PNG/JPEG files or folders of them (read as image folders are for
+            training, then converted to the run's channels and size: each prediction's ``notes``
+            say how), or uint8 images ``(N, C, H, W)`` of the run's channels and size.
         top_k: classes per image, most probable first.
     """
     run = source if isinstance(source, LoadedRun) else load_run(source, checkpoint)
@@ -147,8 +148,17 @@ def predict(source, images, top_k: int = 5, checkpoint: str | Path = "last") -> 
     if isinstance(images, torch.Tensor):
         tensor, names = images, None
     else:
-        paths = [Path(p) for p in ([images] if isinstance(images, (str, Path)) else images)]
-        tensor, names = load_images(paths, in_chans, run.image_size), [str(p) for p in paths]
+        paths = image_files([images] if isinstance(images, (str, Path)) else images)
+        notes: list[list[str]] = []
+        tensor, names = load_images(paths, in_chans, run.image_size, notes), [str(p) for p in paths]
+        predictions = predict_images(run.model, tensor, run.class_names, run.mean, run.std, top_k=top_k,
+                                     sources=names)
+        for prediction, done in zip(predictions, notes):
+            prediction.notes = done
+        return predictions
+    if tensor.dtype != torch.uint8 or tensor.ndim != 4 or tuple(tensor.shape[1:]) != (in_chans, *run.image_size):
+        raise ConfigError(f"images must be uint8 (N, {in_chans}, {run.image_size[0]}, {run.image_size[1]}) for this "
+                          f"run, got {tensor.dtype} {tuple(tensor.shape)}; or pass image files, which are converted")
     return predict_images(run.model, tensor, run.class_names, run.mean, run.std, top_k=top_k, sources=names)
 
 

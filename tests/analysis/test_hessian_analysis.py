@@ -184,3 +184,23 @@ def test_hessian_cli_writes_json_and_plots_and_rejects_bad_input(tmp_path, capsy
         main(["analyze", "hessian", "cifar_resnet8", "--data", "digits", "--map", "--grid", "1:0:3"])
     assert exit_info.value.code == 2
     assert "--grid" in capsys.readouterr().err
+
+
+def test_a_result_of_other_settings_is_not_replaced_silently_and_its_plots_go_with_it(tmp_path, capsys):
+    out = tmp_path / "h"
+    base = ["analyze", "hessian", "cifar_resnet8", "--data", "synthetic", "--data-option", "num_train=32",
+            "--data-option", "image_size=8", "--samples", "8", "--max-iterations", "3", "--extreme-steps", "3",
+            "--out", str(out), "--quiet"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(base + ["--top-k", "1", "--density", "--density-steps", "3", "--density-starts", "1"])
+    assert exit_info.value.code == 0 and (out / "hessian_density.png").is_file()
+    before = (out / "hessian.json").read_text()
+    with pytest.raises(SystemExit) as exit_info:
+        main(base + ["--top-k", "0"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(err) == 1 and "holds a hessian result of another computation" in err[0]
+    assert "top_k 1 → 0" in err[0] and "--force" in err[0]
+    assert (out / "hessian.json").read_text() == before and (out / "hessian_density.png").is_file()
+    with pytest.raises(SystemExit) as exit_info:
+        main(base + ["--top-k", "0", "--force"])
+    assert exit_info.value.code == 0 and not (out / "hessian_density.png").exists()  # plots go with their data

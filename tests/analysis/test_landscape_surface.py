@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from reslab.analysis.common import Target
+from reslab.errors import AnalysisError
 from reslab.analysis.landscape import (
     LandscapeEvaluator,
     LandscapeResult,
@@ -152,8 +153,11 @@ def test_a_resumed_grid_equals_an_uninterrupted_one(tmp_path):
     np.testing.assert_allclose(last.accuracy, whole.accuracy)
     assert last.origin_loss == pytest.approx(whole.origin_loss)
     assert not (tmp_path / "parts.partial.npz").exists()  # cleaned up once complete
-    # Other arguments make a different computation: a stale partial file is not reused.
-    other = compute_landscape(model, plane, x, y, x=axis, y=axis + 0.5, out=out, max_points=3)
+    # Other arguments make a different computation: it does not silently replace the complete
+    # landscape there, and with force=True a stale partial file is not reused.
+    with pytest.raises(AnalysisError, match="holds a complete landscape of another computation.*--force"):
+        compute_landscape(model, plane, x, y, x=axis, y=axis + 0.5, out=out, max_points=3)
+    other = compute_landscape(model, plane, x, y, x=axis, y=axis + 0.5, out=out, max_points=3, force=True)
     assert int(np.isfinite(other.loss).sum()) == 3
 
 

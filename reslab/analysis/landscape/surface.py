@@ -167,12 +167,12 @@ class LandscapeResult(Result):
         return Path(directory) / default_file_name(self.plane.get("kind", "random"), self.dims).replace(".npz",
                                                                                                         ".json")
 
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | Path, *, force: bool = False) -> Path:
         """Write ``path`` (``.npz``) and its JSON sidecar atomically (:meth:`Result.save`); returns the ``.npz``."""
         path = Path(path)
         if path.suffix not in (".npz", ".json"):
             raise AnalysisError(f"a landscape is saved as .npz, got {path}")
-        return super().save(path.with_suffix(".json")).with_suffix(".npz")
+        return super().save(path.with_suffix(".json"), force=force).with_suffix(".npz")
 
     @classmethod
     def load(cls, path: str | Path) -> "LandscapeResult":
@@ -335,6 +335,8 @@ class EvaluationSettings(Settings):
     save_every_s: float = setting(30.0, "save the partial grid this often", minimum=0, flag="--save-every",
                                   metavar="SECONDS")
     progress: bool = setting(False, "a progress bar on stderr", cli=False)
+    force: bool = setting(False, "replace a complete landscape of another computation in the output file",
+                          cli=False)  # the shared --force
 
 
 @dataclass(frozen=True)
@@ -408,6 +410,8 @@ def compute_landscape(model: torch.nn.Module, plane: Plane, images: torch.Tensor
     points = np.concatenate([grid, np.zeros((1, plane.dims))])  # the origin last: its loss is reported alone
     fingerprint = computation_fingerprint(plane, points, images, labels, evaluation.precision)
     out = Path(out) if out is not None else None
+    if out is not None and not evaluation.force:
+        _check_not_another_landscape(out, fingerprint)
     partial = out.with_suffix(".partial.npz") if out is not None else None
     e = evaluation
     evaluator = LandscapeEvaluator(model, images, labels, batch_size=e.batch_size, device=e.device, method=e.method,
@@ -442,11 +446,32 @@ def compute_landscape(model: torch.nn.Module, plane: Plane, images: torch.Tensor
         if not directions.exists() or _directions_origin(directions) != state_hash(plane.origin):
             save_plane(directions, plane)
         result.directions_file = directions.name
-        result.save(out)
+        result.save(out, force=True)  # checked above, before computing
         result.path = str(out)
         if state.complete and partial is not None and partial.exists():
             partial.unlink()
     return result
+
+
+def _check_not_another_landscape(out: Path, fingerprint: str) -> None:
+    """AnalysisError if ``out`` holds a complete landscape of other weights, plane, grid or samples.
+
+    Checked before computing, so no work is done that could not be saved; a partial grid of the
+    same computation is continued instead.
+    """
+    sidecar = out.with_suffix(".json")
+    if not sidecar.is_file():
+        return
+    try:
+        old = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if isinstance(old, dict) and old.get("complete") and old.get("fingerprint") not in (None, fingerprint):
+        grid = "×".join(str(len(old.get(k) or [])) for k in ("x", "y") if old.get(k))
+        raise AnalysisError(
+            f"{out} holds a complete landscape of another computation (other weights, plane, grid or samples"
+            + (f"; {old.get('settings', {}).get('points', '?')} points" if not grid else "") + "); pass --force "
+            "(force=True) to replace it and its plots, or --out FILE.npz to keep both")
 
 
 def _directions_origin(path: Path) -> str | None:
