@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Iterable, Literal, Mapping, Sequence
 
 from reslab.errors import ConfigError
+from reslab.store.jsonfiles import json_ready
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -147,7 +148,7 @@ class Settings:
     # -- reading -------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready copy (nested settings as dicts, tuples as lists)."""
-        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+        return json_ready(dataclasses.asdict(self))
 
     def changed(self, base: "Settings | None" = None) -> dict[str, Any]:
         """The fields whose values differ from ``base`` (default: the class defaults)."""
@@ -159,18 +160,6 @@ def unknown_setting(key: str, names: Sequence[str], where: str) -> ConfigError:
     close = difflib.get_close_matches(key, list(names), n=3)
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
     return ConfigError(f"{where}: unknown setting {key!r}{hint}; settings are: {', '.join(names)}")
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Settings):
-        return value.to_dict()
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 # -- coercion from the type hint ----------------------------------------------------------------

@@ -96,7 +96,6 @@ class GradientFlowResult(Result):
 # -- gradients of a network ----------------------------------------------------------------------
 def weight_layers_of(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """Main-path conv/linear layers (reslab models), or every conv/linear layer (other modules)."""
-
     layers = weight_layers(model)
     if not layers:
         layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]

@@ -93,7 +93,6 @@ def lesion_study(
     """
     from tqdm.auto import tqdm  # noqa: PLC0415 - lazy: only a person watching a terminal needs it
 
-
     if x.shape[0] != y.shape[0] or x.shape[0] == 0:
         raise AnalysisError(f"need as many labels as inputs (and at least one), got {x.shape[0]} and {y.shape[0]}")
     if draws < 1:

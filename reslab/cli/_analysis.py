@@ -73,7 +73,6 @@ def add_target_arguments(parser: argparse.ArgumentParser, *, samples_default: in
 
 def load_main_target(args, checkpoint: str | None = None):
     """The TARGET of ``args`` at ``checkpoint`` (default ``args.checkpoint``)."""
-
     return load_target(
         args.target, data=args.data, data_dir=args.data_dir,
         data_options=parse_key_values(args.data_option, "--data-option"), download=args.download,
@@ -83,7 +82,6 @@ def load_main_target(args, checkpoint: str | None = None):
 
 
 def output_dir(args, target) -> Path:
-
     return Path(args.out) if args.out else default_out_dir(target)
 
 
@@ -114,5 +112,4 @@ def print_written(paths: Sequence[Path]) -> None:
 
 
 def progress(args) -> bool:
-
     return progress_enabled(args.quiet)

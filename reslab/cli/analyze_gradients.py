@@ -106,5 +106,4 @@ def run(args) -> int:
 
 def load_main_target_with(args, checkpoint: str, dataset):
     """The run at another checkpoint, reusing the already loaded dataset."""
-
     return load_target(args.target, dataset=dataset, checkpoint=checkpoint, seed=args.seed)

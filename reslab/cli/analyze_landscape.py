@@ -79,7 +79,6 @@ def resolve_target(args, checkpoint: str | None = None):
 
 
 def targets_of(args) -> list:
-
     target = resolve_target(args)
     twin = resolve_twin(target, args.twin)
     return [target] + ([twin] if twin is not None else [])
@@ -96,7 +95,6 @@ def output_for(args, target, several: bool) -> Path | None:
 
 
 def run(args) -> int:
-
     from reslab.report.landscape_plots import save_landscape_plots  # noqa: PLC0415 - lazy: the report draws with matplotlib, which `reslab --help` need not import
 
     parse_key_values(args.data_option, "--data-option")  # fail early on a malformed option

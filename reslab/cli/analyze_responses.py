@@ -28,7 +28,6 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-
     from reslab.report.plots import plot_responses  # noqa: PLC0415 - lazy: the report draws with matplotlib, which `reslab --help` need not import
 
     target = load_main_target(args)

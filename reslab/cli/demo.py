@@ -64,7 +64,6 @@ def register(subparsers) -> None:
 def _run_command(argv: list[str]) -> str:
     """Run one ``reslab`` command in this process; returns what it printed."""
 
-
     torch.set_num_threads(1)
     args = build_parser().parse_args(argv)
     buffer = io.StringIO()
@@ -75,7 +74,6 @@ def _run_command(argv: list[str]) -> str:
 
 def analysis_commands(experiment_dir: Path, depths: list[int], quiet: bool = True) -> list[list[str]]:
     """The ``reslab analyze`` commands the demo runs, slowest first."""
-
     commands = []
     deepest = max(depths)
     for depth in sorted(depths, reverse=True):

@@ -28,7 +28,6 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-
     run_ = load_run(args.source, args.checkpoint)
     config = run_.config
     if args.data is None and args.data_dir is None:

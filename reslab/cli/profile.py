@@ -50,7 +50,6 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-
     if args.table:
         if args.model:
             raise ConfigError("give either a MODEL or --table, not both")

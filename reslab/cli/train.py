@@ -34,7 +34,6 @@ _BOOL_FLAGS = ("download", "quiet", "tensorboard", "compile", "ema", "channels_l
 
 
 def register(subparsers) -> None:
-
     recipes = ", ".join(list_recipes())
     parser = subparsers.add_parser(
         "train", help="train a model on a dataset (recipes, resume, torchrun)",
@@ -83,7 +82,6 @@ def register(subparsers) -> None:
 
 
 def _overrides(args) -> dict:
-
     overrides = {}
     for dest, key in _FLAG_FIELDS.items():
         value = getattr(args, dest)
@@ -101,7 +99,6 @@ def _overrides(args) -> dict:
 
 
 def run(args) -> int:
-
     if args.list_recipes:
         for name in list_recipes():
             print(f"{name:16s} {recipe_description(name)}")

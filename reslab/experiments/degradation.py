@@ -210,7 +210,6 @@ def format_table(runs: Sequence[Mapping[str, Any]]) -> str:
 # -- summary files --------------------------------------------------------------------------------
 def run_summary(run_dir: Path, *, kind: str, depth: int, seed: int) -> dict[str, Any]:
     """One entry of ``degradation.json``'s ``runs``: final/best errors and the per-epoch curve."""
-
     config = rundir.read_config(run_dir)
     metrics = rundir.read_metrics(run_dir)
     curve = {key: [m.get(key) if key in ("epoch", "iteration") else finite_number(m.get(key)) for m in metrics]

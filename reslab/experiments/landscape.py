@@ -368,7 +368,6 @@ def resolve_runs(planned: Sequence[ModelRun], candidates: Sequence[Path], say: M
 # -- analyses ---------------------------------------------------------------------------------------
 def _axes(kind: str, plane, grid: str):
     """The grid axes ``analyze_landscape`` builds for ``grid`` on ``plane`` (x, y or None)."""
-
     spec = parse_grid(grid, "--grid")
     if kind == "pca":
         trajectory = plane.trajectory.numpy()
@@ -383,7 +382,6 @@ def current_landscape(path: Path, plane, kind: str, grid: str, images, labels, p
     "Exactly" is the evaluator's own fingerprint: the plane's tensors (weights and directions),
     the grid points and the samples.
     """
-
 
     if not path.is_file():
         return None
@@ -672,13 +670,12 @@ def plan_experiment(settings: LandscapeExperimentSettings) -> LandscapePlan:
     hessian = None
     if settings.hessian:
         trace_probes = settings.trace_probes if settings.trace_probes is not None else budget.hessian.trace_probes
-        hessian = budget.hessian.of(
-            budget.hessian, split=settings.split, seed=settings.direction_seed, sample_seed=settings.sample_seed,
-            **{key: value for key, value in {
-                "samples": settings.hessian_samples, "top_k": settings.top_k,
-                "max_iterations": settings.hessian_iterations, "extreme_steps": settings.extreme_steps,
-            }.items() if value is not None},
-            trace=trace_probes > 0, trace_probes=max(trace_probes, 1))
+        asked = {"samples": settings.hessian_samples, "top_k": settings.top_k,
+                 "max_iterations": settings.hessian_iterations, "extreme_steps": settings.extreme_steps}
+        hessian = budget.hessian.replace(
+            split=settings.split, seed=settings.direction_seed, sample_seed=settings.sample_seed,
+            trace=trace_probes > 0, trace_probes=max(trace_probes, 1),
+            **{key: value for key, value in asked.items() if value is not None})
     device = resolve_device(settings.device)
     if hessian is not None:
         hessian = hessian.replace(device=str(device))

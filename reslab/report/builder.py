@@ -154,7 +154,6 @@ def build_report(paths: Sequence[str | Path], output: str | Path, title: str | N
 def _header(run_dirs: list[Path], experiment_dirs: list[Path]) -> str:
     import matplotlib  # noqa: PLC0415 - lazy: matplotlib is slow to import and only drawing needs it
 
-
     sources = data_sources(run_dirs, experiment_dirs)
     now = _dt.datetime.now().astimezone().replace(microsecond=0)
     items = [

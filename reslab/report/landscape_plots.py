@@ -334,7 +334,6 @@ def plot_hessian_maps(results: Sequence[dict[str, Any]], labels: Sequence[str] |
 
 def save_hessian_plots(json_path: str | Path) -> list[Path]:
     """Draw ``hessian_density.png`` and ``hessian_map.png`` beside a saved ``hessian.json``."""
-
     json_path = Path(json_path)
     data = load_result(json_path)
     if data is None:

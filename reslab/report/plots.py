@@ -54,7 +54,6 @@ def new_figure(panels: int = 1, width: float = PANEL_WIDTH, height: float = PANE
 
 def save_figure(figure: Figure, path: str | Path, dpi: int = 110) -> Path:
     """Write ``figure`` as a PNG at ``path`` atomically; returns the path."""
-
     path = Path(path)
     atomic_write_bytes(path, figure_to_png(figure, dpi=dpi))
     return path

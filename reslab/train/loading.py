@@ -80,7 +80,6 @@ def check_data_fits(config: dict[str, Any], dataset, what: str) -> None:
 
 def dataset_for_config(config: dict[str, Any]):
     """Load the dataset a run was trained on, from its config's data settings."""
-
     try:
         return load_dataset(config["data"], data_dir=config.get("data_dir"), **dict(config.get("data_options") or {}))
     except ReslabError as exc:
@@ -90,7 +89,6 @@ def dataset_for_config(config: dict[str, Any]):
 
 def model_for_config(config: dict[str, Any]) -> nn.Module:
     """The run's architecture with fresh weights."""
-
     for key in ("model", "num_classes", "in_chans"):
         if key not in config:
             raise CheckpointError(f"the run config lacks {key!r}; it was not written by reslab train")
@@ -164,7 +162,6 @@ def predict(source, images, top_k: int = 5, checkpoint: str | Path = "last") -> 
 
 def list_run_checkpoints(run_dir: str | Path) -> list[str]:
     """Every checkpoint name ``load_run`` accepts for this run (``init``, ``epoch_K``..., ``last``, ``ema``)."""
-
     directory = Path(run_dir) / CHECKPOINT_DIR
     names = [n for n in ("init",) if (directory / f"{n}.safetensors").is_file()]
     names += [f"epoch_{k}" for k in list_checkpoints(run_dir)]

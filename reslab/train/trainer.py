@@ -165,7 +165,6 @@ def _oom_error(config: TrainConfig, per_rank: int, device: torch.device, where: 
 
 
 def _depth(model: nn.Module) -> int:
-
     try:
         return len(weight_layers(model))
     except Exception:  # noqa: BLE001 - a model outside the registry: no depth-based rules
@@ -276,7 +275,6 @@ class _Trainer:
 
     # -- set-up -------------------------------------------------------------------------------
     def _load_data(self):
-
         c = self.config
         load = lambda download: load_dataset(c.data, data_dir=c.data_dir, download=download, **c.data_options)  # noqa: E731
         if self.dist.distributed and c.download:
@@ -287,7 +285,6 @@ class _Trainer:
         return load(c.download)
 
     def _build(self) -> None:
-
         c, d = self.config, self.dist
         if c.bf16 and self.device.type != "cuda":
             self.notes.append("bf16 autocast is for CUDA; training in float32 on the CPU")

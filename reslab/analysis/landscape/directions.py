@@ -272,7 +272,6 @@ def save_plane(path: str | Path, plane: Plane) -> Path:
     Together with the checkpoint this reproduces the surface exactly, whatever the seed rules.
     """
 
-
     tensors = {}
     for axis_name, axis in zip("xy", plane.axes):
         for k, v in axis.items():
@@ -291,7 +290,6 @@ def load_plane_axes(path: str | Path, origin: Mapping[str, torch.Tensor]) -> tup
 
     Returns ``(axes, metadata)``; metadata has ``kind``, ``origin_sha256`` and ``info``.
     """
-
 
     path = Path(path)
     if not path.is_file():

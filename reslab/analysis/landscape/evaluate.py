@@ -216,7 +216,6 @@ class LandscapeEvaluator:
 
     def _evaluate_parallel(self, plane: Plane, points: list[list[float]]):
         """Points spread over ``workers`` threads, one replica and one intra-op thread each."""
-
         workers = min(self.workers, len(points))
         shares = [list(range(i, len(points), workers)) for i in range(workers)]
 
@@ -269,7 +268,6 @@ class LandscapeEvaluator:
 
 
 def _autocast(device: torch.device, precision: str):
-
     dtype = PRECISIONS[precision]
     if dtype is None:
         return contextlib.nullcontext()

@@ -100,7 +100,6 @@ def build(run_dirs: list[Path], experiment_dirs: list[Path]) -> str | None:
 
 def _experiment_tables(experiment_dirs: list[Path]) -> list[str]:
     """The comparison table of every ``EXP_DIR/landscape.json`` (``reslab experiment landscape``)."""
-
     parts = []
     for directory in experiment_dirs:
         summary = read_json(Path(directory) / "landscape.json")
