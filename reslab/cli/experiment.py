@@ -9,12 +9,13 @@ from typing import Any, Callable
 EXPERIMENT_MODULES = (
     "reslab.cli.experiment_degradation",
     "reslab.cli.experiment_landscape",
+    "reslab.cli.experiment_sweeps",
 )
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "experiment", help="train residual and plain twins and compare them (degradation, landscape)",
+        "experiment", help="train residual and plain twins and compare them (degradation, landscape, transformer, rnn, mlp, dropout, family)",
         description="Experiments: resumable collections of training runs plus their analyses.",
     )
     kinds = parser.add_subparsers(dest="experiment", metavar="EXPERIMENT")

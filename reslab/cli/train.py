@@ -39,7 +39,7 @@ def register(subparsers) -> None:
         "train", help="train a model on a dataset (recipes, resume, torchrun)",
         description=(
             "Train MODEL on a dataset and write a run directory (config.json, metrics.jsonl/.csv, "
-            "checkpoints/). Settings come from a recipe (--recipe; default digits-quick for --data digits, "
+            "checkpoints/). Settings come from a recipe (--recipe; default digits-quick for --data digits, text-char for --data text, "
             f"else cifar10-fast; recipes: {recipes}), then the flags below, then --set KEY=VALUE. "
             "Ctrl-C (SIGINT) or SIGTERM saves a checkpoint; continue with --resume RUN_DIR. "
             "Many processes: torchrun --nproc_per_node N -m reslab train ..."),

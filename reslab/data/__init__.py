@@ -17,6 +17,7 @@ from typing import Any
 from reslab.data.augment import AugmentConfig, normalize
 from reslab.data.dataset import ImageDataset, channel_stats, default_data_dir
 from reslab.data.loader import DeviceLoader
+from reslab.data.text import SequenceLoader, TextDataset
 from reslab.errors import DatasetError
 
 #: Registry name -> module (in reslab.data) whose ``load(data_dir, download, **options)`` builds it.
@@ -26,6 +27,7 @@ _MODULES = {
     "cifar100": "cifar",
     "imagefolder": "imagefolder",
     "synthetic": "synthetic",
+    "text": "text",
 }
 DATASETS: tuple[str, ...] = tuple(_MODULES)
 _WITH_PROGRESS = ("cifar10", "cifar100", "imagefolder")
@@ -38,7 +40,7 @@ def load_dataset(name: str, data_dir: str | Path | None = None, download: bool =
     data_dir: where to look for files (``cifar10``/``cifar100``: the parent of the batches
         directory or the directory itself, default ``$RESLAB_DATA`` then ``./data``;
         ``imagefolder``: the folder of class folders, required). Ignored by ``digits`` and
-        ``synthetic``.
+        ``synthetic``; for ``text``, a UTF-8 file to read instead of Python's help topics.
     download: ``cifar10``/``cifar100`` only: fetch the official archive if the files are missing.
         Nothing is ever downloaded otherwise.
     progress: progress bars for downloads and image decoding (shown only on a terminal).
@@ -61,6 +63,8 @@ __all__ = [
     "DATASETS",
     "DeviceLoader",
     "ImageDataset",
+    "SequenceLoader",
+    "TextDataset",
     "channel_stats",
     "default_data_dir",
     "load_dataset",

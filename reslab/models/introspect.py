@@ -8,14 +8,16 @@ from typing import Iterable, Iterator
 from torch import nn
 
 from reslab.models.blocks import ResidualBlock
+from reslab.models.residual import Residual
 
 # Submodules that are not on the main path: shortcut projections, highway gates, attention.
 _OFF_MAIN_PATH = ("downsample", "gate", "attention")
 
 
-def named_blocks(model: nn.Module) -> list[tuple[str, ResidualBlock]]:
-    """``(qualified_name, block)`` for every residual (or plain) block, in forward order."""
-    return [(name, module) for name, module in model.named_modules() if isinstance(module, ResidualBlock)]
+def named_blocks(model: nn.Module) -> list[tuple[str, ResidualBlock | Residual]]:
+    """``(qualified_name, block)`` for every residual (or plain) block, in forward order: the CNN
+    blocks and the :class:`~reslab.models.residual.Residual` units of the other families."""
+    return [(name, module) for name, module in model.named_modules() if isinstance(module, (ResidualBlock, Residual))]
 
 
 def weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:

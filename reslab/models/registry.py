@@ -24,6 +24,7 @@ from torch import nn
 from reslab.errors import ModelConfigError
 from reslab.store.jsonfiles import natural_key
 from reslab.models.blocks import SHORTCUT_OPTIONS
+from reslab.models.family import ModelFamily
 from reslab.models.network import NetworkSpec, ResNet, StageSpec
 
 IMAGENET_LAYOUTS: dict[int, tuple[str, tuple[int, ...]]] = {
@@ -56,16 +57,22 @@ class ModelEntry:
     name: str
     family: str  # "cifar" or "imagenet": default input size, default classes
     description: str
-    spec_fn: Callable[..., NetworkSpec]
+    spec_fn: Callable[..., NetworkSpec] | None
     defaults: dict = field(default_factory=dict)
     spec_options: tuple[str, ...] = ()
+    # Families outside the ResNet spec (see reslab.models.family) build through this instead.
+    model_family: ModelFamily | None = None
 
     @property
     def default_num_classes(self) -> int:
+        if self.model_family is not None:
+            return self.model_family.default_num_classes
         return 10 if self.family == "cifar" else 1000
 
     @property
     def default_input_size(self) -> int:
+        if self.model_family is not None:
+            return self.model_family.default_input_size
         return 32 if self.family == "cifar" else 224
 
 
@@ -196,9 +203,29 @@ GENERIC_NAMES = (
     GenericName("cifar_preact_resnet{d}", re.compile(r"cifar_preact_resnet(\d+)"), "cifar",
                 "pre-activation CIFAR ResNet of any valid depth",
                 lambda depth, block="basic": cifar_spec(depth, block, preact=True), {"shortcut": "B"}, ("block",)),
+    GenericName("highway{d}", re.compile(r"highway(\d+)"), "cifar",
+                "CIFAR ResNet of any depth 6n+2 with gated (highway) shortcuts",
+                lambda depth, block="basic": cifar_spec(depth, block), {"shortcut": "A", "gated": True}, ("block",)),
     GenericName("wrn_{d}_{k}", re.compile(r"wrn_(\d+)_(\d+)"), "cifar", "wide ResNet WRN-d-k",
                 wide_spec, {"shortcut": "B"}),
 )
+
+
+def _model_families() -> tuple[ModelFamily, ...]:
+    """The families outside the ResNet spec, collected from their modules."""
+    from reslab.models import densenet, mlp, recurrent, transformer  # noqa: PLC0415 - they import blocks, not us
+
+    return tuple(f for module in (transformer, recurrent, mlp, densenet) for f in module.MODEL_FAMILIES)
+
+
+MODEL_FAMILIES = _model_families()
+
+
+def _family_entry(name: str) -> ModelEntry | None:
+    for family in MODEL_FAMILIES:
+        if family.numbers(name) is not None:
+            return ModelEntry(name, family.family, family.description, None, model_family=family)
+    return None
 
 
 # -- public API ----------------------------------------------------------------------------------
@@ -207,7 +234,8 @@ def list_models(pattern: str = "*") -> list[str]:
 
     Generic names (``cifar_resnet{d}``, ``wrn_{d}_{k}``, …) build other depths; they are not listed.
     """
-    names = [name for name in _REGISTRY if fnmatch.fnmatchcase(name, pattern)]
+    examples = [name for family in MODEL_FAMILIES for name in family.examples]
+    names = [name for name in [*_REGISTRY, *examples] if fnmatch.fnmatchcase(name, pattern)]
     return sorted(names, key=natural_key)
 
 
@@ -220,6 +248,9 @@ def model_info(name: str) -> ModelEntry:
         entry = generic.resolve(name)
         if entry is not None:
             return entry
+    entry = _family_entry(name)
+    if entry is not None:
+        return entry
     raise _unknown_model_error(name)
 
 
@@ -246,6 +277,12 @@ def create_model(name: str, num_classes: int | None = None, in_chans: int = 3, *
             "initialisation. To start from weights on disk: model.load_state_dict(torch.load('resnet50.pth')) "
             "(a torchvision state dict loads unchanged into the ImageNet names), or "
             "safetensors.torch.load_file('x.safetensors'); a reslab run's weights: reslab.train.load_run(RUN_DIR)")
+    if entry.model_family is not None:
+        family = entry.model_family
+        if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
+            raise ModelConfigError(f"{name}: num_classes must be a positive integer, got {num_classes!r}")
+        return family.build(name, *family.numbers(name), num_classes=num_classes or family.default_num_classes,
+                            in_chans=in_chans, **options)
     block = options.pop("block", None)
     unknown = sorted(set(options) - set(MODEL_OPTIONS))
     if unknown:
@@ -308,5 +345,5 @@ def _unknown_model_error(name: str) -> ModelConfigError:
     suggestion = f"; did you mean {', '.join(close)}?" if close else ""
     return ModelConfigError(
         f"unknown model {name!r}{suggestion} (reslab.list_models() lists all names; "
-        f"generic names: {', '.join(g.template for g in GENERIC_NAMES)})"
+        f"generic names: {', '.join([g.template for g in GENERIC_NAMES] + [f.template for f in MODEL_FAMILIES])})"
     )

@@ -70,7 +70,7 @@ def collect_dirs(paths: Sequence[str | Path]) -> tuple[list[Path], list[Path]]:
                               "or an analysis --out) or experiment directories")
         if not path.is_dir():
             raise ConfigError(f"report input {path} is a file; pass its directory (a run or experiment directory)")
-        if files.is_experiment_dir(path):
+        if _is_experiment(path):
             if path not in experiment_dirs:
                 experiment_dirs.append(path)
             for run in files.experiment_runs(path):
@@ -92,11 +92,16 @@ def collect_dirs(paths: Sequence[str | Path]) -> tuple[list[Path], list[Path]]:
     return run_dirs, experiment_dirs
 
 
+def _is_experiment(path: Path) -> bool:
+    """Holds run directories, or an experiment's summary file (``transformer.json`` …) without them."""
+    return files.is_experiment_dir(path) or files.has_experiment_summary(path)
+
+
 def _child_inputs(path: Path, depth: int = 2) -> list[Path]:
     """Subdirectories (up to ``depth`` levels down) that are, or hold, runs and experiments."""
     if depth <= 0:
         return []
-    children = [c for c in path.iterdir() if c.is_dir() and (files.is_experiment_dir(c) or files.is_result_dir(c)
+    children = [c for c in path.iterdir() if c.is_dir() and (_is_experiment(c) or files.is_result_dir(c)
                                                              or _child_inputs(c, depth - 1))]
     return sorted(children, key=lambda c: natural_key(c.name))
 

@@ -128,6 +128,22 @@ def is_result_dir(path: str | Path) -> bool:
     return any(_is_analysis_result(p) for p in path.glob("*.json"))
 
 
+def has_experiment_summary(path: str | Path) -> bool:
+    """A directory holding an experiment's summary file (``<name>.json`` with ``"experiment"`` and
+    ``"records"``, e.g. ``transformer.json``), even without its run directories."""
+    path = Path(path)
+    if not path.is_dir():
+        return False
+    for candidate in path.glob("*.json"):
+        try:
+            data = jsonfiles.read_json(candidate)
+        except ReslabError:
+            continue
+        if isinstance(data, dict) and isinstance(data.get("experiment"), str) and isinstance(data.get("records"), list):
+            return True
+    return False
+
+
 def _is_analysis_result(path: Path) -> bool:
     try:
         data = jsonfiles.read_json(path)

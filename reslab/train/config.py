@@ -34,6 +34,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 RECIPE_DIR = Path(__file__).with_name("recipes")
 
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
+OPTIMIZERS = ("sgd", "adamw")
 UNITS = ("iterations", "epochs")
 WARMUP_MODES = ("constant", "linear")
 
@@ -72,6 +73,7 @@ class TrainConfig:
     accumulate: int = 1  # micro-batches per step: same gradient, 1/accumulate the memory
 
     # -- optimizer ----------------------------------------------------------------------------
+    optimizer: str = "sgd"  # "sgd" (momentum, nesterov) or "adamw" (betas 0.9/0.99; transformers, recurrent nets)
     lr: float = 0.1
     momentum: float = 0.9
     nesterov: bool = False
@@ -223,6 +225,7 @@ def validate(config: TrainConfig) -> None:
     _check(math.isfinite(c.weight_decay) and c.weight_decay >= 0, "weight_decay", c.weight_decay, "a number >= 0")
     _check(math.isfinite(c.grad_clip) and c.grad_clip >= 0, "grad_clip", c.grad_clip, "a number >= 0 (0 = off)")
     _check(c.schedule in SCHEDULES, "schedule", c.schedule, "one of " + ", ".join(SCHEDULES))
+    _check(c.optimizer in OPTIMIZERS, "optimizer", c.optimizer, "one of " + ", ".join(OPTIMIZERS))
     _check(all(m >= 0 for m in c.milestones), "milestones", c.milestones, "integers >= 0")
     _check(list(c.milestones) == sorted(c.milestones), "milestones", c.milestones, "increasing integers")
     _check(c.milestone_unit in UNITS, "milestone_unit", c.milestone_unit, "one of " + ", ".join(UNITS))
@@ -338,10 +341,10 @@ def resolve_config(recipe: str | Path | None = None, *, model: str | None = None
                    overrides: Mapping[str, Any] | None = None) -> TrainConfig:
     """Recipe (or, with none, the default one for ``data``) + model/data + overrides → TrainConfig.
 
-    Default recipe: ``digits-quick`` for the digits data, ``cifar10-fast`` otherwise.
+    Default recipe: ``digits-quick`` for the digits data, ``text-char`` for text, ``cifar10-fast`` otherwise.
     """
     if recipe is None:
-        recipe = "digits-quick" if (data or "").lower() == "digits" else "cifar10-fast"
+        recipe = {"digits": "digits-quick", "text": "text-char"}.get((data or "").lower(), "cifar10-fast")
     values = load_recipe(recipe)
     if model is not None:
         values["model"] = model

@@ -44,6 +44,14 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def flat_outputs(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits ``(N, K)`` and targets ``(N,)``: a sequence model's ``(B, T, V)`` and ``(B, T)`` flattened,
+    so one loss and one error count serve images and tokens alike."""
+    if logits.ndim > 2:
+        return logits.reshape(-1, logits.shape[-1]), y.reshape(-1)
+    return logits, y
+
+
 @torch.no_grad()
 def eval_sums(model: nn.Module, batches, bf16: bool = False) -> torch.Tensor:
     """Sum of losses, number of errors and count over ``batches`` of (x, y): float64 (3,) on the model's device.
@@ -58,7 +66,7 @@ def eval_sums(model: nn.Module, batches, bf16: bool = False) -> torch.Tensor:
         for x, y in batches:
             with autocast_context(device, bf16):
                 logits = model(x)
-            logits = logits.float()
+            logits, y = flat_outputs(logits.float(), y)
             sums[0] += F.cross_entropy(logits, y, reduction="sum")
             sums[1] += (logits.argmax(dim=1) != y).sum()
             sums[2] += y.numel()

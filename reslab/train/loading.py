@@ -11,7 +11,7 @@ from torch import nn
 
 from reslab.data import load_dataset
 from reslab.errors import CheckpointError, ConfigError, ReslabError
-from reslab.models import create_model
+from reslab.models import create_model, model_info
 from reslab.train.checkpoint import (
     CHECKPOINT_DIR,
     checkpoint_path,
@@ -87,13 +87,39 @@ def dataset_for_config(config: dict[str, Any]):
                         "or the data directory to use another copy)") from None
 
 
+def model_for_data(name: str, dataset, options: dict[str, Any] | None = None) -> nn.Module:
+    """``create_model(name)`` sized for ``dataset``: its classes (or vocabulary), channels and, for
+    models that flatten images to vectors, its image size; a model that reads another kind of input
+    (text for image models, images for sequence models) is a ConfigError saying which to use."""
+    check_model_reads(name, dataset)
+    return _create_sized(name, dataset.num_classes, dataset.in_chans, dataset.image_size, options)
+
+
+def check_model_reads(name: str, dataset) -> None:
+    reads_text = model_info(name).family == "sequence"
+    is_text = getattr(dataset, "kind", "images") == "text"
+    if reads_text and not is_text:
+        raise ConfigError(f"model {name!r} reads text (character tokens), but dataset {dataset.name!r} holds images; "
+                          "use --data text (Python's help topics) or --data text --data-dir YOUR_FILE.txt")
+    if is_text and not reads_text:
+        raise ConfigError(f"dataset {dataset.name!r} is text, but model {name!r} reads images; use a sequence model "
+                          "(transformer{d}, plain_transformer{d}, lstm{d}, gru{d}, ...)")
+
+
+def _create_sized(name: str, num_classes: int, in_chans: int, image_size, options) -> nn.Module:
+    options = dict(options or {})
+    if model_info(name).family == "vector" and image_size and "image_size" not in options:
+        options["image_size"] = tuple(int(v) for v in image_size)
+    return create_model(name, num_classes=num_classes, in_chans=in_chans, **options)
+
+
 def model_for_config(config: dict[str, Any]) -> nn.Module:
     """The run's architecture with fresh weights."""
     for key in ("model", "num_classes", "in_chans"):
         if key not in config:
             raise CheckpointError(f"the run config lacks {key!r}; it was not written by reslab train")
-    return create_model(config["model"], num_classes=config["num_classes"], in_chans=config["in_chans"],
-                        **dict(config.get("model_options") or {}))
+    return _create_sized(config["model"], config["num_classes"], config["in_chans"], config.get("image_size"),
+                         config.get("model_options"))
 
 
 def _split_source(run_dir: str | Path, checkpoint: str | Path) -> tuple[Path, str | Path]:

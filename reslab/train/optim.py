@@ -40,9 +40,12 @@ def param_groups(model: nn.Module, weight_decay: float, no_wd_on_bn_and_bias: bo
     ]
 
 
-def build_optimizer(model: nn.Module, config) -> torch.optim.SGD:
-    """SGD for ``model`` with the config's lr, momentum, Nesterov and weight-decay settings."""
+def build_optimizer(model: nn.Module, config) -> torch.optim.Optimizer:
+    """SGD for ``model`` with the config's lr, momentum, Nesterov and weight-decay settings, or
+    AdamW (``optimizer = "adamw"``: betas 0.9/0.99, decoupled weight decay) for the sequence models."""
     groups = param_groups(model, config.weight_decay, config.no_wd_on_bn_and_bias)
+    if getattr(config, "optimizer", "sgd") == "adamw":
+        return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.99), weight_decay=config.weight_decay)
     return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
                            weight_decay=config.weight_decay)
 

@@ -7,7 +7,7 @@ import contextlib
 import torch
 from torch import nn
 
-from reslab.train.evaluation import autocast_context
+from reslab.train.evaluation import autocast_context, flat_outputs
 
 
 class TrainStep:
@@ -36,7 +36,7 @@ class TrainStep:
         self.accumulate, self.grad_clip, self.bf16, self.ema, self.ddp = accumulate, grad_clip, bf16, ema, ddp
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x: float (B, C, H, W) on the device; y: int64 (B,)."""
+        """x: float (B, C, H, W) on the device and y: int64 (B,); or tokens x, y: int64 (B, T)."""
         self.optimizer.zero_grad(set_to_none=True)
         parts = self.accumulate
         loss_sum = torch.zeros((), device=x.device)
@@ -46,8 +46,8 @@ class TrainStep:
             skip_sync = self.ddp is not None and j < parts - 1
             with self.ddp.no_sync() if skip_sync else contextlib.nullcontext():
                 with autocast_context(x.device, self.bf16):
-                    logits = self.net(xj)
-                    loss = self.criterion(logits.float(), yj)
+                    logits, yj = flat_outputs(self.net(xj).float(), yj)
+                    loss = self.criterion(logits, yj)
                 (loss / parts).backward()
             loss_sum += loss.detach() * yj.numel()
             wrong += (logits.detach().argmax(dim=1) != yj).sum()

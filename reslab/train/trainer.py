@@ -35,9 +35,9 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from reslab.data import AugmentConfig, DeviceLoader, load_dataset
+from reslab.data import AugmentConfig, DeviceLoader, SequenceLoader, TextDataset, load_dataset
 from reslab.errors import ConfigError, ReslabError, TrainingError
-from reslab.models import create_model, weight_layers
+from reslab.models import weight_layers
 from reslab.store.lock import RunDirLock
 from reslab.train import checkpoint as ckpt
 from reslab.train import rundir
@@ -46,6 +46,7 @@ from reslab.train.distributed import DistInfo
 from reslab.train.distributed import setup as setup_distributed
 from reslab.train.ema import ModelEMA
 from reslab.train.evaluation import eval_sums, result_from_sums
+from reslab.train.loading import model_for_data
 from reslab.train.optim import build_optimizer, set_lr
 from reslab.train.schedules import LRSchedule, build_schedule
 from reslab.train.step import TrainStep
@@ -296,7 +297,7 @@ class _Trainer:
             torch.set_num_threads(c.threads)
         seed_everything(c.seed)
         self.dataset = ds = self._load_data()
-        self.model = model = create_model(c.model, num_classes=ds.num_classes, in_chans=ds.in_chans, **c.model_options)
+        self.model = model = model_for_data(c.model, ds, c.model_options)
         self.depth = _depth(model)
         self.init_state = ckpt.cpu_state_dict(model.state_dict())
         self._build_loaders()
@@ -316,7 +317,10 @@ class _Trainer:
         self.per_rank_batch = c.batch_size // d.world_size
         if self.per_rank_batch % c.accumulate:
             raise ConfigError(f"accumulate={c.accumulate} must divide the per-process batch {self.per_rank_batch}")
-        num_train = int(ds.train_images.shape[0])
+        if isinstance(ds, TextDataset):
+            self._build_text_loaders()
+            return
+        num_train = ds.num_train
         if c.batch_size > num_train:
             raise ConfigError(f"--batch-size {c.batch_size} is larger than the training set of {c.data!r} "
                               f"({num_train} images), so an epoch has no full batch; use --batch-size {num_train} "
@@ -337,6 +341,19 @@ class _Trainer:
                 raise TrainingError(f"the dataset does not fit in {self.device} memory ({exc}); use a smaller dataset "
                                     "or another device") from None
             raise
+
+    def _build_text_loaders(self) -> None:
+        """Windows of ``context`` characters at random offsets (training) and in order (validation)."""
+        c, d, ds = self.config, self.dist, self.dataset
+        model_context = getattr(self.model, "model_options", {}).get("context")
+        if model_context is not None and ds.context > model_context:
+            raise ConfigError(f"the data's windows ({ds.context} characters) are longer than model {c.model!r} "
+                              f"accepts (context {model_context}); use --data-option context={model_context} or "
+                              f"--model-option context={ds.context}")
+        self.loader = SequenceLoader(ds.train_tokens, self.per_rank_batch, ds.context, self.device, train=True,
+                                     seed=c.seed, rank=d.rank, world_size=d.world_size)
+        self.test_loader = SequenceLoader(ds.test_tokens, c.eval_batch_size, ds.context, self.device, train=False,
+                                          rank=d.rank, world_size=d.world_size)
 
     def _build_optimization(self) -> None:
         """The model on its device, the optimizer, EMA, loss, DDP/compile wrappers and the step."""
@@ -367,11 +384,11 @@ class _Trainer:
         resolved = c.to_dict()
         resolved["out"] = str(self.run_dir)
         resolved.update({
-            "num_classes": ds.num_classes, "in_chans": ds.in_chans, "image_size": list(ds.image_size),
+            "num_classes": ds.num_classes, "in_chans": ds.in_chans, "image_size": list(ds.image_size) if ds.image_size else None,
             "mean": list(ds.mean), "std": list(ds.std), "class_names": list(ds.class_names),
             "data_source": ds.source,
             "dataset": {"name": ds.name, "source": ds.source, "options": dict(ds.options),
-                        "num_train": int(ds.train_images.shape[0]), "num_test": int(ds.test_images.shape[0])},
+                        "num_train": ds.num_train, "num_test": ds.num_test},
             "model_settings": dict(getattr(self.model, "model_options", {})),
             "depth": self.depth,
             "num_parameters": sum(p.numel() for p in self.model.parameters()),
@@ -444,6 +461,12 @@ class _Trainer:
                               f"(it has done {self.start_epoch})")
         ckpt.restore_rng(state["rng"])
 
+    def _unit(self, short: bool = False) -> str:
+        """What a training sample is: images, or characters of a text (whose rate is then characters/s)."""
+        if isinstance(self.dataset, TextDataset):
+            return "char" if short else "characters"
+        return "img" if short else "images"
+
     def _elapsed(self) -> float:
         return self.elapsed_before + (time.perf_counter() - self.session_start)
 
@@ -469,7 +492,7 @@ class _Trainer:
                                   {"model": c.model, "epoch": 0, "iteration": 0})
         for note in self.notes:
             self.say(f"note: {note}")
-        self.say(f"{c.model} ({self.depth} layers) on {c.data} ({self.loader.dataset_size} train images), "
+        self.say(f"{c.model} ({self.depth} layers) on {c.data} ({self.loader.dataset_size} train {self._unit()}), "
                  f"{self.total_iterations} iterations = {self.total_epochs} epochs of {self.steps_per_epoch}, "
                  f"batch {c.batch_size}, {self.device}"
                  + (f" x{self.dist.world_size}" if self.dist.distributed else "") + f", run dir {self.run_dir}")
@@ -662,10 +685,10 @@ class _Trainer:
                     if key not in ("epoch", "iteration") and value is not None:
                         writer.add_scalar(key, value, self.iteration)
                 writer.flush()
-        self.say(_epoch_line(record, self.total_epochs))
+        self.say(_epoch_line(record, self.total_epochs, self._unit(short=True)))
 
 
-def _epoch_line(record: dict[str, Any], total_epochs: int) -> str:
+def _epoch_line(record: dict[str, Any], total_epochs: int, unit: str = "img") -> str:
     parts = [f"epoch {record['epoch']}/{total_epochs}", f"lr {record['lr']:.4g}",
              f"train loss {record['train_loss']:.4f} error {100 * record['train_error']:.2f}%"]
     if record["test_error"] is not None:
@@ -673,7 +696,7 @@ def _epoch_line(record: dict[str, Any], total_epochs: int) -> str:
     if record["ema_test_error"] is not None:
         parts.append(f"EMA test error {100 * record['ema_test_error']:.2f}%")
     if record["images_per_s"] is not None:
-        parts.append(f"{record['images_per_s']:.0f} img/s")
+        parts.append(f"{record['images_per_s']:.0f} {unit}/s")
     parts.append(f"{record['epoch_time_s']:.1f} s")
     return " | ".join(parts)
 

@@ -59,7 +59,7 @@ def test_unknown_name_lists_valid_names():
         load_dataset("mnist")
     for name in DATASETS:
         assert name in str(info.value)
-    assert set(DATASETS) == {"digits", "cifar10", "cifar100", "imagefolder", "synthetic"}
+    assert set(DATASETS) == {"digits", "cifar10", "cifar100", "imagefolder", "synthetic", "text"}
 
 
 def test_default_data_dir(monkeypatch, tmp_path):
