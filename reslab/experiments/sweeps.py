@@ -173,6 +173,17 @@ def _out(s: SweepSettings, name: str) -> Path:
     return Path(s.out) if s.out else Path("experiments") / name
 
 
+def _transformer_run(s: TextSweepSettings, run_dir: Path, data_options: dict, depth: int, variant: str, *,
+                     norm: str, width: int, dropout: float, epochs: int) -> SweepRun:
+    """One character-level transformer of the transformer and dropout sweeps."""
+    model_options = {"merge": VARIANT_MERGE[variant], "norm": norm, "width": width, "heads": 4,
+                     "dropout": dropout, "context": s.context}
+    config = resolve_config("text-char", model=f"transformer{depth}", data="text", overrides={
+        **_overrides(s, run_dir.parent, run_dir.name, epochs=s.epochs or epochs), "model_options": model_options,
+        "data_options": data_options})
+    return SweepRun(config, {"variant": variant, "residual": variant != "plain", "depth": depth, "dropout": dropout})
+
+
 def plan_transformer(s: TransformerSweepSettings, command: str) -> Sweep:
     out, quick = _out(s, "transformer"), s.quick
     options, data = _text_data(s, quick)
@@ -182,14 +193,10 @@ def plan_transformer(s: TransformerSweepSettings, command: str) -> Sweep:
     runs = []
     for depth in depths:
         for variant in _check_variants(s.variants):
-            model_options = {"merge": VARIANT_MERGE[variant], "norm": s.norm, "width": width, "heads": 4,
-                             "dropout": s.dropout, "context": s.context}
-            name = f"{variant}-d{depth}-s{s.seed}"
-            config = resolve_config("text-char", model=f"transformer{depth}", data="text", overrides={
-                **_overrides(s, out, name, epochs=s.epochs or epochs), "model_options": model_options,
-                "data_options": options})
-            runs.append(SweepRun(config, {"variant": variant, "residual": variant != "plain", "depth": depth,
-                                          "dropout": s.dropout, "norm": s.norm}))
+            run = _transformer_run(s, out / f"{variant}-d{depth}-s{s.seed}", options, depth, variant,
+                                   norm=s.norm, width=width, dropout=s.dropout, epochs=epochs)
+            run.meta["norm"] = s.norm
+            runs.append(run)
     return Sweep("transformer", "depth", "nats/char", data, runs, s, command)
 
 
@@ -203,14 +210,8 @@ def plan_dropout(s: DropoutSweepSettings, command: str) -> Sweep:
     runs = []
     for rate in rates:
         for variant in _check_variants(s.variants):
-            model_options = {"merge": VARIANT_MERGE[variant], "norm": "pre", "width": width, "heads": 4,
-                             "dropout": float(rate), "context": s.context}
-            name = f"{variant}-d{depth}-p{rate:g}-s{s.seed}"
-            config = resolve_config("text-char", model=f"transformer{depth}", data="text", overrides={
-                **_overrides(s, out, name, epochs=s.epochs or epochs), "model_options": model_options,
-                "data_options": options})
-            runs.append(SweepRun(config, {"variant": variant, "residual": variant != "plain", "depth": depth,
-                                          "dropout": float(rate)}))
+            runs.append(_transformer_run(s, out / f"{variant}-d{depth}-p{rate:g}-s{s.seed}", options, depth,
+                                         variant, norm="pre", width=width, dropout=float(rate), epochs=epochs))
     return Sweep("dropout", "dropout", "nats/char", data, runs, s, command)
 
 

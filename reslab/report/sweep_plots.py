@@ -235,25 +235,29 @@ def _has_curves(record: dict[str, Any]) -> bool:
     return any(np.isfinite(curve_of(record, k)[1]).any() for k in ("train_loss", "val_loss"))
 
 
-def curve_panels(summary: dict[str, Any]) -> list[tuple[tuple[str, ...], int, list[tuple[str, dict[str, Any]]]]]:
-    """Per sub (cell / norm): the deepest depth where some run has curves, and ``(variant, record)`` there."""
+Panels = list[tuple[tuple[str, ...], int, list[tuple[str, dict[str, Any]]]]]
+
+
+def deepest_panels(summary: dict[str, Any], has) -> Panels:
+    """Per sub (cell / norm): the deepest depth where some record satisfies ``has``, and
+    ``(variant, record)`` there for every variant that has one."""
     _, groups = depth_groups(summary)
     panels = []
     for sub in subs_in(groups):
         depths = [d for (s, _), by_depth in groups.items() if s == sub for d, rs in by_depth.items()
-                  if any(_has_curves(r) for r in rs)]
+                  if any(has(r) for r in rs)]
         if not depths:
             continue
         depth = max(depths)
-        lines = []
-        for (s, variant), by_depth in groups.items():
-            if s != sub:
-                continue
-            record = next((r for r in by_depth.get(depth, []) if _has_curves(r)), None)
-            if record is not None:
-                lines.append((variant, record))
+        lines = [(variant, next(r for r in by_depth[depth] if has(r))) for (s, variant), by_depth in groups.items()
+                 if s == sub and any(has(r) for r in by_depth.get(depth, []))]
         panels.append((sub, depth, lines))
     return panels
+
+
+def curve_panels(summary: dict[str, Any]) -> Panels:
+    """Per sub (cell / norm): the deepest depth where some run has curves, and ``(variant, record)`` there."""
+    return deepest_panels(summary, _has_curves)
 
 
 def plot_depth_curves(summary: dict[str, Any], title: str | None = None) -> Figure:
@@ -316,21 +320,9 @@ def plot_rank_collapse(summary: dict[str, Any], title: str | None = None) -> Fig
     return figure
 
 
-def gradient_panels(summary: dict[str, Any]) -> list[tuple[tuple[str, ...], int, list[tuple[str, dict[str, Any]]]]]:
+def gradient_panels(summary: dict[str, Any]) -> Panels:
     """Per sub (norm): the deepest depth with gradient norms and ``(variant, record)`` there."""
-    _, groups = depth_groups(summary)
-    has = _has_profile("gradient_norms", "norms")
-    panels = []
-    for sub in subs_in(groups):
-        depths = [d for (s, _), by_depth in groups.items() if s == sub for d, rs in by_depth.items()
-                  if any(has(r) for r in rs)]
-        if not depths:
-            continue
-        depth = max(depths)
-        lines = [(variant, next(r for r in by_depth[depth] if has(r))) for (s, variant), by_depth in groups.items()
-                 if s == sub and any(has(r) for r in by_depth.get(depth, []))]
-        panels.append((sub, depth, lines))
-    return panels
+    return deepest_panels(summary, _has_profile("gradient_norms", "norms"))
 
 
 def plot_gradient_norms(summary: dict[str, Any], title: str | None = None) -> Figure:
