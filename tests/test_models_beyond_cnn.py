@@ -58,7 +58,7 @@ def test_shapes_attributes_and_options_round_trip(name):
 def test_defaults_and_listed_examples():
     model = reslab.create_model("transformer2")
     assert model.model_options == {"width": 128, "heads": 4, "context": 256, "merge": "sum", "norm": "pre",
-                                   "dropout": 0.0}
+                                   "dropout": 0.0, "attention_dropout": 0.0}
     assert model.head.out_features == 96
     assert reslab.create_model("rezero_transformer2").model_options["merge"] == "rezero"
     assert reslab.create_model("gru1").model_options == {"width": 128, "dropout": 0.0, "merge": "sum"}
@@ -77,6 +77,7 @@ def test_defaults_and_listed_examples():
     ("transformer2", {"norm": "sandwich"}, "norm must be one of pre, post"),
     ("transformer2", {"width": 18, "heads": 4}, "width 18 must be divisible by heads 4"),
     ("transformer2", {"dropout": 1.5}, r"dropout must be a probability in \[0, 1\)"),
+    ("transformer2", {"attention_dropout": -0.1}, r"attention_dropout must be a probability in \[0, 1\)"),
     ("transformer2", {"context": 0}, "context must be a positive integer"),
     ("transformer0", {}, "depth must be a positive integer"),
     ("plain_transformer2", {"merge": "sum"}, "fixes merge='none'"),
@@ -258,3 +259,15 @@ def test_rank_collapse_checks_its_inputs():
     model.train()
     rank_collapse(model, _tokens())
     assert model.training  # the mode is restored
+
+
+def test_attention_dropout_is_separate_from_branch_dropout():
+    # Branch dropout leaves the attention weights alone (SDPA keeps its fused kernel); attention
+    # dropout is its own option and acts only in training.
+    branch_only = reslab.create_model("transformer1", width=16, heads=2, context=8, dropout=0.3)
+    assert branch_only.layers[0].attention_unit.branch.dropout == 0.0
+    both = reslab.create_model("transformer1", width=16, heads=2, context=8, attention_dropout=0.2)
+    assert both.layers[0].attention_unit.branch.dropout == 0.2
+    tokens = torch.randint(0, 96, (2, 8), generator=torch.Generator().manual_seed(0))
+    both.eval()
+    assert torch.equal(both(tokens), both(tokens))
