@@ -266,8 +266,8 @@ def test_attention_dropout_is_separate_from_branch_dropout():
     # dropout is its own option and acts only in training.
     branch_only = reslab.create_model("transformer1", width=16, heads=2, context=8, dropout=0.3)
     assert branch_only.layers[0].attention_unit.branch.dropout == 0.0
-    both = reslab.create_model("transformer1", width=16, heads=2, context=8, attention_dropout=0.2)
-    assert both.layers[0].attention_unit.branch.dropout == 0.2
+    attention_only = reslab.create_model("transformer1", width=16, heads=2, context=8, attention_dropout=0.2)
+    assert attention_only.layers[0].attention_unit.branch.dropout == 0.2
     tokens = torch.randint(0, 96, (2, 8), generator=torch.Generator().manual_seed(0))
-    both.eval()
-    assert torch.equal(both(tokens), both(tokens))
+    attention_only.eval()
+    assert torch.equal(attention_only(tokens), attention_only(tokens))
