@@ -32,18 +32,26 @@ best round is the least disturbed). The last line is the ratio of reslab in ``--
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-import reslab
-from reslab.data import AugmentConfig, DeviceLoader, load_dataset
-from reslab.train.step import TrainStep
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import reslab  # noqa: E402
+from benchmarks.peak import measure_peak  # noqa: E402
+from reslab.data import AugmentConfig, DeviceLoader, load_dataset  # noqa: E402
+from reslab.train.evaluation import bf16_available  # noqa: E402
+from reslab.train.step import TrainStep  # noqa: E402
+from reslab.utils.cpu import describe_cpu  # noqa: E402
 
 OPTIMIZER = dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
 
@@ -113,7 +121,7 @@ def run_reference(model, images, labels, mean, std, device, batch_size, warmup, 
 
 
 # -- reslab: DeviceLoader + TrainStep ---------------------------------------------------------------
-def run_reslab(model, images, labels, mean, std, device, batch_size, warmup, steps, channels_last):
+def run_reslab(model, images, labels, mean, std, device, batch_size, warmup, steps, channels_last, bf16=False):
     """Images/s of the trainer's data path and step over ``steps`` timed steps."""
     loader = DeviceLoader(images, labels, batch_size=batch_size, device=device, train=True,
                           augment=AugmentConfig(crop_padding=4, flip=True), mean=mean, std=std, seed=0,
@@ -121,7 +129,7 @@ def run_reslab(model, images, labels, mean, std, device, batch_size, warmup, ste
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), **OPTIMIZER)
-    step_fn = TrainStep(model, model, optimizer, nn.CrossEntropyLoss())
+    step_fn = TrainStep(model, model, optimizer, nn.CrossEntropyLoss(), bf16=bf16)
     model.train()
 
     def batches():
@@ -146,6 +154,34 @@ def run_reslab(model, images, labels, mean, std, device, batch_size, warmup, ste
     return steps * batch_size / (time.perf_counter() - started)
 
 
+def run_trainer(name, args, device, bf16: bool) -> float:
+    """Images/s of the whole trainer (``reslab.train.train``, recipe cifar10-fast) over one epoch."""
+    import tempfile  # noqa: PLC0415
+
+    from reslab.train import resolve_config, train  # noqa: PLC0415
+
+    if args.data_dir:
+        data = {"data": "cifar10", "data_dir": args.data_dir}
+    else:
+        data = {"data": "synthetic", "data_options": {"num_train": args.num_images, "num_test": 0, "image_size": 32,
+                                                      "channels": 3}}
+    with tempfile.TemporaryDirectory() as out:
+        config = resolve_config("cifar10-fast", model=name, overrides={
+            **data, "epochs": 1, "out": out, "quiet": True, "seed": 0, "device": str(device),
+            "batch_size": args.batch_size, "bf16": bf16, "threads": args.threads})
+        result = train(config)
+    return float(result.metrics[-1]["images_per_s"])
+
+
+def step_gflop(name: str, num_classes: int, batch_size: int) -> float:
+    """FLOPs of one training step (forward + backward), counted by torch.utils.flop_counter, in GFLOP."""
+    model = reslab.create_model(name, num_classes=num_classes)
+    x = torch.randn(batch_size, 3, 32, 32)
+    with torch.utils.flop_counter.FlopCounterMode(display=False) as counter:
+        nn.functional.cross_entropy(model(x), torch.zeros(batch_size, dtype=torch.int64)).backward()
+    return counter.get_total_flops() / 1e9
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -166,6 +202,8 @@ def main(argv=None) -> None:
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--layout", choices=("channels_last", "nchw"), default="channels_last",
                         help="reslab's layout in the final ratio (channels_last, as the recipes train; default)")
+    parser.add_argument("--no-trainer", action="store_true", help="skip the one-epoch runs of the whole trainer")
+    parser.add_argument("--json", default=None, help="also write the summary rows to this JSON file")
     args = parser.parse_args(argv)
 
     if args.threads:
@@ -182,10 +220,18 @@ def main(argv=None) -> None:
           f"{os.cpu_count()} CPUs; {source}; batch {args.batch_size}; {args.warmup} warm-up + {args.steps} timed "
           f"steps x {args.rounds} rounds (best counts); reference DataLoader with {args.num_workers} worker(s)")
 
+    print(describe_cpu())
+    bf16, why_not = bf16_available(device)
+    peak = measure_peak(str(device) if device.type == "cuda" else "cpu")
     settings = [("reference", "DataLoader + per-sample transforms, NCHW"),
                 ("reslab", "DeviceLoader + TrainStep, NCHW"),
                 ("reslab_cl", "DeviceLoader + TrainStep, channels_last")]
+    if bf16:
+        settings.append(("reslab_bf16", "DeviceLoader + TrainStep, channels_last, bf16"))
+    else:
+        print(f"bf16: not measured ({why_not})")
     ratios = []
+    rows = []
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
         torch.manual_seed(0)
         initial = reslab.create_model(name, num_classes=dataset.num_classes).state_dict()
@@ -200,16 +246,40 @@ def main(argv=None) -> None:
                                          args.steps, args.num_workers)
                 else:
                     rate = run_reslab(model, images, labels, mean, std, device, args.batch_size, args.warmup,
-                                      args.steps, channels_last=key == "reslab_cl")
+                                      args.steps, channels_last=key != "reslab", bf16=key == "reslab_bf16")
                 best[key] = max(best[key], rate)
+        gflop_per_image = step_gflop(name, dataset.num_classes, args.batch_size) / args.batch_size
         for key, label in settings:
             ratio = best[key] / best["reference"]
-            print(f"{name:10s} {label:45s} {best[key]:8.1f} img/s  {ratio:5.2f}x")
+            peak_of = peak["bf16"] if key == "reslab_bf16" else peak["fp32"]
+            print(f"{name:10s} {label:45s} {best[key]:8.1f} img/s  {ratio:5.2f}x  "
+                  f"{100 * best[key] * gflop_per_image / peak_of:3.0f} % of the {'bf16' if key == 'reslab_bf16' else 'fp32'}"
+                  f" peak")
+        rows.append({"work": f"{name} training step, fp32", "peer": f"DataLoader {best['reference']:.0f} img/s",
+                     "reslab": f"{best['reslab_cl']:.0f} img/s", "ratio": best["reslab_cl"] / best["reference"],
+                     "peak": best["reslab_cl"] * gflop_per_image / peak["fp32"]})
+        if bf16:
+            print(f"{name:10s} bf16 / fp32 (channels_last): {best['reslab_bf16'] / best['reslab_cl']:.2f}x")
+            rows.append({"work": f"{name} training step, bf16", "peer": f"reslab fp32 {best['reslab_cl']:.0f} img/s",
+                         "reslab": f"{best['reslab_bf16']:.0f} img/s",
+                         "ratio": best["reslab_bf16"] / best["reslab_cl"],
+                         "peak": best["reslab_bf16"] * gflop_per_image / peak["bf16"]})
+        if not args.no_trainer:
+            for low, key in ((False, "reslab_cl"), (True, "reslab_bf16")) if bf16 else ((False, "reslab_cl"),):
+                sustained = run_trainer(name, args, device, bf16=low)
+                print(f"{name:10s} whole trainer, one epoch{', bf16' if low else ''}: {sustained:.1f} img/s sustained "
+                      f"= {100 * sustained / best[key]:.0f} % of its burst rate ({best[key]:.1f} img/s)")
+                rows.append({"work": f"{name} trainer epoch{', bf16' if low else ''} vs its burst",
+                             "peer": f"burst {best[key]:.0f} img/s", "reslab": f"{sustained:.0f} img/s",
+                             "ratio": sustained / best[key],
+                             "peak": sustained * gflop_per_image / (peak["bf16"] if low else peak["fp32"])})
         headline = best["reslab_cl"] if args.layout == "channels_last" else best["reslab"]
         ratios.append(headline / best["reference"])
     geometric = math.exp(statistics.fmean(math.log(r) for r in ratios))
     print(f"ratio reslab ({args.layout}) / reference DataLoader, geometric mean over {len(ratios)} model(s): "
           f"{geometric:.2f}x")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":

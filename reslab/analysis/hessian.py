@@ -5,7 +5,17 @@ ResNet-56 would have 10¹¹ entries), computed exactly by double backpropagation
 samples (or by forward-over-reverse autodiff, ``jvp(grad(f))``), with BatchNorm in eval mode:
 the Hessian is that of the function the landscape plots show.
 
-* top-k eigenvalues: power iteration with deflation (largest magnitude first);
+Speed (see ``benchmarks/hessian_throughput.py``, which runs PyHessian beside it): the gradient's
+graph is built once per point and reused by every product (``reuse_graph``; what PyHessian does),
+when its saved tensors fit in the memory budget — else each product recomputes it; in eval mode
+every conv→BN pair is folded into one conv whose weight and bias are computed *from* the conv's
+and BN's parameters inside the graph (``fold_bn``), so the derivatives are still exactly those
+of the original parameters while the activations skip BN's pass and its double backward; and
+the top-k eigenvalues come from one Lanczos run (``method="lanczos"``, the default since 0.9),
+which needs far fewer products than deflated power iteration (``method="power"``).
+
+* top-k eigenvalues: Lanczos with full reorthogonalisation (largest magnitude first), or power
+  iteration with deflation;
 * trace: Hutchinson's estimator ``E[zᵀ H z]`` with Rademacher ``z`` (with its standard error);
 * spectral density: stochastic Lanczos quadrature (Ghorbani et al. 2019) — a few Lanczos runs
   from random starts; each tridiagonal matrix's eigenvalues (Ritz values) and the squared first
@@ -55,6 +65,11 @@ class HessianOperator:
         batch_size: samples per pass; the loss is the exact mean over all N samples.
         device: where to compute.
         method: ``"double_backward"`` (default) or ``"forward_over_reverse"``.
+        reuse_graph: keep the first-order graph of each batch and reuse it for every product
+            (double backward only). ``None`` (default): when its saved tensors fit in
+            ``memory_budget`` bytes (measured on the first batch); else recompute per product.
+        fold_bn: compute with conv→BN pairs folded into single convs (eval mode; exact).
+        memory_budget: bytes the kept graphs may take; default half of the available memory.
 
     Vectors are flat float32 ``(dim,)`` tensors on ``device``, parameters concatenated in
     ``named_parameters`` order. :meth:`set_point` moves the operator to other weights.
@@ -62,7 +77,8 @@ class HessianOperator:
 
     def __init__(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *,
                  loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-                 batch_size: int = 256, device: str | torch.device = "cpu", method: str = "double_backward"):
+                 batch_size: int = 256, device: str | torch.device = "cpu", method: str = "double_backward",
+                 reuse_graph: bool | None = None, fold_bn: bool = True, memory_budget: int | None = None):
         if method not in HVP_METHODS:
             raise AnalysisError(f"--hvp must be one of {', '.join(HVP_METHODS)}, got {method!r}")
         if inputs.shape[0] == 0 or inputs.shape[0] != targets.shape[0]:
@@ -84,10 +100,21 @@ class HessianOperator:
         self.fixed = {k: v for k, v in self.model.state_dict().items() if k not in set(self.names)}
         self.point = {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
         self.products = 0  # Hessian-vector products computed so far
+        self.folded = _FoldedForward.build(self.model, self.names) if fold_bn else None
+        self.reuse_graph = reuse_graph if method == "double_backward" else False
+        self.memory_budget = memory_budget
+        self.graph_bytes: int | None = None  # saved-tensor bytes of the kept graphs, once measured
+        self._graphs: list[tuple[list[torch.Tensor], list[torch.Tensor]]] | None = None
+
+    @property
+    def bn_folded(self) -> int:
+        """How many conv→BN pairs the computation folds (0 when none or ``fold_bn=False``)."""
+        return len(self.folded.pairs) if self.folded is not None else 0
 
     # -- weights ------------------------------------------------------------------------------
     def set_point(self, state: Mapping[str, torch.Tensor]) -> None:
         """Evaluate H at ``state`` (parameters by name; buffers by name are taken too)."""
+        self._graphs = None
         for name in self.names:
             if name in state:
                 self.point[name] = state[name].detach().to(self.device, torch.float32).clone()
@@ -103,7 +130,10 @@ class HessianOperator:
 
     # -- values -------------------------------------------------------------------------------
     def _batch_loss(self, params: Mapping[str, torch.Tensor], xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-        outputs = functional_call(self.model, ({**params}, self.fixed), (xb,))
+        if self.folded is not None:
+            outputs = self.folded(params, self.fixed, xb)
+        else:
+            outputs = functional_call(self.model, ({**params}, self.fixed), (xb,))
         return self.loss_fn(outputs, yb) * (xb.shape[0] / self.num_samples)
 
     def loss(self) -> float:
@@ -118,6 +148,18 @@ class HessianOperator:
         vector = vector.to(self.device, torch.float32)
         tangents = dict(zip(self.names, self.unflatten(vector)))
         out = torch.zeros(self.dim, dtype=torch.float32, device=self.device)
+        graphs = self._kept_graphs() if self.reuse_graph is not False else None
+        if graphs is not None:
+            parts_in = [tangents[n] for n in self.names]
+            for leaves, grads in graphs:
+                used = [(g, v) for g, v in zip(grads, parts_in) if g is not None and g.requires_grad]
+                if not used:
+                    continue
+                products = torch.autograd.grad([g for g, _ in used], leaves, grad_outputs=[v for _, v in used],
+                                               retain_graph=True, allow_unused=True)
+                out += self.flatten([torch.zeros_like(leaf) if p is None else p for p, leaf in zip(products, leaves)])
+            self.products += 1
+            return out
         for xb, yb in self.batches:
             if self.method == "forward_over_reverse":
                 parts = self._hvp_forward_over_reverse(tangents, xb, yb)
@@ -126,6 +168,40 @@ class HessianOperator:
             out += self.flatten(parts)
         self.products += 1
         return out
+
+    def _first_order_graph(self, xb, yb) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        with torch.enable_grad():
+            params = {n: p.detach().requires_grad_(True) for n, p in self.point.items()}
+            leaves = [params[n] for n in self.names]
+            loss = self._batch_loss(params, xb, yb)
+            grads = torch.autograd.grad(loss, leaves, create_graph=True, allow_unused=True)
+        return leaves, list(grads)
+
+    def _kept_graphs(self):
+        """The per-batch (leaves, gradients-with-graph), built on first use; ``None`` when they do not fit."""
+        if self._graphs is not None:
+            return self._graphs
+        budget = self.memory_budget if self.memory_budget is not None else _default_memory_budget(self.device)
+        graphs = []
+        for index, (xb, yb) in enumerate(self.batches):
+            if index == 0 and self.graph_bytes is None:
+                counted = [0]
+
+                def pack(tensor):
+                    counted[0] += tensor.numel() * tensor.element_size()
+                    return tensor
+
+                with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+                    graphs.append(self._first_order_graph(xb, yb))
+                # The batches have the same size but the last: scale the first one's graph.
+                self.graph_bytes = int(counted[0] * self.num_samples / xb.shape[0])
+                if self.reuse_graph is None and self.graph_bytes > budget:
+                    self.reuse_graph = False
+                    return None
+                continue
+            graphs.append(self._first_order_graph(xb, yb))
+        self._graphs = graphs
+        return graphs
 
     def _hvp_double_backward(self, tangents, xb, yb) -> list[torch.Tensor]:
         with torch.enable_grad():
@@ -148,6 +224,73 @@ class HessianOperator:
         return [products[n].detach() for n in self.names]
 
 
+def _default_memory_budget(device: torch.device) -> int:
+    """Half of the memory free now (CUDA: on the device; CPU: MemAvailable), 1 GiB if unknown."""
+    try:
+        if device.type == "cuda":
+            return int(torch.cuda.mem_get_info(device)[0] // 2)
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024 // 2
+    except (OSError, RuntimeError, ValueError):
+        pass
+    return 1 << 30
+
+
+class _FoldedForward:
+    """The model with conv→BN pairs merged, called with the *original* parameters.
+
+    The merged conv's weight ``W·s`` and bias ``β + (b − μ)·s``, ``s = γ/√(σ² + ε)``, are
+    computed inside the autograd graph from ``W``, ``b``, ``γ``, ``β``, so gradients and
+    Hessian-vector products are those of the original parameters, exactly; only the cheap
+    per-channel products on weights replace BN's pass (and its double backward) on activations.
+    """
+
+    def __init__(self, network: nn.Module, pairs, names: Sequence[str]):
+        self.network, self.pairs = network, list(pairs)
+        merged = set()
+        for pair in self.pairs:
+            merged.update({f"{pair.conv}.weight", f"{pair.conv}.bias"})
+            merged.update(f"{pair.bn}.{n}" for n in ("weight", "bias", "running_mean", "running_var",
+                                                     "num_batches_tracked"))
+        self.merged = merged
+
+    @classmethod
+    def build(cls, model: nn.Module, names: Sequence[str]) -> "_FoldedForward | None":
+        from reslab.analysis.landscape.bnfold import fold_network  # noqa: PLC0415 - fx tracing only when used
+
+        folded = fold_network(copy.deepcopy(model))  # folding adds conv biases to the traced modules
+        if folded is None:
+            return None
+        network, pairs = folded
+        # A BN whose running statistics are trainable, or a conv whose weight is frozen, is left alone.
+        names = set(names)
+        if any(f"{p.conv}.weight" not in names for p in pairs):
+            return None
+        return cls(network, pairs, list(names))
+
+    def __call__(self, params: Mapping[str, torch.Tensor], fixed: Mapping[str, torch.Tensor],
+                 x: torch.Tensor) -> torch.Tensor:
+        values = {**fixed, **params}
+        tensors = {k: v for k, v in values.items() if k not in self.merged}
+        for pair in self.pairs:
+            weight = values[f"{pair.conv}.weight"]
+            gamma = values.get(f"{pair.bn}.weight")
+            beta = values.get(f"{pair.bn}.bias")
+            mean, var = values[f"{pair.bn}.running_mean"], values[f"{pair.bn}.running_var"]
+            scale = torch.rsqrt(var + pair.eps)
+            if gamma is not None:
+                scale = gamma * scale
+            bias = values[f"{pair.conv}.bias"] if pair.conv_has_bias else torch.zeros_like(mean)
+            shift = (bias - mean) * scale
+            if beta is not None:
+                shift = shift + beta
+            tensors[f"{pair.conv}.weight"] = weight * scale.reshape(-1, *([1] * (weight.ndim - 1)))
+            tensors[f"{pair.conv}.bias"] = shift
+        return functional_call(self.network, tensors, (x,), strict=False)
+
+
 # -- algorithms on an abstract H v ----------------------------------------------------------------
 def _random_unit(dim: int, generator: torch.Generator, device, rademacher: bool = False) -> torch.Tensor:
     """A random vector drawn on the CPU (same on every device for a seed), moved to ``device``."""
@@ -163,9 +306,81 @@ def _dot(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(torch.dot(a.double(), b.double()))
 
 
+TOP_METHODS = ("lanczos", "power")
+
+
 def top_eigenvalues(hvp: HVP, dim: int, k: int = 5, *, max_iterations: int = 100, tol: float = 1e-4,
-                    generator: torch.Generator | None = None, device="cpu", progress=None
-                    ) -> tuple[list[float], list[torch.Tensor], list[int]]:
+                    generator: torch.Generator | None = None, device="cpu", progress=None,
+                    method: str = "lanczos") -> tuple[list[float], list[torch.Tensor], list[int]]:
+    """The ``k`` eigenvalues of largest magnitude (and unit eigenvectors), largest magnitude first.
+
+    ``method="lanczos"`` (default since reslab 0.9): one Lanczos run with full
+    reorthogonalisation; after each product the tridiagonal matrix's Ritz values are computed and
+    the run stops when each of the top ``k`` changed by less than ``tol`` relatively (at most
+    ``max(max_iterations, 3k)`` products). Extreme eigenvalues converge in far fewer products
+    than with power iteration, and all ``k`` come from the same run. ``method="power"``: power
+    iteration with deflation, ``max_iterations`` per eigenvalue, each stopped when its Rayleigh
+    quotient changes by less than ``tol`` (the method of PyHessian and of reslab before 0.9).
+
+    Returns ``(eigenvalues, eigenvectors (dim,), products used)``; for Lanczos every eigenvalue
+    reports the run's total.
+    """
+    if method not in TOP_METHODS:
+        raise AnalysisError(f"top-eigenvalue method must be one of {', '.join(TOP_METHODS)}, got {method!r}")
+    if k < 1:
+        return [], [], []
+    if method == "power":
+        return _power_top(hvp, dim, k, max_iterations=max_iterations, tol=tol, generator=generator, device=device,
+                          progress=progress)
+    return _lanczos_top(hvp, dim, k, max_steps=min(dim, max(max_iterations, 3 * k)), tol=tol, generator=generator,
+                        device=device, progress=progress)
+
+
+def _lanczos_top(hvp: HVP, dim: int, k: int, *, max_steps: int, tol: float, generator=None, device="cpu",
+                 progress=None) -> tuple[list[float], list[torch.Tensor], list[int]]:
+    generator = generator or torch.Generator().manual_seed(0)
+    basis = [_random_unit(dim, generator, device)]
+    alphas: list[float] = []
+    betas: list[float] = []
+    previous: np.ndarray | None = None
+    nodes = vectors = order = None
+    for step in range(1, max_steps + 1):
+        w = hvp(basis[-1])
+        if progress is not None:
+            progress.update(1)
+        alpha = _dot(w, basis[-1])
+        alphas.append(alpha)
+        w = w - alpha * basis[-1] - (betas[-1] * basis[-2] if betas else 0.0)
+        stacked = torch.stack(basis)
+        for _ in range(2):  # full reorthogonalisation, twice (see lanczos())
+            w = w - stacked.T @ (stacked @ w)
+        beta = float(w.norm())
+        tridiagonal = np.diag(alphas) + np.diag(betas, 1) + np.diag(betas, -1)
+        nodes, vectors = np.linalg.eigh(tridiagonal)
+        order = np.argsort(-np.abs(nodes))[:k]
+        current = nodes[order]
+        exhausted = beta <= 1e-10 * max(abs(alpha), 1.0)
+        if len(current) == k and previous is not None and len(previous) == k and np.all(
+                np.abs(current - previous) <= tol * np.maximum(np.abs(current), 1e-30)):
+            break
+        if exhausted:
+            break
+        previous = current
+        betas.append(beta)
+        basis.append(w / beta)
+    stacked = torch.stack(basis[:len(alphas)])
+    values, eigenvectors = [], []
+    for index in order:
+        coefficients = torch.as_tensor(vectors[:, index], dtype=torch.float32, device=stacked.device)
+        vector = coefficients @ stacked
+        eigenvectors.append(vector / vector.norm())
+        values.append(float(nodes[index]))
+    return values, eigenvectors, [len(alphas)] * len(values)
+
+
+def _power_top(hvp: HVP, dim: int, k: int = 5, *, max_iterations: int = 100, tol: float = 1e-4,
+               generator: torch.Generator | None = None, device="cpu", progress=None
+               ) -> tuple[list[float], list[torch.Tensor], list[int]]:
     """The ``k`` eigenvalues of largest magnitude, by power iteration with deflation.
 
     After eigenpairs ``(λ_j, u_j)`` are found, the iteration runs on ``H − Σ λ_j u_j u_jᵀ`` (and
@@ -317,7 +532,7 @@ def smallest_eigenvalue_power(hvp: HVP, dim: int, lambda_max: float, *, max_iter
     """λmin by power iteration on ``H − λmax·I`` (whose spectrum is ``≤ 0``, largest magnitude at λmin)."""
     shifted = lambda v: hvp(v) - lambda_max * v  # noqa: E731
     values, _, _ = top_eigenvalues(shifted, dim, 1, max_iterations=max_iterations, tol=tol, generator=generator,
-                                   device=device, progress=progress)
+                                   device=device, progress=progress, method="power")
     return values[0] + lambda_max
 
 
@@ -364,8 +579,12 @@ class HessianSettings(Settings):
     seed: int = setting(0, "seeds every random vector and the map's plane", minimum=0, cli=False)
     sample_seed: int = setting(0, "seed of the choice of --samples images (0: the same images whatever --seed)",
                                minimum=0)
-    top_k: int = setting(5, "eigenvalues of largest magnitude by power iteration (0 = skip)", minimum=0)
-    max_iterations: int = setting(100, "power iterations per eigenvalue at most", minimum=1)
+    top_k: int = setting(5, "eigenvalues of largest magnitude (0 = skip)", minimum=0)
+    top_method: Literal["lanczos", "power"] = setting(
+        "lanczos", "top eigenvalues by one Lanczos run (fast; default since 0.9) or deflated power iteration "
+                   "(PyHessian's method)")
+    max_iterations: int = setting(100, "power iterations per eigenvalue at most (Lanczos: products at most)",
+                                  minimum=1)
     tol: float = setting(1e-4, "stop an eigenvalue when it changes by less than this, relatively", minimum=0)
     min_method: Literal["lanczos", "power"] = setting(
         "lanczos", "λmin from the smallest Ritz value of a Lanczos run, or by power iteration on H − λmax·I")
@@ -385,6 +604,9 @@ class HessianSettings(Settings):
     device: str = setting("cpu", "where to compute", cli=False)
     hvp_method: Literal["double_backward", "forward_over_reverse"] = setting(
         "double_backward", "how Hessian-vector products are computed", flag="--hvp")
+    reuse_graph: Literal["auto", "on", "off"] = setting(
+        "auto", "keep the gradient's graph for every product (auto: when it fits in half the free memory)")
+    fold_bn: bool = setting(True, "fold conv→BN pairs into single convs while computing (exact; faster)")
 
     def check(self) -> None:
         if self.map_grid is not None and self.map_grid[2] < 1:
@@ -411,7 +633,9 @@ def analyze_hessian(target, settings: HessianSettings | Mapping[str, Any] | None
         inputs, labels = target_samples(target, settings.split, settings.samples, settings.sample_seed)
     device = torch.device(settings.device)
     operator = HessianOperator(target.model, inputs, labels, loss_fn=loss_fn, batch_size=settings.batch_size,
-                               device=device, method=settings.hvp_method)
+                               device=device, method=settings.hvp_method,
+                               reuse_graph={"auto": None, "on": True, "off": False}[settings.reuse_graph],
+                               fold_bn=settings.fold_bn)
     spectrum = _Spectrum(operator, settings, progress)
     result = HessianResult(target=target.describe() if hasattr(target, "describe") else {},
                            settings=_recorded_settings(settings, target, inputs, device),
@@ -438,7 +662,7 @@ def _recorded_settings(settings: HessianSettings, target, inputs: torch.Tensor, 
     s = settings
     return {"samples": int(inputs.shape[0]), "split": s.split, "seed": s.seed, "sample_seed": s.sample_seed,
             "bn_mode": "eval", "batch_size": s.batch_size, "device": str(device), "hvp": s.hvp_method,
-            "top_k": s.top_k, "max_iterations": s.max_iterations, "tol": s.tol, "min_method": s.min_method,
+            "reuse_graph": s.reuse_graph, "fold_bn": s.fold_bn, "top_k": s.top_k, "top_method": s.top_method, "max_iterations": s.max_iterations, "tol": s.tol, "min_method": s.min_method,
             "extreme_steps": s.extreme_steps, "trace_probes": s.trace_probes if s.trace else None,
             "density_steps": s.density_steps if s.density else None,
             "density_starts": s.density_starts if s.density else None,
@@ -467,8 +691,10 @@ class _Spectrum:
 
     def top(self) -> tuple[list[float], list[int]]:
         s, op = self.settings, self.operator
-        values, _, iterations = self._run(s.top_k * s.max_iterations, "top eigenvalues", lambda bar: top_eigenvalues(
-            op.hvp, op.dim, s.top_k, max_iterations=s.max_iterations, tol=s.tol, **self._common(bar)))
+        total = s.top_k * s.max_iterations if s.top_method == "power" else max(s.max_iterations, 3 * s.top_k)
+        values, _, iterations = self._run(total, "top eigenvalues", lambda bar: top_eigenvalues(
+            op.hvp, op.dim, s.top_k, max_iterations=s.max_iterations, tol=s.tol, method=s.top_method,
+            **self._common(bar)))
         return values, iterations
 
     def extremes(self, top_values: Sequence[float]) -> tuple[float, float]:
@@ -543,5 +769,5 @@ def _close(bar) -> None:
 __all__ = [
     "HessianOperator", "HessianResult", "HessianSettings", "analyze_hessian", "convexity_ratio", "density_curve",
     "extreme_eigenvalues", "hessian_map", "hutchinson_trace", "lanczos", "ritz", "slq",
-    "smallest_eigenvalue_power", "top_eigenvalues",
+    "smallest_eigenvalue_power", "top_eigenvalues", "TOP_METHODS",
 ]

@@ -115,6 +115,8 @@ def run(args) -> int:
               f"origin on {recorded.get('samples')} {recorded.get('split')} images; origin loss "
               f"{result.origin_loss:.4g}, accuracy {100 * result.origin_accuracy:.2f}%; grid loss range "
               f"{finite.min():.4g}..{finite.max():.4g}" if finite.size else f"{target.label}: no points evaluated yet")
+        if recorded.get("precision_choice"):
+            print(f"  precision {recorded['precision_choice']}")
         if rate:
             print(f"  {recorded.get('points_evaluated_now')} points (grid + origin) in {recorded.get('seconds_now')} s "
                   f"({rate:.2f} points/s; method {recorded.get('method')}, batch {recorded.get('batch_size')}, "

@@ -30,7 +30,7 @@ _FLAG_FIELDS = {
     "batch_size": "batch_size", "lr": "lr", "out": "out", "device": "device", "seed": "seed",
     "save_every": "save_every", "eval_every": "eval_every", "threads": "threads",
 }
-_BOOL_FLAGS = ("download", "quiet", "tensorboard", "compile", "ema", "channels_last", "bf16")
+_BOOL_FLAGS = ("download", "quiet", "tensorboard", "compile", "ema", "channels_last", "bf16", "test_flip")
 
 
 def register(subparsers) -> None:
@@ -69,7 +69,8 @@ def register(subparsers) -> None:
             "download": None, "quiet": "no progress bar or per-epoch lines, only the final summary",
             "tensorboard": "also write TensorBoard logs to RUN_DIR/tensorboard",
             "compile": "torch.compile the model", "ema": "keep an EMA of the weights and evaluate it too",
-            "channels_last": "channels-last memory format", "bf16": "bf16 autocast (CUDA only)",
+            "channels_last": "channels-last memory format", "bf16": "bf16 autocast (CUDA, or a CPU with bf16 units: AVX512-BF16/AMX)",
+            "test_flip": "also report test accuracy with test-time flips",
         }
         if flag == "download":
             continue

@@ -45,6 +45,7 @@ from reslab.analysis import hessian as hessian_analysis
 from reslab.analysis.common import load_target, progress_enabled
 from reslab.analysis.hessian import HessianSettings, analyze_hessian
 from reslab.analysis.landscape import LandscapeResult, analyze_landscape, make_plane
+from reslab.analysis.landscape.evaluate import resolve_precision
 from reslab.analysis.landscape.directions import model_state, state_hash
 from reslab.analysis.landscape.surface import (
     DEFAULT_RANGES,
@@ -126,8 +127,9 @@ class LandscapeExperimentSettings(Settings):
     sample_seed: int = setting(0, "seed of the choice of --samples images", minimum=0, cli=False)
     planes: tuple[Plane, ...] = setting(DEFAULT_PLANES, "planes to compute (pca needs epoch checkpoints and is "
                                                         "skipped with a note for runs without them)")
-    precision: Literal["fp32", "bf16", "fp16"] = setting(
-        "fp32", "fp32, or bf16/fp16 autocast for the landscapes (much faster on GPUs; losses differ slightly)")
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = setting(
+        "fp32", "fp32, bf16/fp16 autocast for the landscapes (much faster on GPUs and CPUs with bf16 units; "
+                "losses differ slightly), or auto: bf16 where the hardware has it")
     workers: int | None = setting(None, "CPU: landscape points evaluated at once, one thread each (default: the "
                                         "cores)", minimum=1)
     # -- curvature
@@ -488,7 +490,8 @@ def _plane_entry(item: ModelRun, plan: "LandscapePlan", target, kind: str, sampl
         # A reused run without epoch checkpoints has no trajectory: say so and go on.
         say(f"{item.name}: {kind} plane skipped: {exc}")
         return {"skipped": str(exc)}
-    saved = current_landscape(path, plane, kind, plane_grid, images, labels, settings.precision)
+    saved = current_landscape(path, plane, kind, plane_grid, images, labels,
+                              resolve_precision(settings.precision, plan.device)[0])
     computed = saved is None
     if computed:
         say(f"{item.name}: {kind} landscape, grid {plane_grid}, {images.shape[0]} {settings.split} images")

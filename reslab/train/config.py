@@ -102,9 +102,10 @@ class TrainConfig:
     crop_padding: int = 4
     flip: bool = True
     cutout: int = 0
+    test_flip: bool = False  # also evaluate with test-time flips (mean logits of image and mirror)
 
     # -- speed --------------------------------------------------------------------------------
-    bf16: bool = False  # autocast to bfloat16 on CUDA; ignored (with a note) on CPU
+    bf16: bool = False  # bf16 autocast on CUDA or a CPU with bf16 units; float32 (with a note) elsewhere
     channels_last: bool = False
     compile: bool = False
     sync_bn: bool = False  # SyncBatchNorm across ranks (CUDA only; torch has no CPU SyncBatchNorm)

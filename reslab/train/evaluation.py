@@ -32,10 +32,28 @@ class EvalResult:
 
 
 def autocast_context(device: torch.device, bf16: bool):
-    """bf16 autocast on CUDA when asked; a no-op otherwise."""
-    if bf16 and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+    """bf16 autocast (CUDA or CPU) when asked; a no-op otherwise.
+
+    Whether bf16 pays off on a CPU is the caller's decision (:func:`bf16_available`): autocast
+    itself works on any CPU, but without bf16 units oneDNN emulates it, slower than float32.
+    """
+    if bf16 and device.type in ("cuda", "cpu"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def bf16_available(device: torch.device) -> tuple[bool, str]:
+    """``(use bf16?, why not)`` for bf16 autocast on ``device``: CUDA always, CPUs with native bf16 units."""
+    if device.type == "cuda":
+        return True, ""
+    if device.type == "cpu":
+        from reslab.utils.cpu import has_native_bf16  # noqa: PLC0415 - reads /proc/cpuinfo once
+
+        if has_native_bf16():
+            return True, ""
+        return False, ("this CPU has no native bf16 (neither AVX512-BF16 nor AMX-BF16): emulated bf16 would be "
+                       "slower than float32, so training in float32")
+    return False, f"bf16 autocast is not supported on {device.type}; training in float32"
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -53,8 +71,11 @@ def flat_outputs(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, t
 
 
 @torch.no_grad()
-def eval_sums(model: nn.Module, batches, bf16: bool = False) -> torch.Tensor:
+def eval_sums(model: nn.Module, batches, bf16: bool = False, flip: bool = False) -> torch.Tensor:
     """Sum of losses, number of errors and count over ``batches`` of (x, y): float64 (3,) on the model's device.
+
+    ``flip``: test-time augmentation — the logits are the mean of the image's and its mirror
+    image's (images ``(N, C, H, W)`` only; token batches are evaluated as they are).
 
     The sums stay on the device (no per-batch sync); callers all-reduce them across ranks.
     """
@@ -65,8 +86,10 @@ def eval_sums(model: nn.Module, batches, bf16: bool = False) -> torch.Tensor:
     try:
         for x, y in batches:
             with autocast_context(device, bf16):
-                logits = model(x)
-            logits, y = flat_outputs(logits.float(), y)
+                logits = model(x).float()
+                if flip and x.ndim == 4:
+                    logits = (logits + model(x.flip(3)).float()) / 2
+            logits, y = flat_outputs(logits, y)
             sums[0] += F.cross_entropy(logits, y, reduction="sum")
             sums[1] += (logits.argmax(dim=1) != y).sum()
             sums[2] += y.numel()

@@ -21,7 +21,7 @@ class TrainStep:
             (strided, so that micro-batch j holds what rank j of ``accumulate`` ranks would get
             from the DeviceLoader; accumulate=W in one process reproduces W DDP ranks).
         grad_clip: max global gradient norm, 0 = off.
-        bf16: autocast to bfloat16 (CUDA only).
+        bf16: autocast to bfloat16 (CUDA, or CPU: the trainer decides where it pays off).
         ema: a :class:`~reslab.train.ema.ModelEMA` to update after each step, or None.
         ddp: the DistributedDataParallel wrapper when there is one (its ``no_sync`` skips the
             all-reduce of all but the last micro-batch).

@@ -4,7 +4,7 @@ One loop serves a laptop CPU, one GPU and ``torchrun`` with many processes:
 
 * data: the whole split lives on the device as uint8 (:class:`reslab.data.DeviceLoader`);
   batches are cropped/flipped/normalised there with batched ops, sharded across ranks;
-* step: forward (bf16 autocast on CUDA when asked) → cross-entropy with label smoothing →
+* step: forward (bf16 autocast when asked, on CUDA or a CPU with bf16 units) → cross-entropy with label smoothing →
   backward (split into ``accumulate`` micro-batches when asked) → optional gradient clipping →
   SGD with the schedule's lr → EMA update. Loss and error sums stay on the device; the host
   reads them only every few steps (no ``.item()`` per step, which would stall a GPU);
@@ -45,7 +45,7 @@ from reslab.train.config import RESUMABLE_KEYS, TrainConfig, config_differences
 from reslab.train.distributed import DistInfo
 from reslab.train.distributed import setup as setup_distributed
 from reslab.train.ema import ModelEMA
-from reslab.train.evaluation import eval_sums, result_from_sums
+from reslab.train.evaluation import bf16_available, eval_sums, result_from_sums
 from reslab.train.loading import model_for_data
 from reslab.train.optim import build_optimizer, set_lr
 from reslab.train.schedules import LRSchedule, build_schedule
@@ -110,6 +110,9 @@ class TrainResult:
                          f"(error {100 * self.test_error:.2f}%, loss {self.test_loss:.4f})")
         else:
             parts.append("no test set")
+        flip_error = self._last("test_flip_error")
+        if flip_error is not None:
+            parts.append(f"| with test-time flips {100 * (1 - flip_error):.2f}%")
         if self.ema_test_error is not None:
             parts.append(f"| EMA test accuracy {100 * (1 - self.ema_test_error):.2f}%")
         state = "done" if self.finished else f"stopped ({self.stopped_by})"
@@ -287,8 +290,10 @@ class _Trainer:
 
     def _build(self) -> None:
         c, d = self.config, self.dist
-        if c.bf16 and self.device.type != "cuda":
-            self.notes.append("bf16 autocast is for CUDA; training in float32 on the CPU")
+        self.bf16 = False
+        if c.bf16:
+            self.bf16, why_not = bf16_available(self.device)
+            self.notes.append(f"bf16 autocast on {self.device.type} (float32 master weights)" if self.bf16 else why_not)
         if c.sync_bn and d.distributed and self.device.type != "cuda":
             self.notes.append("sync_bn needs CUDA (torch's SyncBatchNorm has no CPU kernel); on CPU each rank's "
                               "BatchNorm uses its own shard's statistics, like accumulate=world_size micro-batches")
@@ -377,7 +382,7 @@ class _Trainer:
             net = torch.compile(net)
         self.net = net
         self.step = TrainStep(net, model, self.optimizer, self.criterion, accumulate=c.accumulate,
-                              grad_clip=c.grad_clip, bf16=c.bf16, ema=self.ema, ddp=self.ddp)
+                              grad_clip=c.grad_clip, bf16=self.bf16, ema=self.ema, ddp=self.ddp)
 
     def _resolved_config(self) -> dict[str, Any]:
         c, ds = self.config, self.dataset
@@ -525,10 +530,10 @@ class _Trainer:
         """One optimizer step on the batch; returns (loss·n, wrong) as device tensors."""
         return self.step(x, y)
 
-    def _evaluate(self, model: nn.Module):
+    def _evaluate(self, model: nn.Module, flip: bool = False):
         if self.test_loader is None:
             return None
-        sums = eval_sums(model, iter(self.test_loader), self.config.bf16)
+        sums = eval_sums(model, iter(self.test_loader), self.bf16, flip=flip)
         return result_from_sums(self.dist.all_reduce_sum(sums).cpu())
 
     def _sync_buffers(self) -> None:
@@ -651,11 +656,13 @@ class _Trainer:
         eval_start = time.perf_counter()
         loss_sum, wrong, count = self.dist.all_reduce_sum(sums).tolist()
         last_epoch = epoch + 1 == self.total_epochs
-        test = ema_test = None
+        test = ema_test = flip_test = None
         if (epoch + 1) % c.eval_every == 0 or last_epoch or (
                 self.stop_after_epoch is not None and epoch + 1 >= self.stop_after_epoch):
             self._sync_buffers()
             test = self._evaluate(self.model)
+            if c.test_flip:
+                flip_test = self._evaluate(self.model, flip=True)
             if self.ema is not None:
                 ema_test = self._evaluate(self.ema.module)
         eval_time = time.perf_counter() - eval_start
@@ -667,6 +674,8 @@ class _Trainer:
             "train_error": wrong / count if count else None,
             "test_loss": test.loss if test else None,
             "test_error": test.error if test else None,
+            "test_flip_loss": flip_test.loss if flip_test else None,
+            "test_flip_error": flip_test.error if flip_test else None,
             "ema_test_loss": ema_test.loss if ema_test else None,
             "ema_test_error": ema_test.error if ema_test else None,
             "images_per_s": count / train_time if train_time > 0 else None,
@@ -693,6 +702,8 @@ def _epoch_line(record: dict[str, Any], total_epochs: int, unit: str = "img") ->
              f"train loss {record['train_loss']:.4f} error {100 * record['train_error']:.2f}%"]
     if record["test_error"] is not None:
         parts.append(f"test loss {record['test_loss']:.4f} error {100 * record['test_error']:.2f}%")
+    if record.get("test_flip_error") is not None:
+        parts.append(f"error with flips {100 * record['test_flip_error']:.2f}%")
     if record["ema_test_error"] is not None:
         parts.append(f"EMA test error {100 * record['ema_test_error']:.2f}%")
     if record["images_per_s"] is not None:

@@ -51,10 +51,12 @@ def test_hvp_is_exact_for_least_squares_over_several_batches(least_squares):
     torch.testing.assert_close(operator.hvp(v).double(), hessian @ v.double(), rtol=1e-5, atol=1e-5)
 
 
-def test_top_eigenvalues_match_the_closed_form(least_squares):
+@pytest.mark.parametrize("method", ["lanczos", "power"])
+def test_top_eigenvalues_match_the_closed_form(least_squares, method):
     operator, hessian = least_squares
     exact = torch.linalg.eigvalsh(hessian).flip(0).numpy()
-    values, vectors, iterations = top_eigenvalues(operator.hvp, operator.dim, 3, max_iterations=2000, tol=1e-10)
+    values, vectors, iterations = top_eigenvalues(operator.hvp, operator.dim, 3, max_iterations=2000, tol=1e-10,
+                                                  method=method)
     np.testing.assert_allclose(values, exact[:3], rtol=1e-4)
     for value, vector in zip(values, vectors):  # eigenvectors: H u = λ u
         torch.testing.assert_close(hessian.float() @ vector, value * vector, rtol=1e-3, atol=1e-3)
@@ -204,3 +206,65 @@ def test_a_result_of_other_settings_is_not_replaced_silently_and_its_plots_go_wi
     with pytest.raises(SystemExit) as exit_info:
         main(base + ["--top-k", "0", "--force"])
     assert exit_info.value.code == 0 and not (out / "hessian_density.png").exists()  # plots go with their data
+
+
+def _assert_same_product(a: torch.Tensor, b: torch.Tensor) -> None:
+    """Equal up to float32 rounding of differently ordered sums: relative to the product's scale."""
+    assert float((a - b).norm() / b.norm()) < 1e-5
+    assert float((a - b).abs().max() / b.abs().max()) < 1e-4
+
+
+def _bn_net_operator(**options):
+    """A small ResNet whose BNs have non-trivial statistics and affine parameters (as after training)."""
+    torch.manual_seed(0)
+    model = create_model("cifar_resnet8", num_classes=3, in_chans=1).eval()
+    generator = torch.Generator().manual_seed(3)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.copy_(0.3 * torch.randn(module.num_features, generator=generator))
+            module.running_var.copy_(0.5 + torch.rand(module.num_features, generator=generator))
+            module.weight.data.copy_(1 + 0.2 * torch.randn(module.num_features, generator=generator))
+            module.bias.data.copy_(0.1 * torch.randn(module.num_features, generator=generator))
+    x = torch.randn(12, 1, 6, 6, generator=generator)
+    y = torch.randint(0, 3, (12,), generator=generator)
+    return HessianOperator(model, x, y, batch_size=5, **options)
+
+
+def test_folded_bn_and_kept_graph_give_the_products_of_the_plain_computation():
+    plain = _bn_net_operator(fold_bn=False, reuse_graph=False)
+    fast = _bn_net_operator()
+    assert plain.bn_folded == 0 and fast.bn_folded > 0  # every conv→BN pair of the network
+    assert fast.names == plain.names and fast.dim == plain.dim
+    assert fast.loss() == pytest.approx(plain.loss(), rel=1e-5)
+    generator = torch.Generator().manual_seed(4)
+    for _ in range(3):  # the kept graph is reused: later products are still exact
+        v = torch.randn(plain.dim, generator=generator)
+        _assert_same_product(fast.hvp(v), plain.hvp(v))
+    assert fast.reuse_graph is None and fast.graph_bytes > 0 and fast._graphs is not None
+
+
+def test_the_kept_graph_is_dropped_when_it_does_not_fit_and_rebuilt_after_set_point():
+    tight = _bn_net_operator(memory_budget=1)  # one byte: the graph cannot be kept
+    plain = _bn_net_operator(fold_bn=False, reuse_graph=False)
+    v = torch.randn(plain.dim, generator=torch.Generator().manual_seed(5))
+    _assert_same_product(tight.hvp(v), plain.hvp(v))
+    assert tight.reuse_graph is False and tight._graphs is None
+
+    kept = _bn_net_operator()
+    kept.hvp(v)
+    moved = {n: p + 0.05 for n, p in kept.point.items()}
+    kept.set_point(moved)
+    plain.set_point(moved)
+    _assert_same_product(kept.hvp(v), plain.hvp(v))
+
+
+def test_lanczos_top_k_agrees_with_power_iteration_on_a_network_in_fewer_products():
+    operator = _bn_net_operator()
+    power, _, power_used = top_eigenvalues(operator.hvp, operator.dim, 3, tol=1e-6, max_iterations=500, method="power")
+    fast, vectors, used = top_eigenvalues(operator.hvp, operator.dim, 3, tol=1e-6)
+    np.testing.assert_allclose(fast, power, rtol=1e-2)
+    assert used[0] < sum(power_used)
+    for value, vector in zip(fast, vectors):  # Ritz pairs are eigenpairs: ‖H u − λ u‖ small relative to |λ|
+        assert float((operator.hvp(vector) - value * vector).norm()) < 0.05 * abs(value)
+    with pytest.raises(Exception, match="lanczos, power"):
+        top_eigenvalues(operator.hvp, operator.dim, 1, method="arnoldi")

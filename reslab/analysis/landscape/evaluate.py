@@ -56,6 +56,27 @@ DEFAULT_CPU_BATCH = 512
 DEFAULT_GPU_BATCH = 2048
 
 
+def resolve_precision(precision: str, device: str | torch.device) -> tuple[str, str]:
+    """``(fp32|bf16|fp16, why)``: ``"auto"`` is bf16 on CUDA GPUs and CPUs with bf16 units, else fp32.
+
+    On a CPU without AVX512-BF16/AMX, oneDNN emulates bf16 (slower than fp32), so auto keeps fp32.
+    """
+    if precision != "auto":
+        if precision not in PRECISIONS:
+            raise AnalysisError(f"--precision must be auto or one of {', '.join(PRECISIONS)}, got {precision!r}")
+        return precision, ""
+    device = torch.device(device)
+    if device.type == "cuda":
+        if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+            return "bf16", "auto: bf16 autocast (this GPU supports bf16)"
+        return "fp32", "auto: fp32 (this GPU has no bf16)"
+    from reslab.utils.cpu import has_native_bf16  # noqa: PLC0415
+
+    if device.type == "cpu" and has_native_bf16():
+        return "bf16", "auto: bf16 autocast (this CPU has native bf16: AVX512-BF16/AMX)"
+    return "fp32", f"auto: fp32 ({device.type} without native bf16; emulated bf16 would be slower)"
+
+
 def default_batch_size(device: torch.device) -> int:
     return DEFAULT_GPU_BATCH if device.type == "cuda" else DEFAULT_CPU_BATCH
 
@@ -135,8 +156,9 @@ class LandscapeEvaluator:
             core torch would use). Small convolutions parallelise poorly inside one op, but
             independent points parallelise perfectly. 1 = one point at a time using torch's
             intra-op threads.
-        precision: ``"fp32"`` (default, exact up to rounding), or ``"bf16"``/``"fp16"`` autocast —
-            for GPUs, where it is several times faster; losses then differ in the 3rd digit.
+        precision: ``"fp32"`` (default, exact up to rounding), ``"bf16"``/``"fp16"`` autocast —
+            several times faster on GPUs and on CPUs with bf16 units (AVX512-BF16/AMX); losses
+            then differ in the 3rd digit — or ``"auto"``: bf16 where it is native, else fp32.
     """
 
     def __init__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
@@ -150,9 +172,7 @@ class LandscapeEvaluator:
                                 f"{tuple(images.shape)} and {tuple(labels.shape)}")
         if chunk_size < 1:
             raise AnalysisError(f"--chunk-size must be at least 1, got {chunk_size}")
-        if precision not in PRECISIONS:
-            raise AnalysisError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        self.precision = precision
+        self.precision, self.precision_note = resolve_precision(precision, device)
         if workers is not None and workers < 1:
             raise AnalysisError(f"--workers must be at least 1, got {workers}")
         self.device = torch.device(device)

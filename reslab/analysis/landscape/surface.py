@@ -51,7 +51,7 @@ from reslab.analysis.landscape.directions import (
     save_plane,
     state_hash,
 )
-from reslab.analysis.landscape.evaluate import LandscapeEvaluator
+from reslab.analysis.landscape.evaluate import LandscapeEvaluator, resolve_precision
 from reslab.analysis.landscape.trajectory import pca_plane
 from reslab.errors import AnalysisError, ConfigError
 from reslab.settings import Settings, setting
@@ -328,8 +328,9 @@ class EvaluationSettings(Settings):
     workers: int | None = setting(None, "CPU only: points evaluated at once, one thread each (default: torch's CPU "
                                         "threads)", minimum=1)
     fold_bn: bool = setting(True, "fold eval-mode BN into the convolutions", cli=False)
-    precision: Literal["fp32", "bf16", "fp16"] = setting(
-        "fp32", "fp32, or bf16/fp16 autocast (much faster on GPUs; losses differ slightly)")
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = setting(
+        "fp32", "fp32, bf16/fp16 autocast (much faster on GPUs and CPUs with bf16 units; losses differ "
+                "slightly), or auto: bf16 where the hardware has it, else fp32")
     max_points: int | None = setting(None, "evaluate at most N new points now, then stop (a rerun continues)",
                                      minimum=1)
     save_every_s: float = setting(30.0, "save the partial grid this often", minimum=0, flag="--save-every",
@@ -408,7 +409,8 @@ def compute_landscape(model: torch.nn.Module, plane: Plane, images: torch.Tensor
     y = None if y is None else np.asarray(y, dtype=np.float64)
     grid = grid_points(x, y)
     points = np.concatenate([grid, np.zeros((1, plane.dims))])  # the origin last: its loss is reported alone
-    fingerprint = computation_fingerprint(plane, points, images, labels, evaluation.precision)
+    precision, precision_note = resolve_precision(evaluation.precision, evaluation.device)
+    fingerprint = computation_fingerprint(plane, points, images, labels, precision)
     out = Path(out) if out is not None else None
     if out is not None and not evaluation.force:
         _check_not_another_landscape(out, fingerprint)
@@ -416,7 +418,7 @@ def compute_landscape(model: torch.nn.Module, plane: Plane, images: torch.Tensor
     e = evaluation
     evaluator = LandscapeEvaluator(model, images, labels, batch_size=e.batch_size, device=e.device, method=e.method,
                                    chunk_size=e.chunk_size, channels_last=e.channels_last, workers=e.workers,
-                                   fold_bn=e.fold_bn, precision=e.precision)
+                                   fold_bn=e.fold_bn, precision=precision)
     state = evaluate_grid(evaluator, plane, points, fingerprint=fingerprint, partial_path=partial,
                           save_every_s=e.save_every_s, max_points=e.max_points, progress=e.progress, desc=desc,
                           on_chunk=on_chunk)
@@ -426,7 +428,7 @@ def compute_landscape(model: torch.nn.Module, plane: Plane, images: torch.Tensor
         "chunk_size": evaluator.chunk_size, "device": str(evaluator.device), "channels_last": evaluator.channels_last,
         "workers": evaluator.workers, "bn_folded": evaluator.bn_folded,
         "pointwise_fused": evaluator.pointwise_fused, "precision": evaluator.precision,
-        "bn_mode": "eval", "loss": "cross_entropy", "points": int(points.shape[0]),
+        "precision_choice": precision_note or None, "bn_mode": "eval", "loss": "cross_entropy", "points": int(points.shape[0]),
         "points_evaluated_now": int(state.evaluated_now), "seconds_now": round(state.seconds, 3),
         "points_per_s": (round(state.evaluated_now / state.seconds, 3)
                          if state.seconds > 0 and state.evaluated_now else None),
