@@ -11,7 +11,7 @@ when its saved tensors fit in the memory budget — else each product recomputes
 every conv→BN pair is folded into one conv whose weight and bias are computed *from* the conv's
 and BN's parameters inside the graph (``fold_bn``), so the derivatives are still exactly those
 of the original parameters while the activations skip BN's pass and its double backward; and
-the top-k eigenvalues come from one Lanczos run (``method="lanczos"``, the default since 0.9),
+the top-k eigenvalues come from one Lanczos run (``method="lanczos"``, now the default),
 which needs far fewer products than deflated power iteration (``method="power"``).
 
 * top-k eigenvalues: Lanczos with full reorthogonalisation (largest magnitude first), or power
@@ -314,13 +314,13 @@ def top_eigenvalues(hvp: HVP, dim: int, k: int = 5, *, max_iterations: int = 100
                     method: str = "lanczos") -> tuple[list[float], list[torch.Tensor], list[int]]:
     """The ``k`` eigenvalues of largest magnitude (and unit eigenvectors), largest magnitude first.
 
-    ``method="lanczos"`` (default since reslab 0.9): one Lanczos run with full
+    ``method="lanczos"`` (the default; it replaced power iteration): one Lanczos run with full
     reorthogonalisation; after each product the tridiagonal matrix's Ritz values are computed and
     the run stops when each of the top ``k`` changed by less than ``tol`` relatively (at most
     ``max(max_iterations, 3k)`` products). Extreme eigenvalues converge in far fewer products
     than with power iteration, and all ``k`` come from the same run. ``method="power"``: power
     iteration with deflation, ``max_iterations`` per eigenvalue, each stopped when its Rayleigh
-    quotient changes by less than ``tol`` (the method of PyHessian and of reslab before 0.9).
+    quotient changes by less than ``tol`` (the method of PyHessian, and reslab's default before Lanczos).
 
     Returns ``(eigenvalues, eigenvectors (dim,), products used)``; for Lanczos every eigenvalue
     reports the run's total.
@@ -581,7 +581,7 @@ class HessianSettings(Settings):
                                minimum=0)
     top_k: int = setting(5, "eigenvalues of largest magnitude (0 = skip)", minimum=0)
     top_method: Literal["lanczos", "power"] = setting(
-        "lanczos", "top eigenvalues by one Lanczos run (fast; default since 0.9) or deflated power iteration "
+        "lanczos", "top eigenvalues by one Lanczos run (fast; the default) or deflated power iteration "
                    "(PyHessian's method)")
     max_iterations: int = setting(100, "power iterations per eigenvalue at most (Lanczos: products at most)",
                                   minimum=1)
