@@ -3,6 +3,7 @@
     reslab profile resnet56
     reslab profile resnet1202 --batch-size 128 --activation-checkpointing
     reslab profile --table all
+    reslab profile --pretrained
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import argparse
 import json
 
 from reslab.errors import ConfigError
+from reslab.models.pretrained import list_pretrained, pretrained_tags
 from reslab.models.profile import format_table, profile_model, profile_table
 from reslab.settings import parse_key_values
 from reslab.store.rundir import config_model, is_run_dir, read_config
@@ -31,6 +33,8 @@ def register(subparsers) -> None:
                              "directory (its model, options, classes, channels and image size)")
     parser.add_argument("--table", choices=("cifar", "imagenet", "all"),
                         help="print the family table with published figures instead of one model")
+    parser.add_argument("--pretrained", action="store_true",
+                        help="list the pretrained weights that ship with reslab (how they were made, accuracy)")
     parser.add_argument("--input-size", type=int, metavar="N", help="image side N (N×N); default 32 (CIFAR) or 224 (ImageNet)")
     parser.add_argument("--batch-size", type=int, default=1, metavar="B",
                         help="batch of the training step whose activation memory is measured (default 1)")
@@ -50,6 +54,8 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.pretrained:
+        return _list_pretrained(args)
     if args.table:
         if args.model:
             raise ConfigError("give either a MODEL or --table, not both")
@@ -77,4 +83,36 @@ def run(args: argparse.Namespace) -> int:
         sizes = {key: value if value is not None else trained[key] for key, value in sizes.items()}
     profile = profile_model(name, batch_size=args.batch_size, device=args.device, **sizes, **options)
     print(json.dumps(profile.to_dict(), indent=2) if args.json else profile.format())
+    tags = pretrained_tags(name)
+    if tags and not args.json:
+        print(f"pretrained weights (shipped, offline): {', '.join(f'create_model({name!r}, pretrained={t!r})' for t in tags)}"
+              " - see reslab profile --pretrained")
     return 0
+
+
+def _list_pretrained(args: argparse.Namespace) -> int:
+    shipped = [weights for weights in list_pretrained() if not args.model or weights.model == args.model]
+    if args.json:
+        print(json.dumps([{"model": w.model, "tag": w.tag, "file": str(w.path), **w.metadata} for w in shipped],
+                         indent=2))
+        return 0
+    if not shipped:
+        print(f"no pretrained weights ship for {args.model}" if args.model else "no pretrained weights ship")
+        return 0
+    for weights in shipped:
+        meta = weights.metadata
+        print(f"{weights.describe()}")
+        print(f"    load: reslab.create_model({weights.model!r}, pretrained={weights.tag!r}); "
+              f"check: reslab eval {weights.model} --pretrained {weights.tag}")
+        print(f"    data {meta.get('data')} ({meta.get('num_classes')} classes, {meta.get('num_train')} training "
+              f"images), batch {meta.get('batch_size')}, bf16 {meta.get('bf16')}, {meta.get('threads')} thread(s), "
+              f"{meta.get('wall_time_s', 0) / 60:.0f} min; reslab {(meta.get('versions') or {}).get('reslab')}, "
+              f"torch {(meta.get('versions') or {}).get('torch')}; trained {meta.get('trained')}")
+        print(f"    made by: {meta.get('command')}")
+        print(f"    inputs: {meta.get('in_chans')}x{'x'.join(map(str, meta.get('input_size') or []))}, normalised "
+              f"with mean {_rounded(meta.get('mean'))} std {_rounded(meta.get('std'))}")
+    return 0
+
+
+def _rounded(values) -> str:
+    return "(" + ", ".join(f"{v:.4f}" for v in values or []) + ")"

@@ -26,6 +26,7 @@ from reslab.store.jsonfiles import natural_key
 from reslab.models.blocks import SHORTCUT_OPTIONS
 from reslab.models.family import ModelFamily
 from reslab.models.network import NetworkSpec, ResNet, StageSpec
+from reslab.models.pretrained import load_pretrained, pretrained_weights
 
 IMAGENET_LAYOUTS: dict[int, tuple[str, tuple[int, ...]]] = {
     18: ("basic", (2, 2, 2, 2)),
@@ -264,19 +265,31 @@ def create_model(name: str, num_classes: int | None = None, in_chans: int = 3, *
         in_chans: input channels (3 for RGB, 1 for grayscale).
         **options: ``shortcut`` ("A", "B", "C", "none"), ``gated``, ``attention`` ("se", "cbam"),
             ``dropout``, ``drop_path``, ``zero_init_last``, ``activation_checkpointing``, and for
-            generic CIFAR names ``block`` ("basic" or "bottleneck").
+            generic CIFAR names ``block`` ("basic" or "bottleneck"); ``pretrained`` (a tag such as
+            ``"cifar10"``, or ``True``) loads weights that ship with reslab (see
+            :func:`reslab.models.pretrained.list_pretrained`; never a download) and returns the model
+            in eval mode with ``model.pretrained_cfg`` (classes, mean, std, the record of the run).
 
     Raises:
         ModelConfigError: unknown name (with close matches), invalid depth (with the rule), or
             an invalid option.
     """
     entry = model_info(name)
-    if "pretrained" in options or "weights" in options:
+    if "weights" in options:
         raise ModelConfigError(
-            f"{name}: reslab ships no pretrained weights and downloads none; create_model gives a random "
-            "initialisation. To start from weights on disk: model.load_state_dict(torch.load('resnet50.pth')) "
-            "(a torchvision state dict loads unchanged into the ImageNet names), or "
-            "safetensors.torch.load_file('x.safetensors'); a reslab run's weights: reslab.train.load_run(RUN_DIR)")
+            f"{name}: create_model has no option 'weights'; shipped weights load with pretrained=TAG "
+            "(see reslab.models.pretrained.list_pretrained()), weights on disk with model.load_state_dict(...)")
+    pretrained = options.pop("pretrained", None)
+    if pretrained not in (None, False):
+        # Shipped weights fix the head: refuse another class count before building anything.
+        weights = pretrained_weights(name, pretrained)
+        expected = weights.metadata.get("num_classes")
+        if num_classes is not None and expected is not None and num_classes != expected:
+            raise ModelConfigError(
+                f"{name}: pretrained={weights.tag!r} has {expected} classes, num_classes={num_classes} asked; "
+                "load with the default head, then replace model.fc for the new classes")
+        model = create_model(name, num_classes=num_classes, in_chans=in_chans, **options)
+        return load_pretrained(model, weights)
     if entry.model_family is not None:
         family = entry.model_family
         if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):

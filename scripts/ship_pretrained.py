@@ -1,0 +1,81 @@
+"""Put a finished run's weights into the package as pretrained weights (run by a maintainer).
+
+    python scripts/ship_pretrained.py RUN_DIR --tag cifar10 [--verify]
+
+Writes ``reslab/models/weights/<model>-<tag>.safetensors``: the run's last weights, with the
+record of how they were made in the safetensors header (model, tag, recipe, seed, epochs,
+measured test accuracy with and without test-time flips, classes, mean/std, image size,
+versions, the run's wall time, the command that reproduces it). ``--verify`` re-evaluates the
+weights on the run's test set first and refuses to ship if the accuracy differs from the
+run's final record. Register the new file in ``reslab/models/pretrained.py`` (``_SHIPPED``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+
+from safetensors.torch import save_file
+
+from reslab.models.pretrained import METADATA_KEY, WEIGHTS_DIR
+from reslab.train import evaluate, load_run
+from reslab.train.rundir import read_metrics
+
+
+def record_of(run_dir: Path, tag: str) -> dict:
+    config = json.loads((run_dir / "config.json").read_text())
+    final = [row for row in read_metrics(run_dir) if row.get("test_error") is not None][-1]
+    command = f"reslab train {config['model']} --data {config['data']}"
+    if config.get("recipe"):
+        command += f" --recipe {config['recipe']}"
+    if config.get("seed") not in (None, 0):
+        command += f" --seed {config['seed']}"
+    return {
+        "model": config["model"], "tag": tag, "model_options": config.get("model_options") or {},
+        "data": config["data"], "num_train": (config.get("dataset") or {}).get("num_train"),
+        "num_test": (config.get("dataset") or {}).get("num_test"),
+        "num_classes": config["num_classes"], "class_names": config.get("class_names"),
+        "in_chans": config["in_chans"], "input_size": config["image_size"],
+        "mean": config["mean"], "std": config["std"],
+        "recipe": config.get("recipe"), "seed": config["seed"], "epochs": final["epoch"],
+        "batch_size": config["batch_size"], "bf16": config.get("bf16"), "threads": config.get("threads"),
+        "test_accuracy": round(1.0 - final["test_error"], 6),
+        "test_accuracy_flip": (round(1.0 - final["test_flip_error"], 6)
+                               if final.get("test_flip_error") is not None else None),
+        "train_error": final.get("train_error"), "wall_time_s": round(final["elapsed_s"], 1),
+        "versions": config.get("versions"), "trained": config.get("written"),
+        "shipped": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": command,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--tag", required=True, help="the name users pass as pretrained=TAG, e.g. cifar10")
+    parser.add_argument("--verify", action="store_true", help="re-evaluate on the run's test set before shipping")
+    args = parser.parse_args(argv)
+    loaded = load_run(args.run_dir, "last")
+    record = record_of(args.run_dir, args.tag)
+    if args.verify:
+        result = evaluate(loaded.model, loaded.dataset)
+        print(f"re-evaluated: test accuracy {100 * result.accuracy:.2f}% (run's record "
+              f"{100 * record['test_accuracy']:.2f}%)")
+        # bf16-trained weights are evaluated in fp32 here; allow a few images of difference.
+        if abs(result.accuracy - record["test_accuracy"]) > 0.003:
+            print("refusing to ship: the weights do not reproduce the run's accuracy", file=sys.stderr)
+            return 1
+        record["test_accuracy_fp32_eval"] = round(result.accuracy, 6)
+    state = {key: tensor.contiguous() for key, tensor in loaded.model.state_dict().items()}
+    WEIGHTS_DIR.mkdir(parents=True, exist_ok=True)
+    out = WEIGHTS_DIR / f"{record['model']}-{args.tag}.safetensors"
+    save_file(state, str(out), metadata={METADATA_KEY: json.dumps(record)})
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB): {json.dumps(record)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
