@@ -10,6 +10,8 @@ What it does (on a CPU, in a few minutes):
    gradient flow and layer responses at every depth, the lesion study at the shallower depths
    (where both twins have trained weights worth removing blocks from; at depth 110 it is the
    slowest step and ``reslab analyze lesion OUT/degradation/resnet110-s0 --twin`` does it);
+   the loss landscape (a 2-D filter-normalised random plane and a 1-D line) and the Hessian
+   (λmax, λmin, |λmin/λmax|, trace) of ResNet-56 and its plain twin;
 3. ``reslab report OUT/degradation -o OUT/report.html``;
 
 then prints the table of final errors and the path of the report. Resumable like the
@@ -42,6 +44,19 @@ DEMO_RECIPE = "digits-degradation"
 #: (the full default, up to 20 blocks in 10 draws, takes minutes at depth 56 on a CPU).
 LESION_OPTIONS = ("--max-removed", "10", "--draws", "5")
 LESION_MAX_DEPTH = 56
+#: Loss landscape and curvature of one twin pair (Li et al. 2018 compare ResNet-56 with its plain
+#: twin): the demo depth closest to this. The settings keep both within the demo's budget on
+#: two cores: the 2-D plane 11×11 and the 1-D line 21 points on all 1,438 training images; the
+#: Hessian on 256 images, λmax/λmin by 20 Lanczos steps, the trace by 20 Hutchinson probes.
+CURVATURE_DEPTH = 56
+LANDSCAPE_2D_OPTIONS = ("--dims", "2", "--grid", "11", "--samples", "1438")
+LANDSCAPE_1D_OPTIONS = ("--dims", "1", "--grid", "21", "--samples", "1438")
+HESSIAN_OPTIONS = ("--samples", "256", "--top-k", "0", "--extreme-steps", "20", "--trace", "--trace-probes", "20")
+
+
+def curvature_depth(depths: list[int]) -> int:
+    """The depth whose twins get the landscape and Hessian analyses."""
+    return min(depths, key=lambda depth: (abs(depth - CURVATURE_DEPTH), -depth))
 
 
 def register(subparsers) -> None:
@@ -49,7 +64,7 @@ def register(subparsers) -> None:
         "demo", help="the degradation experiment on the embedded digits + analyses + HTML report (a few minutes)",
         description="Train ResNet-20/56/110 and their plain twins on the embedded 8x8 digits (15-epoch one-cycle, "
                     "the same recipe and seed for all), analyse the twins (gradient flow, layer responses, "
-                    "lesions) and write OUT/report.html; prints the final errors. Runs on a CPU in a few minutes; "
+                    "lesions; loss landscape and Hessian at depth 56) and write OUT/report.html; prints the final errors. Runs on a CPU in a few minutes; "
                     "rerunning reuses finished runs.",
     )
     parser.add_argument("--out", default="demo", help="output directory (default demo)")
@@ -75,6 +90,14 @@ def _run_command(argv: list[str]) -> str:
 def analysis_commands(experiment_dir: Path, depths: list[int], quiet: bool = True) -> list[list[str]]:
     """The ``reslab analyze`` commands the demo runs, slowest first."""
     commands = []
+    # Landscapes and Hessians of the residual net and its plain twin, one command per network
+    # (the same seeds give both the same directions and probes) so two workers share them.
+    curved = curvature_depth(depths)
+    pair = [str(experiment_dir / run_name(model, 0)) for model in twin_models(curved)]
+    quiet_flag = ["--quiet"] if quiet else []
+    for options in (LANDSCAPE_2D_OPTIONS, HESSIAN_OPTIONS, LANDSCAPE_1D_OPTIONS):
+        analysis = "hessian" if options is HESSIAN_OPTIONS else "landscape"
+        commands.extend(["analyze", analysis, run_dir, *options, *quiet_flag] for run_dir in pair)
     deepest = max(depths)
     for depth in sorted(depths, reverse=True):
         run_dir = str(experiment_dir / run_name(twin_models(depth)[0], 0))

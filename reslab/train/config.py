@@ -94,6 +94,9 @@ class TrainConfig:
     warmup_lr: float = 0.0  # lr at the start of the warm-up
     warmup_mode: str = "linear"  # "constant": warmup_lr throughout; "linear": ramp to the schedule
     warmup_min_depth: int = 0  # warm up only models at least this deep (weight layers)
+    # He et al. 2015 (§4.2): "0.01 until the training error is below 80%". > 0: a constant warm-up
+    # ends after the first epoch whose training error is below this; `warmup` is its longest.
+    warmup_until_error: float = 0.0
 
     # -- regularisation -----------------------------------------------------------------------
     label_smoothing: float = 0.0
@@ -239,6 +242,11 @@ def validate(config: TrainConfig) -> None:
     _check(math.isfinite(c.warmup_lr) and c.warmup_lr >= 0, "warmup_lr", c.warmup_lr, "a number >= 0")
     _check(c.warmup_mode in WARMUP_MODES, "warmup_mode", c.warmup_mode, "one of " + ", ".join(WARMUP_MODES))
     _check(c.warmup_min_depth >= 0, "warmup_min_depth", c.warmup_min_depth, "an integer >= 0")
+    _check(0.0 <= c.warmup_until_error < 1.0, "warmup_until_error", c.warmup_until_error,
+           "a training error in [0, 1), e.g. 0.8 (0 = a warm-up of fixed length)")
+    _check(not c.warmup_until_error or (c.warmup > 0 and c.warmup_mode == "constant"), "warmup_until_error",
+           c.warmup_until_error, "used with warmup_mode = 'constant' and warmup > 0 (the longest the warm-up may "
+           "last), e.g. --set warmup=5 --set warmup_unit=epochs --set warmup_mode=constant")
     _check(0.0 <= c.label_smoothing < 1.0, "label_smoothing", c.label_smoothing, "a number in [0, 1)")
     _check(0.0 < c.ema_decay < 1.0, "ema_decay", c.ema_decay, "a number in (0, 1), e.g. 0.999")
     _check(c.crop_padding >= 0, "crop_padding", c.crop_padding, "an integer >= 0 (0 = no random crop)")

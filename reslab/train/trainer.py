@@ -20,6 +20,7 @@ weights, and resuming from a checkpoint continues the same trajectory.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
 import math
 import signal
@@ -434,7 +435,7 @@ class _Trainer:
             "finished": finished,
             "model": weights,
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": {"iteration": self.iteration, "kind": self.schedule.kind},
+            "scheduler": {"iteration": self.iteration, "kind": self.schedule.kind, "warmup": self.schedule.warmup},
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "rng": ckpt.capture_rng(),
             "metrics": list(self.metrics),
@@ -455,6 +456,9 @@ class _Trainer:
                 raise ckpt.CheckpointError("the run was trained without EMA; it cannot be resumed with ema=true")
             self.ema.load_state_dict(state["ema"])
         self.iteration = int(state["iteration"])
+        if self.config.warmup_until_error and "warmup" in (state.get("scheduler") or {}):
+            # Where an error-triggered warm-up ended is part of the schedule's state.
+            self.schedule = dataclasses.replace(self.schedule, warmup=int(state["scheduler"]["warmup"]))
         self.start_epoch = int(state["epoch"])
         self.skip_batches = int(state.get("batch_in_epoch") or 0)
         self.partial = state.get("partial")
@@ -651,6 +655,16 @@ class _Trainer:
         except ReslabError:
             return "?"
 
+    def _maybe_end_warmup(self, train_error: float | None) -> None:
+        """End an error-triggered warm-up after the first epoch below ``warmup_until_error``."""
+        limit = self.config.warmup_until_error
+        if not limit or train_error is None or self.iteration >= self.schedule.warmup:
+            return
+        if train_error < limit:
+            self.schedule = dataclasses.replace(self.schedule, warmup=self.iteration)
+            self.say(f"warm-up ended at iteration {self.iteration}: training error {100 * train_error:.1f}% < "
+                     f"{100 * limit:.0f}%; lr {self.schedule.lr_at(self.iteration):.4g} from here")
+
     def _end_epoch(self, epoch: int, sums: torch.Tensor, train_time: float, writer) -> None:
         c = self.config
         eval_start = time.perf_counter()
@@ -682,6 +696,7 @@ class _Trainer:
             "epoch_time_s": train_time + eval_time,
             "elapsed_s": self._elapsed(),
         }
+        self._maybe_end_warmup(record["train_error"])
         self.metrics.append(record)
         self.epoch_done = epoch + 1
         finished = self.iteration >= self.total_iterations

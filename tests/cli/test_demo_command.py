@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from reslab.cli.demo import DEMO_RECIPE, analysis_commands
+from reslab.cli.demo import DEMO_RECIPE, analysis_commands, curvature_depth
 from reslab.cli.main import build_parser
 from reslab.train import resolve_config
 
@@ -24,10 +24,16 @@ def test_demo_analyses_every_depth_with_lesions_where_affordable(tmp_path):
     kinds = [(c[1], c[2].split("/")[-1]) for c in commands]
     assert ("gradients", "resnet110-s0") in kinds and ("responses", "resnet20-s0") in kinds
     assert ("lesion", "resnet56-s0") in kinds and ("lesion", "resnet110-s0") not in kinds
-    assert all("--twin" in c for c in commands)
+    assert all("--twin" in c for c in commands if c[1] not in ("landscape", "hessian"))
     # The no-BN classic case does not depend on the run: measured once.
     gradients = [c for c in commands if c[1] == "gradients"]
     assert sum("--no-classic" not in c for c in gradients) == 1
+    # Landscape (2-D and 1-D) and Hessian of the depth-56 twins, one command per network, first (slowest).
+    curvature = [(c[1], c[2].split("/")[-1]) for c in commands if c[1] in ("landscape", "hessian")]
+    assert sorted(curvature) == sorted([("landscape", "resnet56-s0"), ("landscape", "plain56-s0")] * 2
+                                       + [("hessian", "resnet56-s0"), ("hessian", "plain56-s0")])
+    assert commands[0][1] == "landscape" and "--twin" not in commands[0]
+    assert curvature_depth([8]) == 8 and curvature_depth([20, 110]) == 20
 
 
 @pytest.mark.slow
@@ -49,8 +55,11 @@ def test_tiny_demo_trains_analyses_and_writes_the_report(tmp_path, capsys):
         assert (analysis / f"{name}.png").is_file()
 
     html = (out / "report.html").read_text()
-    for heading in ("Degradation", "Gradient flow", "Layer responses", "Lesion study"):
+    for heading in ("Degradation", "Gradient flow", "Layer responses", "Lesion study", "Loss landscape", "Curvature"):
         assert heading in html
+    for name in ("landscape_random_2d.npz", "landscape_random_1d.npz", "hessian.json"):
+        assert (analysis / name).is_file() and (experiment / "cifar_plain8-s0" / "analysis" / name).is_file()
+    assert "In this run, λmax is" in html  # the curvature sentence, generated from the two results
     assert "data:image/png;base64," in html
     assert "$ reslab analyze lesion" in (out / "analyses.log").read_text()
 

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from reslab.report.findings import gradient_findings
 from reslab.report.html import paragraph_html, section_html, subsection_html, table_html
 from reslab.report.plots import (
     plot_classic_gradients,
@@ -27,8 +28,10 @@ def build(run_dirs: list[Path], experiment_dirs: list[Path]) -> str | None:
         return None
     body = [paragraph_html(
         "Norm of the loss gradient at every weight layer, from the input side (layer 1) to the classifier. "
-        "Without shortcuts the gradient reaching early layers can shrink layer after layer (vanishing "
-        "gradients); a shortcut adds an identity path through which it flows unchanged.")]
+        "Without shortcuts it can go wrong two ways: it can vanish toward the input (the classic case of "
+        "saturating activations without normalisation) or, in deep plain nets with batch norm, explode toward "
+        "the input (Yang et al. 2019; Balduzzi et al. 2017). A shortcut adds an identity path through which "
+        "the gradient flows unchanged. The sentences under each figure say which happened in this run.")]
     classic_seen: set[str] = set()
     for directory, data in results:
         body.append(subsection_html(result_heading(directory, data), _one(data, classic_seen)))
@@ -49,6 +52,9 @@ def _one(data: dict[str, Any], classic_seen: set[str]) -> str:
                  sci(_ratio(s)), sci(s.get("loss"))] for s in series]
         parts.append(table_html(["model", "kind", "checkpoint", "‖g‖ first layer", "‖g‖ last layer",
                                  "first / last", "loss"], rows))
+        findings = gradient_findings(series, with_bn=True)
+        if findings:
+            parts.append(paragraph_html(findings))
     classic_key = json.dumps([data.get("classic_settings"), [s.get("grad_norm") for s in data.get("classic") or []]],
                              sort_keys=True, default=str)
     if data.get("classic") and classic_key in classic_seen:
@@ -57,13 +63,16 @@ def _one(data: dict[str, Any], classic_seen: set[str]) -> str:
         classic_seen.add(classic_key)
         parts.append(figure(plot_classic_gradients, data,
                             "The classic case without batch norm: a deep MLP, plain h ← act(Wh + b) vs residual "
-                            "h ← h + act(Wh + b), same weights, classic U(−1/√n, 1/√n) initialisation. In the plain "
-                            "net the gradient shrinks by a constant factor per layer."))
+                            "h ← h + act(Wh + b), same weights, classic U(−1/√n, 1/√n) initialisation."))
+        findings = gradient_findings(data["classic"], with_bn=False)
+        if findings:
+            parts.append(paragraph_html(findings))
     if data.get("shattered"):
         parts.append(figure(plot_shattered, data,
                             "Shattered gradients (Balduzzi et al. 2017): correlation between input gradients "
                             "∂f/∂x at points of a straight line between two test images, as a function of their "
-                            "distance. Gradients of plain deep nets decorrelate faster (towards white noise)."))
+                            "distance. Balduzzi et al. found the gradients of deep plain nets decorrelate faster (towards white noise) "
+                            "than those of residual nets."))
     return "".join(parts) or paragraph_html("The result file holds no measurements.")
 
 

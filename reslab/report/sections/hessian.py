@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from reslab.report.findings import curvature_findings
 from reslab.report.html import (
     figure_html,
     figure_to_png,
@@ -43,6 +44,9 @@ def build(run_dirs: list[Path], experiment_dirs: list[Path]) -> str | None:
                      trace_text, top])
     body.append(table_html(["model", "kind", "samples", "loss", "λmax", "λmin", "|λmin/λmax|", "trace (Hutchinson)",
                             "top eigenvalues"], rows))
+    findings = curvature_findings(datas)
+    if findings:
+        body.append(paragraph_html(findings))
     with_density = [(label, data) for label, data in zip(labels, datas)
                     if isinstance(data.get("density"), dict) and data["density"].get("values") is not None]
     if with_density:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from reslab.report.files import read_json
+from reslab.report.findings import landscape_findings
 from reslab.report.html import (
     figure_html,
     figure_to_png,
@@ -80,7 +81,8 @@ def build(run_dirs: list[Path], experiment_dirs: list[Path]) -> str | None:
         "two Gaussian directions with filter normalisation (every filter of the direction scaled to the norm of the "
         "weight's filter, Li et al. 2018), so a step of 1 moves every filter by its own norm and surfaces of "
         "different networks are comparable; panels of one figure share one logarithmic colour scale. Li et al. found "
-        "residual networks' surfaces smooth and nearly convex and their plain twins' chaotic as depth grows.")]
+        "residual networks' surfaces smooth and nearly convex and their plain twins' chaotic as depth grows; the "
+        "sentence under each table says whether this run's residual surface was the flatter one.")]
     incomplete = [d for d in datas if not d.get("complete", True)]
     datas = [d for d in datas if d.get("complete", True)]
     groups: dict[tuple, list[dict[str, Any]]] = {}
@@ -164,6 +166,10 @@ def _group_html(key: tuple, group: list[dict[str, Any]]) -> str:
         parts.append(figure_html(figure_to_png(plot_surfaces_3d(group)),
                                  f"The same surfaces in 3-D, clipped at {scale[1]:.3g} (shared z axis)."))
     parts.append(_summary_table(kind, group))
+    if kind != "interp":
+        findings = landscape_findings(group, [landscape_summary(data) for data in group])
+        if findings:
+            parts.append(paragraph_html(findings))
     return "".join(parts)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from reslab.report.findings import lesion_findings
 from reslab.report.html import paragraph_html, table_html
 from reslab.report.plots import plot_lesion
 from reslab.report.sections._common import (
@@ -47,6 +48,7 @@ def _one(data: dict[str, Any]) -> str:
                "lines: nothing removed. Right: mean test error with k random blocks removed "
                f"({settings.get('draws', '?')} random sets per k, or all sets when there are fewer), band = ± std. "
                "Blue: residual, red: plain.")
+    findings = lesion_findings(series)
     return figure(plot_lesion, data, caption) + table_html(
         ["model", "kind", "removable blocks", "error, nothing removed", "mean error, one removed",
-         "worst single removal", "error, most removed"], rows)
+         "worst single removal", "error, most removed"], rows) + (paragraph_html(findings) if findings else "")

@@ -9,20 +9,32 @@ import math
 from pathlib import Path
 from typing import Any
 
-from reslab.report.html import paragraph_html, table_html
+from reslab.report.findings import response_depth_findings, response_findings
+from reslab.report.html import paragraph_html, section_html, subsection_html, table_html
 from reslab.report.plots import plot_responses
-from reslab.report.sections._common import figure, results_section, sci
+from reslab.report.sections._common import analysis_results, figure, result_heading, sci
 
 TITLE = "Layer responses"
 ORDER = 42
 INTRO = (
     "The response of a block is the standard deviation of its residual function F(x) — the branch output "
     "after its last batch norm, before the addition — over test images. He et al. (2015) found residual "
-    "functions respond less than the layers of plain nets: they learn small corrections to the identity.")
+    "functions respond less than the layers of plain nets (they learn small corrections to the identity), and "
+    "deeper ResNets less than shallower ones.")
 
 
 def build(run_dirs: list[Path], experiment_dirs: list[Path]) -> str | None:
-    return results_section(TITLE, INTRO, run_dirs, experiment_dirs, "responses", _one)
+    results = list(analysis_results(run_dirs, experiment_dirs, "responses"))
+    if not results:
+        return None
+    intro = INTRO
+    across = response_depth_findings(s for _, data in results for s in data.get("series") or [])
+    if across:
+        intro += " " + across
+    body = [paragraph_html(intro)]
+    for directory, data in results:
+        body.append(subsection_html(result_heading(directory, data), _one(data)))
+    return section_html(TITLE, "".join(body))
 
 
 def _one(data: dict[str, Any]) -> str:
@@ -39,4 +51,5 @@ def _one(data: dict[str, Any]) -> str:
     return (figure(plot_responses, data,
                    f"Std of F(x) per block on {settings.get('samples', '?')} test images (eval mode), in layer order "
                    "(left) and sorted by magnitude (right). Blue: residual, red: plain.")
-            + table_html(["model", "kind", "checkpoint", "blocks", "mean std", "max std", "min std"], rows))
+            + table_html(["model", "kind", "checkpoint", "blocks", "mean std", "max std", "min std"], rows)
+            + (paragraph_html(findings) if (findings := response_findings(series)) else ""))
