@@ -24,8 +24,8 @@ test: $(STAMP)
 	$(PY) -m pytest -n 2 --dist loadfile -q
 
 bench: $(STAMP)
-	$(PY) benchmarks/train_throughput.py
-	$(PY) benchmarks/landscape_throughput.py
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) benchmarks/bench_table.py
 
 clean:
 	rm -rf $(VENV) demo
