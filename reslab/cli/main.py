@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "reslab.cli.train",
     "reslab.cli.evaluate",
     "reslab.cli.predict",
+    "reslab.cli.export",
     "reslab.cli.analyze",
     "reslab.cli.experiment",
     "reslab.cli.report",

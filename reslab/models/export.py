@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import os
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -92,3 +93,104 @@ def _input_hw(input_size) -> tuple[int, int]:
     if not all(isinstance(side, int) and not isinstance(side, bool) and side >= 1 for side in sizes):
         raise ConfigError(f"input_size must hold positive integers, got {input_size!r}")
     return int(sizes[0]), int(sizes[1])
+
+
+# -- TorchScript and torch.export, and the check every format gets -------------------------------
+EXPORT_FORMATS = ("onnx", "torchscript", "exported-program")
+DEFAULT_SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "exported-program": ".pt2"}
+
+
+def _eval_copy(model: nn.Module) -> nn.Module:
+    copied = copy.deepcopy(model).cpu().eval()
+    if hasattr(copied, "activation_checkpointing"):
+        copied.activation_checkpointing = False
+    return copied
+
+
+def export_torchscript(model: nn.Module, path: str | os.PathLike, input_size, in_chans: int | None = None) -> Path:
+    """Write ``model`` (eval mode, CPU) as a traced TorchScript file, loadable with
+    ``torch.jit.load`` without reslab; the batch size stays free (no shape is baked in)."""
+    height, width = _input_hw(input_size)
+    copied = _eval_copy(model)
+    example = torch.zeros(2, in_chans or getattr(model, "in_chans", 3), height, width)
+    with torch.no_grad(), warnings.catch_warnings():
+        # TorchScript is deprecated upstream in favour of torch.export; users who still deploy
+        # with torch.jit.load asked for it by name.
+        warnings.simplefilter("ignore", FutureWarning)
+        traced = torch.jit.trace(copied, example, check_trace=False)
+    path = Path(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        buffer = _to_bytes(lambda handle: torch.jit.save(traced, handle))
+    atomic_write_bytes(path, buffer)
+    return path
+
+
+def export_program(model: nn.Module, path: str | os.PathLike, input_size, in_chans: int | None = None) -> Path:
+    """Write ``model`` as a ``torch.export`` ExportedProgram (``.pt2``, ``torch.export.load``),
+    with a dynamic batch dimension."""
+    path = Path(path)
+    if path.suffix != ".pt2":
+        raise ConfigError(f"{path}: an ExportedProgram file must end in .pt2 (torch.export.load reads only those)")
+    height, width = _input_hw(input_size)
+    copied = _eval_copy(model)
+    example = torch.zeros(2, in_chans or getattr(model, "in_chans", 3), height, width)
+    with torch.no_grad():
+        program = torch.export.export(copied, (example,), dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
+    atomic_write_bytes(path, _to_bytes(lambda handle: torch.export.save(program, handle)))
+    return path
+
+
+def _to_bytes(write) -> bytes:
+    import io  # noqa: PLC0415
+
+    handle = io.BytesIO()
+    write(handle)
+    return handle.getvalue()
+
+
+def export_model(model: nn.Module, path: str | os.PathLike, fmt: str, input_size, in_chans: int | None = None) -> Path:
+    """Export in ``fmt`` (one of :data:`EXPORT_FORMATS`)."""
+    if fmt == "onnx":
+        return export_onnx(model, path, input_size, in_chans)
+    if fmt == "torchscript":
+        return export_torchscript(model, path, input_size, in_chans)
+    if fmt == "exported-program":
+        return export_program(model, path, input_size, in_chans)
+    raise ConfigError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
+
+
+def run_exported(path: str | os.PathLike, fmt: str, x: torch.Tensor) -> torch.Tensor:
+    """Run an exported file on ``x`` the way a deployment would: ONNX Runtime for ONNX,
+    ``torch.jit.load`` / ``torch.export.load`` for the others."""
+    if fmt == "onnx":
+        if importlib.util.find_spec("onnxruntime") is None:
+            raise ConfigError("checking an ONNX file needs onnxruntime, which is not installed: "
+                              "pip install 'reslab[onnx]' (or pass --no-check)")
+        import onnxruntime  # noqa: PLC0415
+
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+        return torch.from_numpy(out)
+    with torch.no_grad():
+        if fmt == "torchscript":
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                return torch.jit.load(str(path), map_location="cpu")(x)
+        return torch.export.load(str(path)).module()(x)
+
+
+def check_export(model: nn.Module, path: str | os.PathLike, fmt: str, input_size, in_chans: int | None = None,
+                 batch: int = 3, seed: int = 0) -> float:
+    """Max absolute difference between the exported file and the model (eval mode) on a random
+    batch of ``batch`` images — a batch size other than the one traced, to test that it is free."""
+    height, width = _input_hw(input_size)
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, in_chans or getattr(model, "in_chans", 3), height, width, generator=generator)
+    with torch.no_grad():
+        expected = _eval_copy(model)(x)
+    got = run_exported(path, fmt, x)
+    if got.shape != expected.shape:
+        raise ConfigError(f"the exported {fmt} file gives shape {tuple(got.shape)} for a batch of {batch}, the model "
+                          f"{tuple(expected.shape)}")
+    return float((got - expected).abs().max())

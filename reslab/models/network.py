@@ -16,7 +16,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from reslab.errors import ModelConfigError
 from reslab.models.blocks import BLOCKS, ResidualBlock
+from reslab.models.features import FeatureEntry, FeatureInfo, check_out_indices
 
 
 @dataclass(frozen=True)
@@ -149,9 +151,73 @@ class ResNet(nn.Module):
         # Pre-activation nets end their last block on a conv, so they need a final BN-ReLU.
         self.bn_final = nn.BatchNorm2d(in_planes) if spec.preact else None
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.fc = nn.Linear(in_planes, num_classes)
+        # num_classes=0: no classifier, forward gives the pooled features (timm's convention).
+        self.fc = nn.Linear(in_planes, num_classes) if num_classes > 0 else nn.Identity()
+        self.features_only = False
+        self.feature_info = FeatureInfo(self._feature_entries(spec, block_cls.expansion),
+                                        range(len(spec.stages) + 1))
 
         self._init_weights(zero_init_last)
+
+    def _feature_entries(self, spec: NetworkSpec, expansion: int) -> list[FeatureEntry]:
+        """Stem, then every stage: channels, reduction and the module whose output it is."""
+        reduction = 2 if spec.stem == "imagenet" else 1
+        entries = [FeatureEntry(spec.stem_width, reduction, "conv1" if spec.preact else "bn1")]
+        if spec.stem == "imagenet":
+            reduction *= 2  # the max-pool
+        for index, stage in enumerate(spec.stages, start=1):
+            reduction *= stage.stride
+            last = index == len(spec.stages)
+            entries.append(FeatureEntry(stage.planes * expansion, reduction,
+                                        "bn_final" if last and spec.preact else f"layer{index}"))
+        return entries
+
+    # -- heads and feature extraction (timm's names) -------------------------------------------
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """A new, freshly initialised classifier for ``num_classes`` (0: none, pooled features out)."""
+        if not isinstance(num_classes, int) or num_classes < 0:
+            raise ModelConfigError(f"{self.model_name}: reset_classifier needs num_classes >= 0, got {num_classes!r}")
+        if self.features_only:
+            raise ModelConfigError(f"{self.model_name}: a features_only model has no classifier to reset")
+        self.num_classes = num_classes
+        device = next(self.parameters()).device
+        self.fc = nn.Linear(self.num_features, num_classes).to(device) if num_classes > 0 else nn.Identity()
+
+    def as_features(self, out_indices=None) -> "ResNet":
+        """Turn this model into a feature extractor (in place): ``forward`` returns the list of the
+        feature maps at ``out_indices`` (0 = stem, 1.. = stages; default all); no pooling, no fc."""
+        self.feature_info = FeatureInfo(self.feature_info.entries,
+                                        check_out_indices(self.model_name, out_indices, len(self.feature_info.entries)))
+        self.features_only = True
+        del self.fc
+        self.fc = None
+        return self
+
+    def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The feature maps at ``feature_info.out_indices``, unpooled, input side first."""
+        wanted = set(self.feature_info.out_indices)
+        last = max(wanted)
+        outputs = []
+        x = self.conv1(x)
+        if self.bn1 is not None:
+            x = F.relu(self.bn1(x))
+        if 0 in wanted:
+            outputs.append(x)
+        if self.maxpool is not None:
+            x = self.maxpool(x)
+        stages = self.stages()
+        for index, stage in enumerate(stages, start=1):
+            if index > last:
+                break  # nothing deeper is asked for
+            x = self._run_stage(stage, x)
+            if index == len(stages) and self.bn_final is not None:
+                x = F.relu(self.bn_final(x))
+            if index in wanted:
+                outputs.append(x)
+        return outputs
 
     @staticmethod
     def _make_stem(spec: NetworkSpec, in_chans: int):
@@ -209,19 +275,26 @@ class ResNet(nn.Module):
         """``(N, in_chans, H, W) -> (N, num_features, H', W')``, before pooling."""
         x = self.forward_stem(x)
         for stage in self.stages():
-            if self.activation_checkpointing and self.training and torch.is_grad_enabled():
-                for block in stage:
-                    x = checkpoint(block, x, use_reentrant=False, context_fn=_freeze_bn_stats_on_recompute(block))
-            else:
-                x = stage(x)
+            x = self._run_stage(stage, x)
         if self.bn_final is not None:
             x = F.relu(self.bn_final(x))
         return x
 
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.avgpool(features), 1))
+    def _run_stage(self, stage: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+        if self.activation_checkpointing and self.training and torch.is_grad_enabled():
+            for block in stage:
+                x = checkpoint(block, x, use_reentrant=False, context_fn=_freeze_bn_stats_on_recompute(block))
+            return x
+        return stage(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pool and classify unpooled features (``pre_logits``: pooled features, no fc)."""
+        pooled = torch.flatten(self.avgpool(features), 1)
+        return pooled if pre_logits or self.fc is None else self.fc(pooled)
+
+    def forward(self, x: torch.Tensor):
+        if self.features_only:
+            return self.forward_intermediates(x)
         return self.forward_head(self.forward_features(x))
 
 

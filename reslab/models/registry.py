@@ -279,11 +279,25 @@ def create_model(name: str, num_classes: int | None = None, in_chans: int = 3, *
         raise ModelConfigError(
             f"{name}: create_model has no option 'weights'; shipped weights load with pretrained=TAG "
             "(see reslab.models.pretrained.list_pretrained()), weights on disk with model.load_state_dict(...)")
+    features_only = options.pop("features_only", False)
+    out_indices = options.pop("out_indices", None)
+    if out_indices is not None and not features_only:
+        raise ModelConfigError(f"{name}: out_indices is for features_only=True models")
+    if features_only:
+        if entry.model_family is not None:
+            raise ModelConfigError(f"{name}: features_only is for the ResNet family (CIFAR and ImageNet ResNets, their "
+                                   "plain twins, pre-act, wide, ResNeXt, attention); this model is not one")
+        # The full model first (with its weights, when pretrained), then drop pooling and head.
+        return create_model(name, num_classes=num_classes, in_chans=in_chans, **options).as_features(out_indices)
     pretrained = options.pop("pretrained", None)
     if pretrained not in (None, False):
         # Shipped weights fix the head: refuse another class count before building anything.
         weights = pretrained_weights(name, pretrained)
         expected = weights.metadata.get("num_classes")
+        if num_classes == 0:
+            model = create_model(name, in_chans=in_chans, pretrained=pretrained, **options)
+            model.reset_classifier(0)
+            return model
         if num_classes is not None and expected is not None and num_classes != expected:
             raise ModelConfigError(
                 f"{name}: pretrained={weights.tag!r} has {expected} classes, num_classes={num_classes} asked; "
@@ -317,8 +331,10 @@ def create_model(name: str, num_classes: int | None = None, in_chans: int = 3, *
 
 
 def _validate(name: str, spec: NetworkSpec, settings: dict, num_classes, in_chans) -> None:
-    if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
-        raise ModelConfigError(f"{name}: num_classes must be a positive integer, got {num_classes!r}")
+    if num_classes is not None and (not isinstance(num_classes, int) or isinstance(num_classes, bool)
+                                    or num_classes < 0):
+        raise ModelConfigError(f"{name}: num_classes must be an integer >= 0 (0: no classifier, the model returns "
+                               f"pooled features), got {num_classes!r}")
     if not isinstance(in_chans, int) or in_chans < 1:
         raise ModelConfigError(f"{name}: in_chans must be a positive integer, got {in_chans!r}")
     shortcut = settings.get("shortcut")

@@ -150,7 +150,7 @@ def test_options_that_contradict_a_plain_twin():
         reslab.create_model("plain20", gated=True)
 
 
-@pytest.mark.parametrize("kwargs, word", [({"in_chans": 0}, "in_chans"), ({"num_classes": 0}, "num_classes"),
+@pytest.mark.parametrize("kwargs, word", [({"in_chans": 0}, "in_chans"), ({"num_classes": -1}, "num_classes"),
                                           ({"num_classes": 2.5}, "num_classes")])
 def test_bad_sizes(kwargs, word):
     with pytest.raises(ModelConfigError, match=word):

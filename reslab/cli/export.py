@@ -1,0 +1,95 @@
+"""``reslab export``: a run, a checkpoint or a model as ONNX, TorchScript or a torch.export program.
+
+    reslab export runs/r20 --format onnx                       # runs/r20/export/resnet20.onnx
+    reslab export resnet20 --pretrained cifar10 --format torchscript -o r20.pt
+    reslab export resnet50 --format exported-program --input-size 224
+
+The file takes normalised images ``(N, C, H, W)`` float32 with any batch size ``N`` and returns
+logits. After writing it, the command runs the file the way a deployment would (ONNX Runtime,
+``torch.jit.load``, ``torch.export.load``) on a batch of another size and prints the largest
+difference from PyTorch; above ``--tolerance`` (1e-4) it fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from reslab.errors import ConfigError
+from reslab.models import create_model
+from reslab.models.export import DEFAULT_SUFFIX, EXPORT_FORMATS, check_export, export_model
+from reslab.store.rundir import is_run_dir
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "export", help="export a run, checkpoint or model to ONNX, TorchScript or torch.export, and check it",
+        description=__doc__.split("\n\n")[0].split(": ", 1)[1] + " The written file is checked against PyTorch "
+                    "(ONNX in ONNX Runtime) on a batch of another size; the check is printed.",
+    )
+    parser.add_argument("source", metavar="RUN_OR_CHECKPOINT_OR_MODEL",
+                        help="a run directory, a checkpoint inside one, or a model name (fresh seeded weights, or "
+                             "--pretrained TAG)")
+    parser.add_argument("--format", choices=EXPORT_FORMATS, default="onnx", help="(default onnx)")
+    parser.add_argument("-o", "--output", metavar="FILE",
+                        help="file to write (default: RUN/export/MODEL<suffix> for a run, ./MODEL<suffix> for a model)")
+    parser.add_argument("--checkpoint", default="last", help="for a run: last (default), init, ema, epoch_K")
+    parser.add_argument("--pretrained", metavar="TAG", help="for a model name: the shipped weights, e.g. cifar10")
+    parser.add_argument("--num-classes", type=int, help="for a fresh model: classifier outputs")
+    parser.add_argument("--in-chans", type=int, help="for a fresh model: input channels (default 3)")
+    parser.add_argument("--input-size", type=int, metavar="N",
+                        help="image side used to build the graph (default: the run's; 32 for CIFAR models, 224 "
+                             "for ImageNet ones); the batch size stays free")
+    parser.add_argument("--tolerance", type=float, default=1e-4, help="largest accepted difference (default 1e-4)")
+    parser.add_argument("--no-check", action="store_true", help="write the file without running it")
+    parser.add_argument("--seed", type=int, default=0, help="seed of a fresh model's weights (default 0)")
+    parser.set_defaults(func=run)
+
+
+def _load(args):
+    """(model, name, default output path, input size, where the weights came from)."""
+    source = Path(args.source)
+    if source.exists():
+        from reslab.train import load_run  # noqa: PLC0415 - the train room is only needed for runs
+
+        loaded = load_run(args.source, args.checkpoint)
+        name = loaded.config["model"]
+        run_dir = loaded.run_dir
+        size = (loaded.config.get("image_size") or [None])[0]
+        return loaded.model, name, run_dir / "export" / name, size, f"{loaded.checkpoint}"
+    if is_run_dir(args.source):
+        raise ConfigError(f"{args.source} is not a readable run directory")
+    import torch  # noqa: PLC0415
+
+    torch.manual_seed(args.seed)
+    options = {"pretrained": args.pretrained} if args.pretrained else {}
+    model = create_model(args.source, num_classes=args.num_classes, in_chans=args.in_chans or 3, **options)
+    size = (getattr(model, "pretrained_cfg", None) or {}).get("input_size") or [None]
+    spec = getattr(model, "spec", None)
+    default_size = size[0] or (32 if spec is not None and spec.stem == "cifar" else 224)
+    origin = f"pretrained={args.pretrained!r}" if args.pretrained else f"fresh weights, seed {args.seed}"
+    return model, args.source, Path(args.source), default_size, origin
+
+
+def run(args: argparse.Namespace) -> int:
+    model, name, stem, size, origin = _load(args)
+    input_size = args.input_size or size or 32
+    output = Path(args.output) if args.output else stem.with_name(stem.name + DEFAULT_SUFFIX[args.format])
+    output.parent.mkdir(parents=True, exist_ok=True)
+    in_chans = getattr(model, "in_chans", None)
+    path = export_model(model, output, args.format, input_size, in_chans)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB): {name} ({origin}) as {args.format}, input "
+          f"(N, {in_chans or 3}, {input_size}, {input_size}) normalised images, dynamic batch N")
+    if args.no_check:
+        return 0
+    difference = check_export(model, path, args.format, input_size, in_chans)
+    runner = {"onnx": "ONNX Runtime", "torchscript": "torch.jit.load", "exported-program": "torch.export.load"}
+    verdict = "OK" if difference <= args.tolerance else "FAILED"
+    print(f"check: {runner[args.format]} vs PyTorch on a batch of 3: max |difference| {difference:.2e} "
+          f"(tolerance {args.tolerance:g}) {verdict}")
+    if verdict != "OK":
+        print(f"reslab export: the exported file differs from the model by {difference:.2e} > {args.tolerance:g}",
+              file=sys.stderr)
+        return 1
+    return 0
