@@ -171,22 +171,28 @@ def curvature_findings(results: Sequence[dict[str, Any]]) -> str:
 
 
 def landscape_findings(group: Sequence[dict[str, Any]], summaries: Sequence[dict[str, Any]],
-                       radius: float = 0.5) -> str:
-    """Mean loss rise within ``radius`` of each residual/plain pair of one plane or line."""
+                       radii: Sequence[float] = (0.25, 0.5, 1.0)) -> str:
+    """Mean loss rise within each radius, for each residual/plain pair of one plane or line."""
     targets = [{**(data.get("target") or {}), "_summary": summary} for data, summary in zip(group, summaries)]
-    key = f"rise@{radius:g}"
     parts = []
     for residual, plain in twin_pairs(targets):
-        r, p = residual["_summary"].get(key), plain["_summary"].get(key)
-        if not _finite(r, p):
+        measured = [(radius, residual["_summary"].get(f"rise@{radius:g}"), plain["_summary"].get(f"rise@{radius:g}"))
+                    for radius in radii]
+        measured = [(radius, r, p) for radius, r, p in measured if _finite(r, p)]
+        if not measured:
             continue
         name_r, name_p = residual.get("label") or residual.get("model"), plain.get("label") or plain.get("model")
-        flatter = r < p
-        factor = f" ({num(p / r)}× less)" if flatter and r > 0 else ""
-        sentence = (f"Within distance {radius:g} of the trained weights the loss rises by {num(r)} on average for "
-                    f"{name_r} and {num(p)} for {name_p}: "
-                    + (f"the residual surface is flatter{factor}, as Li et al. (2018) found."
-                       if flatter else "the residual surface is not flatter here, unlike Li et al. (2018)."))
+        flatter = [radius for radius, r, p in measured if r < p]
+        listed = "; ".join(f"within {radius:g}: {num(r)} vs {num(p)}" for radius, r, p in measured)
+        if len(flatter) == len(measured):
+            verdict = "the residual surface is flatter at every radius, as Li et al. (2018) found."
+        elif not flatter:
+            verdict = "the residual surface is flatter at no radius, unlike Li et al. (2018)."
+        else:
+            radii_text = " and ".join(f"{r:g}" for r in flatter)
+            verdict = (f"the residual surface is flatter within {radii_text} only — "
+                       "Li et al. (2018) found it flatter throughout.")
+        sentence = (f"Mean loss rise around the trained weights, {name_r} vs {name_p} ({listed}): {verdict}")
         origin_r, origin_p = residual["_summary"].get("origin_loss"), plain["_summary"].get("origin_loss")
         if _finite(origin_r, origin_p) and origin_p > 2 * origin_r + 0.1:
             # Li et al. compare nets that both trained; a net stuck at a high loss sees its

@@ -74,10 +74,15 @@ def test_curvature_findings_compare_each_measure_both_ways():
 def test_landscape_and_lesion_findings_follow_the_numbers():
     group = [{"target": {"label": "resnet56-s0", "model": "resnet56", "kind": "residual", "checkpoint": "last"}},
              {"target": {"label": "plain56-s0", "model": "plain56", "kind": "plain", "checkpoint": "last"}}]
-    flat = landscape_findings(group, [{"rise@0.5": 0.1, "origin_loss": 0.05}, {"rise@0.5": 2.0, "origin_loss": 0.06}])
-    assert "flatter (20× less), as Li et al." in flat and "different heights" not in flat
-    stuck = landscape_findings(group, [{"rise@0.5": 0.9, "origin_loss": 0.05}, {"rise@0.5": 0.5, "origin_loss": 1.3}])
-    assert "not flatter here" in stuck and "different heights: plain56-s0 sits at loss 1.3" in stuck
+    flat = landscape_findings(group, [{"rise@0.25": 0.01, "rise@0.5": 0.1, "rise@1": 1.0, "origin_loss": 0.05},
+                                      {"rise@0.25": 0.2, "rise@0.5": 2.0, "rise@1": 9.0, "origin_loss": 0.06}])
+    assert "within 0.5: 0.1 vs 2" in flat and "flatter at every radius, as Li et al." in flat
+    assert "different heights" not in flat
+    mixed = landscape_findings(group, [{"rise@0.25": 0.1, "rise@0.5": 0.9, "rise@1": 31.5, "origin_loss": 0.05},
+                                       {"rise@0.25": 0.14, "rise@0.5": 0.56, "rise@1": 283, "origin_loss": 1.3}])
+    assert "flatter within 0.25 and 1 only" in mixed and "different heights: plain56-s0 sits at loss 1.3" in mixed
+    none = landscape_findings(group, [{"rise@0.5": 0.9, "origin_loss": 0.05}, {"rise@0.5": 0.5, "origin_loss": 0.06}])
+    assert "flatter at no radius, unlike Li et al." in none
     lesion = [{"label": "resnet56-s0", "model": "resnet56", "kind": "residual", "checkpoint": "last",
                "base_error": 0.01, "single_block_error": [0.05, 0.09]},
               {"label": "plain56-s0", "model": "plain56", "kind": "plain", "checkpoint": "last",
