@@ -19,6 +19,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import torch
 from torch import nn
 
 from reslab.errors import ModelConfigError
@@ -45,6 +46,39 @@ WRN_DEPTH_RULE = "wide ResNets WRN-d-k have depth d = 6n+4 (e.g. 16, 22, 28, 40)
 
 # Options every model accepts, with their defaults (the family default for ``shortcut``).
 MODEL_OPTIONS = ("shortcut", "gated", "attention", "dropout", "drop_path", "zero_init_last", "activation_checkpointing")
+#: Options of the convolution layout (Keras' ResNet v1): ``stride_in_1x1`` (bottleneck blocks
+#: stride their first 1×1 conv, as in the 2015 paper, instead of the 3×3), ``conv_bias`` (every
+#: conv has a bias) and ``bn_eps`` (BatchNorm epsilon; Keras uses 1.001e-5).
+LAYOUT_OPTIONS = ("stride_in_1x1", "conv_bias", "bn_eps")
+
+
+def apply_layout(model: nn.Module, name: str, stride_in_1x1: bool = False, conv_bias: bool = False,
+                 bn_eps: float | None = None) -> nn.Module:
+    """Set the convolution layout of a built ResNet in place (see :data:`LAYOUT_OPTIONS`)."""
+    if not isinstance(model, ResNet):
+        raise ModelConfigError(f"{name}: {', '.join(LAYOUT_OPTIONS)} are options of the ResNet family")
+    for key, value in (("stride_in_1x1", stride_in_1x1), ("conv_bias", conv_bias)):
+        if not isinstance(value, bool):
+            raise ModelConfigError(f"{name}: {key} must be True or False, got {value!r}")
+    if bn_eps is not None and not (isinstance(bn_eps, (int, float)) and 0 < bn_eps < 1):
+        raise ModelConfigError(f"{name}: bn_eps must be a small positive number such as 1.001e-5, got {bn_eps!r}")
+    if stride_in_1x1:
+        if model.spec.block != "bottleneck":
+            raise ModelConfigError(f"{name}: stride_in_1x1 is for bottleneck networks (resnet50/101/152, ResNeXt)")
+        for block in model.blocks():
+            stride = block.conv2.stride
+            block.conv1.stride, block.conv2.stride = stride, (1, 1)
+    if conv_bias:
+        for module in model.modules():
+            if isinstance(module, nn.Conv2d) and module.bias is None:
+                module.bias = nn.Parameter(torch.zeros(module.out_channels, device=module.weight.device))
+    if bn_eps is not None:
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.eps = float(bn_eps)
+    model.model_options = {**model.model_options, "stride_in_1x1": stride_in_1x1, "conv_bias": conv_bias,
+                           **({"bn_eps": float(bn_eps)} if bn_eps is not None else {})}
+    return model
 
 
 @dataclass
@@ -310,6 +344,12 @@ def create_model(name: str, num_classes: int | None = None, in_chans: int = 3, *
             raise ModelConfigError(f"{name}: num_classes must be a positive integer, got {num_classes!r}")
         return family.build(name, *family.numbers(name), num_classes=num_classes or family.default_num_classes,
                             in_chans=in_chans, **options)
+    layout = {key: options.pop(key) for key in LAYOUT_OPTIONS if key in options}
+    if layout:
+        # The 2015 layout (stride on the first 1×1, biased convs, another BN epsilon) of Keras'
+        # ResNet50/101/152: the same modules, set differently, so names and shapes stay torchvision's.
+        model = create_model(name, num_classes=num_classes, in_chans=in_chans, **options)
+        return apply_layout(model, name, **layout)
     block = options.pop("block", None)
     unknown = sorted(set(options) - set(MODEL_OPTIONS))
     if unknown:
