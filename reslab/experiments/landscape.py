@@ -135,8 +135,8 @@ class LandscapeExperimentSettings(Settings):
     # -- curvature
     hessian: bool = setting(True, "compute λmax, λmin, |λmin/λmax| and the trace")
     hessian_samples: int | None = setting(None, "images the Hessian's loss averages over", minimum=1)
-    top_k: int | None = setting(None, "top eigenvalues by power iteration", minimum=0)
-    hessian_iterations: int | None = setting(None, "power iterations per eigenvalue at most", minimum=1)
+    top_k: int | None = setting(None, "top eigenvalues (Lanczos, the Hessian default)", minimum=0)
+    hessian_iterations: int | None = setting(None, "Hessian-vector products for the top eigenvalues at most (power: per eigenvalue)", minimum=1)
     extreme_steps: int | None = setting(None, "Lanczos steps for λmin", minimum=1)
     trace_probes: int | None = setting(None, "Hutchinson probes for the trace; 0 = no trace", minimum=0)
     # -- where and how
@@ -530,7 +530,7 @@ def _hessian(target, item: ModelRun, plan: "LandscapePlan", *, progress: bool, s
     weights = state_hash(model_state(target.model))
     wanted = {"samples": int(inputs.shape[0]), "split": hessian.split, "seed": hessian.seed,
               "sample_seed": hessian.sample_seed, "top_k": hessian.top_k, "max_iterations": hessian.max_iterations,
-              "tol": hessian.tol, "extreme_steps": hessian.extreme_steps,
+              "tol": hessian.tol, "extreme_steps": hessian.extreme_steps, "top_method": hessian.top_method,
               "trace_probes": hessian.trace_probes if hessian.trace else None}
     data = None
     if path.is_file():
@@ -543,7 +543,7 @@ def _hessian(target, item: ModelRun, plan: "LandscapePlan", *, progress: bool, s
     if not (data and all(recorded.get(k) == v for k, v in wanted.items())
             and recorded.get("weights_sha256") == weights):
         say(f"{item.name}: Hessian on {inputs.shape[0]} {hessian.split} images (top-{hessian.top_k}, "
-            f"≤{hessian.max_iterations} power iterations, {hessian.extreme_steps} Lanczos steps, "
+            f"{hessian.top_method}, ≤{hessian.max_iterations} products, {hessian.extreme_steps} Lanczos steps, "
             f"{hessian.trace_probes if hessian.trace else 0} trace probes)")
         result = analyze_hessian(target, hessian, progress=progress, inputs=inputs, labels=labels)
         result.settings["weights_sha256"] = weights  # lets a rerun know these are the same weights
@@ -808,7 +808,7 @@ def _hessian_budget(hessian: HessianSettings | None) -> dict[str, Any] | None:
         return None
     return {"samples": hessian.samples, "top_k": hessian.top_k, "max_iterations": hessian.max_iterations,
             "extreme_steps": hessian.extreme_steps, "trace_probes": hessian.trace_probes if hessian.trace else 0,
-            "tol": hessian.tol}
+            "tol": hessian.tol, "top_method": hessian.top_method}
 
 
 __all__ = [

@@ -120,8 +120,8 @@ def _experiment_tables(experiment_dirs: list[Path]) -> list[str]:
                    f"{settings.get('split', 'train')} images (grid {settings.get('grid', '?')}, direction seed "
                    f"{settings.get('direction_seed', 0)}, the same for every model). Loss rise r≤R: mean loss within "
                    "distance R of the origin of the random plane minus the loss at the origin (smaller = flatter)."
-                   + (f" Curvature from Hessian-vector products on {hessian.get('samples')} images: λmax by power "
-                      f"iteration, λmin by {hessian.get('extreme_steps')} Lanczos steps, the trace by Hutchinson "
+                   + (f" Curvature from Hessian-vector products on {hessian.get('samples')} images: λmax by "
+                      f"{'Lanczos' if hessian.get('top_method') == 'lanczos' else 'power iteration'}, λmin by {hessian.get('extreme_steps')} Lanczos steps, the trace by Hutchinson "
                       f"with {hessian.get('trace_probes')} probes; |λmin/λmax| near 0 = convex-looking."
                       if hessian else ""))
         parts.append(subsection_html(
