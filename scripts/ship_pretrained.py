@@ -25,8 +25,7 @@ from reslab.train import evaluate, load_run
 from reslab.train.rundir import read_metrics
 
 
-def record_of(run_dir: Path, tag: str) -> dict:
-    config = json.loads((run_dir / "config.json").read_text())
+def record_of(run_dir: Path, config: dict, tag: str) -> dict:
     final = [row for row in read_metrics(run_dir) if row.get("test_error") is not None][-1]
     command = f"reslab train {config['model']} --data {config['data']}"
     if config.get("recipe"):
@@ -59,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verify", action="store_true", help="re-evaluate on the run's test set before shipping")
     args = parser.parse_args(argv)
     loaded = load_run(args.run_dir, "last")
-    record = record_of(args.run_dir, args.tag)
+    record = record_of(args.run_dir, loaded.config, args.tag)
     if args.verify:
         result = evaluate(loaded.model, loaded.dataset)
         print(f"re-evaluated: test accuracy {100 * result.accuracy:.2f}% (run's record "

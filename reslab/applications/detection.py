@@ -78,8 +78,7 @@ def detection_backbone(name: str = "resnet18", trainable_stages: int = 3, fpn: b
         _freeze_batch_norms(body, module_name, tv.ops.FrozenBatchNorm2d)
     if not fpn:
         return DetectionBackbone(body, None, body.feature_info.channels(-1))
-    # Every stage feeds the pyramid; the stem is left out, as in torchvision.
-    body.feature_info = type(body.feature_info)(body.feature_info.entries, range(1, len(stages) + 1))
+    body.as_features(range(1, len(stages) + 1))  # every stage feeds the pyramid; not the stem, as in torchvision
     pyramid = tv.ops.FeaturePyramidNetwork(body.feature_info.channels(), out_channels,
                                            extra_blocks=tv.ops.feature_pyramid_network.LastLevelMaxPool())
     return DetectionBackbone(body, pyramid, out_channels)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import io
 import os
 import warnings
 from pathlib import Path
@@ -63,11 +64,7 @@ def export_onnx(
         raise ModelConfigError(f"in_chans={in_chans} does not match the model, which takes {model_chans} channels")
     in_chans = in_chans if in_chans is not None else (model_chans or 3)
 
-    # A copy: eval mode and CPU placement must not leak into the caller's model.
-    exported = copy.deepcopy(model).cpu().eval()
-    # Checkpointing only acts in training, but keep the traced graph free of it regardless.
-    if hasattr(exported, "activation_checkpointing"):
-        exported.activation_checkpointing = False
+    exported = _eval_copy(model)
     example = torch.zeros(2, in_chans, height, width)
     batch = torch.export.Dim("batch", min=1)
     with torch.no_grad():
@@ -101,18 +98,27 @@ DEFAULT_SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "exported-p
 
 
 def _eval_copy(model: nn.Module) -> nn.Module:
+    """A copy in eval mode on the CPU: neither may leak into the caller's model."""
     copied = copy.deepcopy(model).cpu().eval()
+    # Checkpointing only acts in training, but keep the traced graph free of it regardless.
     if hasattr(copied, "activation_checkpointing"):
         copied.activation_checkpointing = False
     return copied
 
 
+def _example_input(model: nn.Module, input_size, in_chans: int | None, batch: int = 2,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """A ``(batch, C, H, W)`` input: zeros to trace with, or random (``generator``) to check with."""
+    height, width = _input_hw(input_size)
+    shape = (batch, in_chans or getattr(model, "in_chans", 3), height, width)
+    return torch.randn(*shape, generator=generator) if generator is not None else torch.zeros(*shape)
+
+
 def export_torchscript(model: nn.Module, path: str | os.PathLike, input_size, in_chans: int | None = None) -> Path:
     """Write ``model`` (eval mode, CPU) as a traced TorchScript file, loadable with
     ``torch.jit.load`` without reslab; the batch size stays free (no shape is baked in)."""
-    height, width = _input_hw(input_size)
+    example = _example_input(model, input_size, in_chans)
     copied = _eval_copy(model)
-    example = torch.zeros(2, in_chans or getattr(model, "in_chans", 3), height, width)
     with torch.no_grad(), warnings.catch_warnings():
         # TorchScript is deprecated upstream in favour of torch.export; users who still deploy
         # with torch.jit.load asked for it by name.
@@ -132,9 +138,8 @@ def export_program(model: nn.Module, path: str | os.PathLike, input_size, in_cha
     path = Path(path)
     if path.suffix != ".pt2":
         raise ConfigError(f"{path}: an ExportedProgram file must end in .pt2 (torch.export.load reads only those)")
-    height, width = _input_hw(input_size)
+    example = _example_input(model, input_size, in_chans)
     copied = _eval_copy(model)
-    example = torch.zeros(2, in_chans or getattr(model, "in_chans", 3), height, width)
     with torch.no_grad():
         program = torch.export.export(copied, (example,), dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
     atomic_write_bytes(path, _to_bytes(lambda handle: torch.export.save(program, handle)))
@@ -142,8 +147,6 @@ def export_program(model: nn.Module, path: str | os.PathLike, input_size, in_cha
 
 
 def _to_bytes(write) -> bytes:
-    import io  # noqa: PLC0415
-
     handle = io.BytesIO()
     write(handle)
     return handle.getvalue()
@@ -184,9 +187,7 @@ def check_export(model: nn.Module, path: str | os.PathLike, fmt: str, input_size
                  batch: int = 3, seed: int = 0) -> float:
     """Max absolute difference between the exported file and the model (eval mode) on a random
     batch of ``batch`` images — a batch size other than the one traced, to test that it is free."""
-    height, width = _input_hw(input_size)
-    generator = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch, in_chans or getattr(model, "in_chans", 3), height, width, generator=generator)
+    x = _example_input(model, input_size, in_chans, batch, torch.Generator().manual_seed(seed))
     with torch.no_grad():
         expected = _eval_copy(model)(x)
     got = run_exported(path, fmt, x)

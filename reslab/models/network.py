@@ -192,7 +192,6 @@ class ResNet(nn.Module):
         self.feature_info = FeatureInfo(self.feature_info.entries,
                                         check_out_indices(self.model_name, out_indices, len(self.feature_info.entries)))
         self.features_only = True
-        del self.fc
         self.fc = None
         return self
 
@@ -201,9 +200,7 @@ class ResNet(nn.Module):
         wanted = set(self.feature_info.out_indices)
         last = max(wanted)
         outputs = []
-        x = self.conv1(x)
-        if self.bn1 is not None:
-            x = F.relu(self.bn1(x))
+        x = self._stem_conv(x)
         if 0 in wanted:
             outputs.append(x)
         if self.maxpool is not None:
@@ -263,13 +260,14 @@ class ResNet(nn.Module):
         return self.shortcut_option == "none"
 
     # -- forward -----------------------------------------------------------------------------
-    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+    def _stem_conv(self, x: torch.Tensor) -> torch.Tensor:
+        """The stem before its max-pool: feature level 0."""
         x = self.conv1(x)
-        if self.bn1 is not None:
-            x = F.relu(self.bn1(x))
-        if self.maxpool is not None:
-            x = self.maxpool(x)
-        return x
+        return F.relu(self.bn1(x)) if self.bn1 is not None else x
+
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._stem_conv(x)
+        return self.maxpool(x) if self.maxpool is not None else x
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, in_chans, H, W) -> (N, num_features, H', W')``, before pooling."""

@@ -328,16 +328,14 @@ def create_model(name: str, num_classes: int | None = None, in_chans: int = 3, *
         # Shipped weights fix the head: refuse another class count before building anything.
         weights = pretrained_weights(name, pretrained)
         expected = weights.metadata.get("num_classes")
-        if num_classes == 0:
-            model = create_model(name, in_chans=in_chans, pretrained=pretrained, **options)
-            model.reset_classifier(0)
-            return model
-        if num_classes is not None and expected is not None and num_classes != expected:
+        if num_classes not in (None, 0) and expected is not None and num_classes != expected:
             raise ModelConfigError(
                 f"{name}: pretrained={weights.tag!r} has {expected} classes, num_classes={num_classes} asked; "
                 "load with the default head, then replace model.fc for the new classes")
-        model = create_model(name, num_classes=num_classes, in_chans=in_chans, **options)
-        return load_pretrained(model, weights)
+        model = load_pretrained(create_model(name, in_chans=in_chans, **options), weights)
+        if num_classes == 0:
+            model.reset_classifier(0)  # a backbone: pooled features out
+        return model
     if entry.model_family is not None:
         family = entry.model_family
         if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
