@@ -13,13 +13,13 @@ difference from PyTorch; above ``--tolerance`` (1e-4) it fails.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from reslab.errors import ConfigError
 from reslab.models import create_model
 from reslab.models.export import DEFAULT_SUFFIX, EXPORT_FORMATS, check_export, export_model
-from reslab.store.rundir import is_run_dir
 
 
 def register(subparsers) -> None:
@@ -58,8 +58,10 @@ def _load(args):
         run_dir = loaded.run_dir
         size = (loaded.config.get("image_size") or [None])[0]
         return loaded.model, name, run_dir / "export" / name, size, f"{loaded.checkpoint}"
-    if is_run_dir(args.source):
-        raise ConfigError(f"{args.source} is not a readable run directory")
+    if os.sep in args.source or source.suffix in (".safetensors", ".pt", ".pth"):
+        # Looks like a path, not a model name: say so rather than "unknown model".
+        raise ConfigError(f"{args.source}: no such run directory or checkpoint file (a model name, e.g. resnet20, "
+                          "needs no path)")
     import torch  # noqa: PLC0415
 
     torch.manual_seed(args.seed)

@@ -46,3 +46,8 @@ def test_export_refuses_a_bad_program_name(tmp_path, capsys):
     code, _, err = _run(["export", "cifar_resnet8", "--format", "exported-program", "-o", str(tmp_path / "x.pt")],
                         capsys)
     assert code == 2 and "must end in .pt2" in err
+
+
+def test_export_of_a_missing_path_says_so(tmp_path, capsys):
+    code, _, err = _run(["export", str(tmp_path / "runs" / "missing")], capsys)
+    assert code == 2 and "no such run directory or checkpoint file" in err
