@@ -14,32 +14,13 @@ from __future__ import annotations
 import argparse
 import functools
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from reslab.utils.cpu import describe_cpu, has_native_bf16  # noqa: E402
-
-
-def matmul_rate(dtype: torch.dtype = torch.float32, size: int = 2048, repeats: int = 5,
-                device: str | torch.device = "cpu") -> float:
-    """GFLOP/s of the best of ``repeats`` ``size × size`` matmuls in ``dtype``."""
-    device = torch.device(device)
-    a = torch.randn(size, size, device=device).to(dtype)
-    b = torch.randn(size, size, device=device).to(dtype)
-    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
-    torch.mm(a, b)  # warm-up: library initialisation, page faults
-    sync()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.mm(a, b)
-        sync()
-        best = min(best, time.perf_counter() - start)
-    return 2 * size ** 3 / best / 1e9
+from reslab.utils.cpu import describe_cpu, has_native_bf16, matmul_rate  # noqa: E402,F401 - matmul_rate re-exported
 
 
 @functools.lru_cache(maxsize=4)

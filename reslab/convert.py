@@ -3,25 +3,40 @@
     >>> model = reslab.convert.from_keras("resnet50.weights.h5")       # or a .keras file
     >>> logits = model(images_nchw)                                      # Keras' inputs, channels first
 
-Supported: Keras' ``ResNet50``, ``ResNet101`` and ``ResNet152`` (v1: the stride on the first
-1×1 conv of a block, biased convolutions, BatchNorm epsilon 1.001e-5), with or without their
-1000-class top. The file is read with h5py (no Keras needed). Keras 3 stores weights under
-auto-generated names in the functional model's layer order (``conv2d``, ``conv2d_1``, …), so
-layers are matched by that order — in which a stage's projection shortcut comes after the first
-block's 3×3 conv — and every tensor's shape is checked; the parity test checks the outputs. ResNet50V2/101V2/152V2 (pre-activation, stride at
-the end of a stage) are not supported yet.
+Supported, with or without their 1000-class top:
 
-Inputs: Keras' ResNets take ``caffe``-style inputs (BGR, mean-subtracted, no scaling) via
-``keras.applications.resnet.preprocess_input``; the converted model expects the same values,
-channels first. Keras applies a softmax at the top unless built with
+- Keras' ``ResNet50``, ``ResNet101`` and ``ResNet152`` (v1: the stride on the first 1×1 conv of
+  a block, biased convolutions, BatchNorm epsilon 1.001e-5) become ``resnet50/101/152`` with the
+  layout options ``stride_in_1x1``, ``conv_bias`` and ``bn_eps``;
+- Keras' ``ResNet50V2``, ``ResNet101V2`` and ``ResNet152V2`` (pre-activation; a stage strides in
+  its last block, whose shortcut is a 1×1 max-pool with stride; a final ``post_bn``) become the
+  registered ``resnet50v2/101v2/152v2`` (the ``"keras_v2"`` layout of
+  :data:`reslab.models.network.LAYOUTS`).
+
+The file is read with h5py (no Keras needed); the version is told by its layers (v1 has a batch
+norm for every conv, v2 four fewer: none after the stem and the projections, one ``post_bn``).
+Keras 3 stores weights under generic names in the functional model's layer order
+(``conv2d``, ``conv2d_1``, …; in which a stage's projection shortcut ``_0_conv`` comes after
+the first block's 3×3 conv), so each kind of layer is matched by that order to the Keras
+application's layer names (``conv2_block1_0_conv``, …); a ``.keras`` archive also records
+those names (its ``config.json``), and they are checked. Every tensor's shape is checked, and
+errors name the Keras layer, the reslab parameter and both shapes; the parity test checks
+the outputs.
+
+Inputs: Keras' v1 ResNets take ``caffe``-style inputs (BGR, mean-subtracted, no scaling) via
+``keras.applications.resnet.preprocess_input``, the V2 ones values in [-1, 1]
+(``keras.applications.resnet_v2.preprocess_input``); the converted model expects the same
+values, channels first. Keras applies a softmax at the top unless built with
 ``classifier_activation=None``; the converted model returns logits.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import re
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,13 +45,22 @@ from torch import nn
 
 from reslab.errors import CheckpointError, ConfigError
 from reslab.models import create_model
+from reslab.models.network import KERAS_BN_EPS
 
-#: Keras' BatchNorm epsilon in its ResNets.
-KERAS_BN_EPS = 1.001e-5
 _DEPTH_BY_CONVS = {53: 50, 104: 101, 155: 152}
+# Keras' class names of the layers holding weights, and the snake-case names its files use.
+_KINDS = {"Conv2D": "conv2d", "BatchNormalization": "batch_normalization", "Dense": "dense"}
+
+
+@dataclass
+class _FileLayer:
+    key: str  # the name in the file: conv2d_14
+    name: str | None  # Keras' layer name, when the file records it (.keras): conv2_block1_0_conv
+    variables: list[np.ndarray]
 
 
 def _open_h5(path: Path):
+    """The weights file as an h5py handle, and Keras' layer config (``None`` for a ``.weights.h5``)."""
     try:
         import h5py  # noqa: PLC0415
     except ImportError:
@@ -47,73 +71,155 @@ def _open_h5(path: Path):
                 raise CheckpointError(f"{path}: a .keras file should hold model.weights.h5; found "
                                       f"{', '.join(archive.namelist())}")
             data = archive.read("model.weights.h5")
-        return h5py.File(io.BytesIO(data), "r")
-    return h5py.File(path, "r")
+            config = json.loads(archive.read("config.json")) if "config.json" in archive.namelist() else None
+        return h5py.File(io.BytesIO(data), "r"), config
+    return h5py.File(path, "r"), None
 
 
-def _layers_by_kind(handle) -> dict[str, list[list[np.ndarray]]]:
-    """Each kind of layer (conv2d, batch_normalization, dense) → its variables, in creation order."""
+def _layer_names(config) -> dict[str, str]:
+    """File name → Keras layer name, from a functional model's config: Keras names each layer in
+    the file by its class and how many of that class came before it in the model's layer list."""
+    layers = (config or {}).get("config", {}).get("layers") if isinstance(config, dict) else None
+    if not isinstance(layers, list):
+        return {}
+    names, counts = {}, {}
+    for layer in layers:
+        kind = _KINDS.get(layer.get("class_name")) if isinstance(layer, dict) else None
+        if kind is None:
+            continue
+        count = counts.get(kind, 0)
+        counts[kind] = count + 1
+        names[kind if count == 0 else f"{kind}_{count}"] = layer.get("name") or layer.get("config", {}).get("name")
+    return names
+
+
+def _layers_by_kind(handle, names: dict[str, str]) -> dict[str, list[_FileLayer]]:
+    """Each kind of layer (conv2d, batch_normalization, dense) → its layers with weights, in order."""
     if "layers" not in handle:
         raise CheckpointError("not a Keras 3 weights file (no 'layers' group); save it with model.save_weights("
                               "'x.weights.h5') or model.save('x.keras') in Keras 3")
-    kinds: dict[str, list[tuple[int, list[np.ndarray]]]] = {}
-    for name in handle["layers"]:
-        match = re.fullmatch(r"(conv2d|batch_normalization|dense)(?:_(\d+))?", name)
-        group = handle["layers"][name]
+    kinds: dict[str, list[tuple[int, _FileLayer]]] = {}
+    for key in handle["layers"]:
+        match = re.fullmatch(r"(conv2d|batch_normalization|dense)(?:_(\d+))?", key)
+        group = handle["layers"][key]
         if match is None or "vars" not in group or not len(group["vars"]):
             continue
         variables = [np.asarray(group["vars"][str(i)]) for i in range(len(group["vars"]))]
-        kinds.setdefault(match.group(1), []).append((int(match.group(2) or 0), variables))
-    return {kind: [v for _, v in sorted(items, key=lambda item: item[0])] for kind, items in kinds.items()}
+        kinds.setdefault(match.group(1), []).append((int(match.group(2) or 0), _FileLayer(key, names.get(key),
+                                                                                          variables)))
+    return {kind: [layer for _, layer in sorted(items, key=lambda item: item[0])] for kind, items in kinds.items()}
+
+
+# -- Keras' layers, in the order its functional model lists them, and reslab's modules for them ----------
+def _v1_layers(model) -> list[tuple[str, nn.Module]]:
+    layers = [("conv1_conv", model.conv1), ("conv1_bn", model.bn1)]
+    for stage_index, stage in enumerate(model.stages(), start=2):
+        for block_index, block in enumerate(stage, start=1):
+            prefix = f"conv{stage_index}_block{block_index}"
+            layers += [(f"{prefix}_1_conv", block.conv1), (f"{prefix}_1_bn", block.bn1),
+                       (f"{prefix}_2_conv", block.conv2), (f"{prefix}_2_bn", block.bn2)]
+            if block.downsample is not None:
+                layers.append((f"{prefix}_0_conv", block.downsample[0]))
+            layers.append((f"{prefix}_3_conv", block.conv3))
+            if block.downsample is not None:
+                layers.append((f"{prefix}_0_bn", block.downsample[1]))
+            layers.append((f"{prefix}_3_bn", block.bn3))
+    return layers
+
+
+def _v2_layers(model) -> list[tuple[str, nn.Module]]:
+    layers = [("conv1_conv", model.conv1)]
+    for stage_index, stage in enumerate(model.stages(), start=2):
+        for block_index, block in enumerate(stage, start=1):
+            prefix = f"conv{stage_index}_block{block_index}"
+            # reslab's pre-activation bottleneck: bn1 (Keras' preact_bn), conv1, bn2, conv2, bn3, conv3.
+            layers += [(f"{prefix}_preact_bn", block.bn1), (f"{prefix}_1_conv", block.conv1),
+                       (f"{prefix}_1_bn", block.bn2), (f"{prefix}_2_conv", block.conv2),
+                       (f"{prefix}_2_bn", block.bn3)]
+            if isinstance(block.downsample, nn.Sequential):  # a projection; the subsampling max-pool has no weights
+                layers.append((f"{prefix}_0_conv", block.downsample[0]))
+            layers.append((f"{prefix}_3_conv", block.conv3))
+    return [*layers, ("post_bn", model.bn_final)]
+
+
+def _detect(path: Path, convs: int, norms: int) -> tuple[int, str]:
+    """ResNet depth and version (``""`` or ``"V2"``) from the numbers of conv and BN layers."""
+    depth = _DEPTH_BY_CONVS.get(convs)
+    if depth is not None and norms == convs:
+        return depth, ""
+    if depth is not None and norms == convs - 4:
+        return depth, "V2"
+    expected = ", ".join(map(str, _DEPTH_BY_CONVS))
+    raise CheckpointError(f"{path}: {convs} convolutions and {norms} batch norms; Keras' ResNet50/101/152 have "
+                          f"{expected} convolutions with as many batch norms, ResNet50V2/101V2/152V2 the same "
+                          "convolutions with 4 fewer batch norms")
 
 
 def from_keras(path: str | Path) -> nn.Module:
-    """A reslab ResNet-50/101/152 (v1 layout, eval mode) holding the weights of a Keras
-    ``applications.ResNet50/101/152`` weights file (``.weights.h5`` or ``.keras``)."""
+    """A reslab model (eval mode) holding the weights of a Keras ``applications.ResNet50/101/152``
+    (→ ``resnet50/101/152`` in Keras' v1 layout) or ``ResNet50V2/101V2/152V2`` (→
+    ``resnet50v2/101v2/152v2``) weights file (``.weights.h5`` or ``.keras``)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
-    with _open_h5(path) as handle:
-        layers = _layers_by_kind(handle)
-    convs, norms, dense = layers.get("conv2d", []), layers.get("batch_normalization", []), layers.get("dense", [])
-    depth = _DEPTH_BY_CONVS.get(len(convs))
-    if depth is None:
-        raise CheckpointError(f"{path}: {len(convs)} convolutions; Keras' ResNet50/101/152 have "
-                              f"{', '.join(map(str, _DEPTH_BY_CONVS))} (ResNet V2 files are not supported yet)")
-    num_classes = dense[0][0].shape[1] if dense else 0
-    model = create_model(f"resnet{depth}", num_classes=num_classes, stride_in_1x1=True, conv_bias=True,
-                         bn_eps=KERAS_BN_EPS)
-    pairs = [(model.conv1, model.bn1)]
-    for block in model.blocks():
-        # Keras saves layers in the functional model's order, where a projection shortcut
-        # (``_0_conv``) sits between the block's 3×3 and its last 1×1.
-        pairs += [(block.conv1, block.bn1), (block.conv2, block.bn2)]
-        if block.downsample is not None:
-            pairs.append((block.downsample[0], block.downsample[1]))
-        pairs.append((block.conv3, block.bn3))
-    if len(pairs) != len(convs) or len(norms) != len(convs):
-        raise CheckpointError(f"{path}: {len(convs)} convolutions and {len(norms)} batch norms do not match "
-                              f"resnet{depth}'s {len(pairs)} conv-BN pairs")
+    handle, config = _open_h5(path)
+    with handle:
+        file_layers = _layers_by_kind(handle, _layer_names(config))
+    convs, norms = file_layers.get("conv2d", []), file_layers.get("batch_normalization", [])
+    dense = file_layers.get("dense", [])
+    depth, version = _detect(path, len(convs), len(norms))
+    num_classes = dense[0].variables[0].shape[-1] if dense else 0
+    if version == "V2":
+        model = create_model(f"resnet{depth}v2", num_classes=num_classes)
+        layers = _v2_layers(model)
+    else:
+        model = create_model(f"resnet{depth}", num_classes=num_classes, stride_in_1x1=True, conv_bias=True,
+                             bn_eps=KERAS_BN_EPS)
+        layers = _v1_layers(model)
+    if dense:
+        layers.append(("predictions", model.fc))
+    architecture = f"ResNet{depth}{version}"
+    names = {id(tensor): name for name, tensor in [*model.named_parameters(), *model.named_buffers()]}
+    expected = {kind: [(name, module) for name, module in layers if _kind(module) == kind] for kind in _KINDS.values()}
     with torch.no_grad():
-        for index, ((conv, bn), conv_vars, bn_vars) in enumerate(zip(pairs, convs, norms)):
-            kernel = torch.from_numpy(conv_vars[0]).permute(3, 2, 0, 1)  # (kh, kw, in, out) -> (out, in, kh, kw)
-            _copy(conv.weight, kernel, f"conv {index}")
-            _copy(conv.bias, torch.from_numpy(conv_vars[1]), f"conv {index} bias")
-            for target, value, what in zip((bn.weight, bn.bias, bn.running_mean, bn.running_var), bn_vars,
-                                           ("gamma", "beta", "moving mean", "moving variance")):
-                _copy(target, torch.from_numpy(value), f"batch norm {index} {what}")
-        if dense:
-            _copy(model.fc.weight, torch.from_numpy(dense[0][0]).T, "dense kernel")
-            _copy(model.fc.bias, torch.from_numpy(dense[0][1]), "dense bias")
-    model.converted_from = {"framework": "keras", "file": str(path), "architecture": f"ResNet{depth}"}
+        for kind, slots in expected.items():
+            found = file_layers.get(kind, [])
+            if len(found) != len(slots):
+                raise CheckpointError(f"{path}: {len(found)} {kind} layers with weights; Keras' {architecture} "
+                                      f"has {len(slots)}")
+            for (keras_name, module), layer in zip(slots, found):
+                if layer.name is not None and layer.name != keras_name:
+                    raise CheckpointError(f"{path}: layer {layer.key} is {layer.name!r}; Keras' {architecture} "
+                                          f"has {keras_name!r} there")
+                _load_layer(module, layer, f"{path}: Keras layer {keras_name} ({layer.key})", names)
+    model.converted_from = {"framework": "keras", "file": str(path), "architecture": architecture}
     return model.eval()
 
 
-def _copy(target: torch.Tensor, value: torch.Tensor, what: str) -> None:
-    if tuple(target.shape) != tuple(value.shape):
-        raise CheckpointError(f"Keras {what}: shape {tuple(value.shape)} does not fit reslab's "
-                              f"{tuple(target.shape)}")
-    target.copy_(value.to(target.dtype))
+def _kind(module: nn.Module) -> str:
+    return {nn.Conv2d: "conv2d", nn.BatchNorm2d: "batch_normalization", nn.Linear: "dense"}[type(module)]
+
+
+def _load_layer(module: nn.Module, layer: _FileLayer, where: str, names: dict[int, str]) -> None:
+    """Copy one Keras layer's variables into ``module``, checking their number and shapes."""
+    if isinstance(module, nn.BatchNorm2d):
+        targets = [(module.weight, "gamma"), (module.bias, "beta"), (module.running_mean, "moving mean"),
+                   (module.running_var, "moving variance")]
+        values = [torch.from_numpy(value) for value in layer.variables]
+    else:
+        targets = [(module.weight, "kernel")] + ([(module.bias, "bias")] if module.bias is not None else [])
+        kernel = torch.from_numpy(layer.variables[0])
+        # Conv kernels (kh, kw, in, out) -> (out, in, kh, kw); dense kernels (in, out) -> (out, in).
+        kernel = kernel.permute(3, 2, 0, 1) if kernel.dim() == 4 else kernel.T
+        values = [kernel, *(torch.from_numpy(value) for value in layer.variables[1:])]
+    if len(values) != len(targets):
+        raise CheckpointError(f"{where}: {len(values)} variables, reslab's {names[id(module.weight)].rsplit('.', 1)[0]} "
+                              f"takes {len(targets)} ({', '.join(what for _, what in targets)})")
+    for (target, what), value in zip(targets, values):
+        if tuple(target.shape) != tuple(value.shape):
+            raise CheckpointError(f"{where} {what}: shape {tuple(value.shape)} does not fit reslab's "
+                                  f"{names[id(target)]} {tuple(target.shape)}")
+        target.copy_(value.to(target.dtype))
 
 
 __all__ = ["from_keras", "KERAS_BN_EPS"]

@@ -10,12 +10,13 @@ EXPERIMENT_MODULES = (
     "reslab.cli.experiment_degradation",
     "reslab.cli.experiment_landscape",
     "reslab.cli.experiment_sweeps",
+    "reslab.cli.experiment_transfer",
 )
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "experiment", help="train residual and plain twins and compare them (degradation, landscape, transformer, rnn, mlp, dropout, family)",
+        "experiment", help="train residual and plain twins and compare them (degradation, landscape, transformer, rnn, mlp, dropout, family, transfer)",
         description="Experiments: resumable collections of training runs plus their analyses.",
     )
     kinds = parser.add_subparsers(dest="experiment", metavar="EXPERIMENT")

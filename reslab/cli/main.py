@@ -20,9 +20,11 @@ from reslab.errors import ReslabError
 COMMAND_MODULES = (
     "reslab.cli.profile",
     "reslab.cli.train",
+    "reslab.cli.finetune",
     "reslab.cli.evaluate",
     "reslab.cli.predict",
     "reslab.cli.export",
+    "reslab.cli.bench",
     "reslab.cli.analyze",
     "reslab.cli.experiment",
     "reslab.cli.report",

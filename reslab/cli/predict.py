@@ -22,14 +22,36 @@ def register(subparsers) -> None:
     parser.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER")
     parser.add_argument("--top-k", type=int, default=5, help="classes to show per image (default 5)")
     parser.add_argument("--checkpoint", default="last", help="last (default), init, ema, epoch_K, or a .safetensors path")
+    parser.add_argument("--fast", action="store_true",
+                        help="use the fastest inference path that passed its accuracy check in `reslab bench infer RUN` "
+                             "(RUN/inference.json; BN folding + channels-last without one)")
     parser.add_argument("--json", action="store_true", help="print the predictions as JSON lines")
     parser.add_argument("--csv", metavar="FILE", help="also write the table to FILE (image, rank, class, probability, "
                                                       "conversions)")
     parser.set_defaults(func=run)
 
 
+def _fast(run_):
+    """The run with its model replaced by the fastest checked inference path."""
+    import dataclasses  # noqa: PLC0415
+
+    import torch  # noqa: PLC0415
+
+    from reslab.applications.inference import fast_model  # noqa: PLC0415
+    from reslab.data import normalize  # noqa: PLC0415
+
+    h, w = run_.image_size
+    example = torch.zeros(16, int(run_.config["in_chans"]), h, w)
+    calibration = lambda: normalize(run_.dataset.train_images[:256], run_.mean, run_.std).float()  # noqa: E731
+    say = lambda message: print(f"reslab predict: {message}", file=sys.stderr)  # noqa: E731
+    model = fast_model(run_.model, run_.run_dir, calibration, example, say)
+    return dataclasses.replace(run_, model=model)
+
+
 def run(args) -> int:
     run_ = load_run(args.source, args.checkpoint)
+    if args.fast:
+        run_ = _fast(run_)
     predictions = predict(run_, args.images, top_k=args.top_k)
     size = "x".join(map(str, run_.image_size))
     for prediction in predictions:

@@ -46,7 +46,21 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("model", nargs="?", help="model name, e.g. resnet20, plain56, resnet18 (see reslab profile)")
-    parser.add_argument("--data", help="dataset: digits, cifar10, cifar100, imagefolder, synthetic (default: the recipe's)")
+    add_training_flags(parser)
+    parser.add_argument("--task", choices=("classify", "segment"), default="classify",
+                        help="classify (default), or segment: a U-Net (unet_resnet18, unet_plain18, ...) on images "
+                             "with per-pixel masks, --data shapes (default) or segfolder:DIR; see docs/applications.md")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR exactly where it stopped")
+    parser.add_argument("--stop-after", type=int, metavar="EPOCHS",
+                        help="save and stop once this many epochs are done (resume later with --resume)")
+    parser.add_argument("--list-recipes", action="store_true", help="list the recipes and exit")
+    parser.set_defaults(func=run)
+
+
+def add_training_flags(parser, *, data_help: str | None = None) -> None:
+    """The flags of every command that trains (``train``, ``finetune``): data, recipe, length, speed, ``--set``."""
+    recipes = ", ".join(list_recipes())
+    parser.add_argument("--data", help=data_help or "dataset: digits, cifar10, cifar100, imagefolder, synthetic (default: the recipe's)")
     parser.add_argument("--data-dir", help="where the dataset files are (default $RESLAB_DATA, then ./data)")
     parser.add_argument("--download", action="store_true", default=None,
                         help="download CIFAR if its files are missing (never done otherwise)")
@@ -56,14 +70,11 @@ def register(subparsers) -> None:
     parser.add_argument("--batch-size", type=int, help="global batch size (split across processes)")
     parser.add_argument("--lr", type=float, help="peak / initial learning rate")
     parser.add_argument("--out", help="run directory to create (default runs/MODEL-DATA)")
-    parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR exactly where it stopped")
     parser.add_argument("--device", help="auto (default), cpu, cuda, cuda:1")
     parser.add_argument("--seed", type=int, help="random seed (same seed on CPU: identical weights)")
     parser.add_argument("--save-every", type=int, help="save checkpoints/epoch_K.safetensors every N epochs (0 = never)")
     parser.add_argument("--eval-every", type=int, help="evaluate on the test split every N epochs")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: one per core)")
-    parser.add_argument("--stop-after", type=int, metavar="EPOCHS",
-                        help="save and stop once this many epochs are done (resume later with --resume)")
     for flag in _BOOL_FLAGS:
         helps = {
             "download": None, "quiet": "no progress bar or per-epoch lines, only the final summary",
@@ -78,11 +89,10 @@ def register(subparsers) -> None:
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                         help="any setting, e.g. --set schedule=cosine --set milestones=[40,60] "
                              "--set model_options.shortcut=B (repeatable; see docs/training.md)")
-    parser.add_argument("--list-recipes", action="store_true", help="list the recipes and exit")
-    parser.set_defaults(func=run)
 
 
-def _overrides(args) -> dict:
+def training_overrides(args) -> dict:
+    """The TrainConfig fields the flags of :func:`add_training_flags` set (``--set`` last)."""
     overrides = {}
     for dest, key in _FLAG_FIELDS.items():
         value = getattr(args, dest)
@@ -104,7 +114,12 @@ def run(args) -> int:
         for name in list_recipes():
             print(f"{name:16s} {recipe_description(name)}")
         return 0
-    overrides = _overrides(args)
+    from reslab.cli import _train_segment  # noqa: PLC0415 - the segmentation side of this command
+
+    if _train_segment.wants_segmentation(args):
+        return _train_segment.run(args)
+    _train_segment.check_classify(args)
+    overrides = training_overrides(args)
     if args.resume:
         if args.recipe:
             raise ConfigError("--recipe cannot be combined with --resume: a resumed run keeps its settings")
@@ -121,6 +136,11 @@ def run(args) -> int:
         data = overrides.pop("data", None)
         config = resolve_config(args.recipe, model=args.model, data=data, overrides=overrides)
         result = train(config, stop_after_epoch=args.stop_after)
+    return finish(result)
+
+
+def finish(result) -> int:
+    """Print the run's summary (rank 0); the exit status, with how to continue a stopped run."""
     if int(os.environ.get("RANK", "0")) == 0:
         print(result.summary(), flush=True)
     if result.stopped_by == "SIGINT":

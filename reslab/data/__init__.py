@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from reslab.data.augment import AugmentConfig, normalize
-from reslab.data.dataset import ImageDataset, channel_stats, default_data_dir
+from reslab.data.dataset import SUBSET_OPTIONS, ImageDataset, channel_stats, default_data_dir, select_classes
 from reslab.data.loader import DeviceLoader
 from reslab.data.text import SequenceLoader, TextDataset
 from reslab.errors import DatasetError
@@ -45,7 +45,9 @@ def load_dataset(name: str, data_dir: str | Path | None = None, download: bool =
         Nothing is ever downloaded otherwise.
     progress: progress bars for downloads and image decoding (shown only on a terminal).
     options: dataset-specific (see ``docs/data.md``), e.g. ``coarse=True`` for cifar100,
-        ``image_size=64`` for imagefolder, ``num_train=`` for synthetic.
+        ``image_size=64`` for imagefolder, ``num_train=`` for synthetic. Every image dataset also
+        takes ``classes=[...]`` and ``per_class=N`` (:func:`select_classes`: a subset of the classes,
+        relabelled, and at most N training images of each).
     """
     if not isinstance(name, str) or name.lower() not in _MODULES:
         raise DatasetError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
@@ -53,9 +55,14 @@ def load_dataset(name: str, data_dir: str | Path | None = None, download: bool =
     module = importlib.import_module(f"reslab.data.{_MODULES[key]}")
     if key in _WITH_PROGRESS:
         options.setdefault("progress", progress)
+    subset = {k: options.pop(k) for k in SUBSET_OPTIONS if k in options}
+    if subset and key == "text":
+        raise DatasetError(f"dataset 'text' does not take option(s) {', '.join(subset)}: they select image classes")
     if _MODULES[key] == "cifar":
-        return module.load(key, data_dir=data_dir, download=download, **options)
-    return module.load(data_dir=data_dir, download=download, **options)
+        dataset = module.load(key, data_dir=data_dir, download=download, **options)
+    else:
+        dataset = module.load(data_dir=data_dir, download=download, **options)
+    return select_classes(dataset, **subset) if subset else dataset
 
 
 __all__ = [
@@ -69,4 +76,5 @@ __all__ = [
     "default_data_dir",
     "load_dataset",
     "normalize",
+    "select_classes",
 ]

@@ -160,3 +160,75 @@ class ImageDataset:
             "std": list(self.std),
         }
 
+
+
+#: Options every image dataset takes (applied after loading, by :func:`select_classes`).
+SUBSET_OPTIONS = {
+    "classes": "keep these classes (names or indices, in this order; labels become 0..k-1), e.g. [\"dog\", \"cat\"]",
+    "per_class": "keep the first N training images of each class (file order), e.g. 100",
+}
+
+
+def _class_list(dataset: ImageDataset, classes: Any) -> list[int]:
+    if isinstance(classes, str):
+        classes = [c.strip() for c in classes.split(",") if c.strip()]
+    if not isinstance(classes, (list, tuple)) or not classes:
+        raise DatasetError(f"dataset {dataset.name!r}: option classes={classes!r} must be a non-empty list of class "
+                           f"names or indices, e.g. classes=[\"{dataset.class_names[0]}\"]")
+    indices = []
+    for item in classes:
+        if isinstance(item, int) and not isinstance(item, bool) and 0 <= item < dataset.num_classes:
+            indices.append(item)
+        elif isinstance(item, str) and item in dataset.class_names:
+            indices.append(dataset.class_names.index(item))
+        elif isinstance(item, str) and item.isdigit() and int(item) < dataset.num_classes:
+            indices.append(int(item))
+        else:
+            raise DatasetError(f"dataset {dataset.name!r} has no class {item!r}; its classes are "
+                               f"{', '.join(dataset.class_names)} (or indices 0..{dataset.num_classes - 1})")
+    if len(set(indices)) != len(indices):
+        raise DatasetError(f"dataset {dataset.name!r}: option classes={classes!r} names a class twice")
+    return indices
+
+
+def select_classes(dataset: ImageDataset, classes: Any = None, per_class: Any = None) -> ImageDataset:
+    """A copy of ``dataset`` with only ``classes`` (relabelled 0..k-1 in the given order) and at most
+    ``per_class`` training images of each (the first ones in file order; the test split is kept whole).
+
+    Used for transfer-learning splits, e.g. CIFAR-10's animals vs vehicles, or 100 images per class.
+    Mean and std are those of the selected training images.
+    """
+    if classes is None and per_class is None:
+        return dataset
+    keep = _class_list(dataset, classes) if classes is not None else list(range(dataset.num_classes))
+    limit = None
+    if per_class is not None:
+        if isinstance(per_class, bool) or not str(per_class).strip().isdigit() or int(per_class) < 1:
+            raise DatasetError(f"dataset {dataset.name!r}: option per_class={per_class!r} must be an integer >= 1")
+        limit = int(per_class)
+    relabel = torch.full((dataset.num_classes,), -1, dtype=torch.int64)
+    relabel[torch.tensor(keep)] = torch.arange(len(keep))
+
+    def pick(labels: torch.Tensor, cap: int | None) -> torch.Tensor:
+        chosen = []
+        for old in keep:
+            where = torch.nonzero(labels == old).flatten()
+            chosen.append(where if cap is None else where[:cap])
+        return torch.cat(chosen).sort().values
+
+    train = pick(dataset.train_labels, limit)
+    short = [dataset.class_names[old] for old in keep if int((dataset.train_labels[train] == old).sum()) < (limit or 1)]
+    if short:
+        raise DatasetError(f"dataset {dataset.name!r}: class(es) {', '.join(short)} have fewer than "
+                           f"{limit or 1} training images; lower per_class")
+    test = pick(dataset.test_labels, None)
+    options = dict(dataset.options)
+    if classes is not None:
+        options["classes"] = [dataset.class_names[i] for i in keep]
+    if limit is not None:
+        options["per_class"] = limit
+    return ImageDataset(
+        train_images=dataset.train_images[train], train_labels=relabel[dataset.train_labels[train]],
+        test_images=dataset.test_images[test], test_labels=relabel[dataset.test_labels[test]],
+        class_names=[dataset.class_names[i] for i in keep], name=dataset.name,
+        source=dataset.source, options=options)

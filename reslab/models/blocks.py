@@ -120,6 +120,9 @@ class ResidualBlock(nn.Module):
         gated: highway merge instead of a sum.
         attention: ``None``, ``"se"`` or ``"cbam"`` applied to the branch output.
         drop_path: probability of dropping the branch of a sample in training.
+        subsample_shortcut: with option ``"B"``, a block that changes only the resolution (same
+            channels) takes every ``stride``-th pixel of its raw input instead of projecting
+            (Keras' ResNet V2: a 1×1 max-pool with stride, ``downsample = nn.MaxPool2d(1, stride)``).
 
     Subclasses define :meth:`branch` (F, from the pre-activated input), and pre-activation
     blocks also :meth:`preactivate` and :meth:`after_merge`.
@@ -137,6 +140,7 @@ class ResidualBlock(nn.Module):
         gated: bool = False,
         attention: str | None = None,
         drop_path: float = 0.0,
+        subsample_shortcut: bool = False,
     ):
         super().__init__()
         if shortcut not in SHORTCUT_OPTIONS:
@@ -147,6 +151,7 @@ class ResidualBlock(nn.Module):
         self.shortcut_option = shortcut
         self.residual = shortcut != "none"
         self.changes_shape = stride != 1 or in_planes != out_planes
+        self.subsample_shortcut = subsample_shortcut and shortcut == "B" and stride != 1 and in_planes == out_planes
         self.branch_enabled = True
 
         # (Submodules are created in this order so that parameter initialisation draws the
@@ -160,14 +165,17 @@ class ResidualBlock(nn.Module):
             HighwayMerge(self.gate) if gated else SumMerge() if self.residual else NoMerge()
         )
         # Pre-activation blocks feed a shortcut that is not the bare identity (and the gate)
-        # their pre-activated input, as in the authors' code.
-        self.shortcut_preactivated = self.preact and self.downsample is not None
+        # their pre-activated input, as in the authors' code; a subsampling one is the identity
+        # at a lower resolution and, as in Keras, sees the raw input.
+        self.shortcut_preactivated = self.preact and self.downsample is not None and not self.subsample_shortcut
 
     def _make_shortcut(self, option: str) -> nn.Module | None:
         if option == "A":
             return ZeroPadShortcut(self.in_planes, self.out_planes, self.stride) if self.changes_shape else None
         if option == "B" and not self.changes_shape:
             return None
+        if self.subsample_shortcut:
+            return nn.MaxPool2d(kernel_size=1, stride=self.stride)
         # Pre-activation blocks project the already normalised input, so no BN in the projection.
         return projection_shortcut(self.in_planes, self.out_planes, self.stride, with_bn=not self.preact)
 

@@ -43,6 +43,8 @@ class NetworkSpec:
         groups, width_per_group: ResNeXt cardinality and width (bottlenecks only).
         depth: the number of weight layers on the main path (the "depth" in the name).
         family: ``"cifar"`` or ``"imagenet"`` (default input size and profile table).
+        layout: ``"standard"``, or ``"keras_v2"`` for Keras' ``ResNet50V2/101V2/152V2``
+            (pre-activation bottlenecks, see :data:`LAYOUTS`).
     """
 
     block: str
@@ -54,11 +56,23 @@ class NetworkSpec:
     family: str
     groups: int = 1
     width_per_group: int = 64
+    layout: str = "standard"
 
     @property
     def num_blocks(self) -> int:
         return sum(stage.num_blocks for stage in self.stages)
 
+
+#: Where a :class:`NetworkSpec`'s layers differ from the standard (torchvision's) ones.
+#: ``"keras_v2"`` is Keras' ``ResNet50V2/101V2/152V2``, so that its weights compute the same
+#: thing here: a stage strides in its *last* block, whose shortcut (channels unchanged) then
+#: takes every ``stride``-th pixel of the block's raw input (Keras' 1×1 max-pool with stride)
+#: instead of projecting; the stem conv, the projection shortcuts and each block's last 1×1
+#: conv have biases; the stem max-pool pads with zeros, not −∞ (its input is not ReLU'd, so
+#: border values differ); BatchNorm epsilon is Keras' 1.001e-5.
+LAYOUTS = ("standard", "keras_v2")
+#: Keras' BatchNorm epsilon in its ResNets.
+KERAS_BN_EPS = 1.001e-5
 
 # The batch norms whose running statistics checkpointing must not update twice (public classes;
 # the lazy ones are not subclasses of the others).
@@ -128,6 +142,14 @@ class ResNet(nn.Module):
         self.activation_checkpointing = activation_checkpointing
 
         self.conv1, self.bn1, self.maxpool = self._make_stem(spec, in_chans)
+        if spec.layout not in LAYOUTS:
+            raise ValueError(f"unknown layout {spec.layout!r}; layouts are {', '.join(LAYOUTS)}")
+        keras_v2 = spec.layout == "keras_v2"
+        if keras_v2 and not (spec.preact and spec.block == "bottleneck" and spec.stem == "imagenet"):
+            raise ValueError("the keras_v2 layout is for pre-activation ImageNet bottleneck networks")
+        # Keras' V2 subsamples where a block changes only the resolution; passed only there, so
+        # every other network's blocks are built exactly as before.
+        block_options = {"subsample_shortcut": True} if keras_v2 else {}
 
         block_cls = BLOCKS[(spec.block, spec.preact)]
         total_blocks = spec.num_blocks
@@ -135,13 +157,15 @@ class ResNet(nn.Module):
         in_planes = spec.stem_width
         for stage_index, stage in enumerate(spec.stages, start=1):
             blocks = []
+            strided_block = stage.num_blocks - 1 if keras_v2 else 0
             for i in range(stage.num_blocks):
                 rate = drop_path * (block_index + 1) / total_blocks if drop_path > 0 else 0.0
                 blocks.append(
                     block_cls(
-                        in_planes, stage.planes, stride=stage.stride if i == 0 else 1,
+                        in_planes, stage.planes, stride=stage.stride if i == strided_block else 1,
                         groups=spec.groups, base_width=spec.width_per_group, dropout=dropout,
                         shortcut=shortcut, gated=gated, attention=attention, drop_path=rate,
+                        **block_options,
                     )
                 )
                 in_planes = stage.planes * block_cls.expansion
@@ -158,6 +182,23 @@ class ResNet(nn.Module):
                                         range(len(spec.stages) + 1))
 
         self._init_weights(zero_init_last)
+        if keras_v2:
+            self._use_keras_v2_layers()
+
+    def _use_keras_v2_layers(self) -> None:
+        """Keras' V2 biases (zero, as Keras initialises them), stem pool padding and BN epsilon."""
+        convs = [self.conv1]
+        for block in self.blocks():
+            convs.append(block.last_conv())
+            if isinstance(block.downsample, nn.Sequential) and isinstance(block.downsample[0], nn.Conv2d):
+                convs.append(block.downsample[0])  # a projection (not the subsampling max-pool)
+        for conv in convs:
+            conv.bias = nn.Parameter(torch.zeros(conv.out_channels, device=conv.weight.device))
+        # Keras pads with zeros, then pools: the same as -inf padding only for non-negative inputs.
+        self.maxpool = nn.Sequential(nn.ZeroPad2d(1), nn.MaxPool2d(kernel_size=3, stride=2))
+        for module in self.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.eps = KERAS_BN_EPS
 
     def _feature_entries(self, spec: NetworkSpec, expansion: int) -> list[FeatureEntry]:
         """Stem, then every stage: channels, reduction and the module whose output it is."""

@@ -17,7 +17,7 @@ import fnmatch
 import functools
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
@@ -131,6 +131,17 @@ def imagenet_spec(depth: int, preact: bool = False, groups: int = 1, width_per_g
                        family="imagenet", groups=groups, width_per_group=width_per_group)
 
 
+def keras_v2_spec(depth: int) -> NetworkSpec:
+    """Keras' ``ResNet50V2/101V2/152V2``: pre-activation bottlenecks in the ``"keras_v2"`` layout
+    (see :data:`reslab.models.network.LAYOUTS`). Its stages stride at their end: the first three
+    halve the resolution in their last block, the fourth keeps it, so the network is /32 as usual."""
+    spec = imagenet_spec(depth, preact=True)
+    if spec.block != "bottleneck":
+        raise ModelConfigError(f"depth {depth} is not valid: Keras' ResNet V2 has depth 50, 101 or 152")
+    stages = tuple(replace(stage, stride=stride) for stage, stride in zip(spec.stages, (2, 2, 2, 1)))
+    return replace(spec, stages=stages, layout="keras_v2")
+
+
 def cifar_blocks_per_stage(depth: int, block: str) -> int:
     per_block = {"basic": 6, "bottleneck": 9}.get(block)
     if per_block is None:
@@ -165,6 +176,11 @@ def _register_all() -> None:
                             lambda d=depth: imagenet_spec(d), {"shortcut": "none"}))
         register(ModelEntry(f"preact_resnet{depth}", "imagenet", f"pre-activation ImageNet ResNet-{depth}",
                             lambda d=depth: imagenet_spec(d, preact=True), {"shortcut": "B"}))
+    for depth in (50, 101, 152):
+        register(ModelEntry(f"resnet{depth}v2", "imagenet",
+                            f"Keras' ResNet{depth}V2 (pre-activation, a stage strides in its last block; "
+                            "reslab.convert.from_keras loads its weights)",
+                            lambda d=depth: keras_v2_spec(d), {"shortcut": "B"}))
     for depth in (18, 50):
         register(ModelEntry(f"se_resnet{depth}", "imagenet", f"ResNet-{depth} with squeeze-and-excitation",
                             lambda d=depth: imagenet_spec(d), {"shortcut": "B", "attention": "se"}))
@@ -249,8 +265,9 @@ GENERIC_NAMES = (
 def _model_families() -> tuple[ModelFamily, ...]:
     """The families outside the ResNet spec, collected from their modules."""
     from reslab.models import densenet, mlp, recurrent, transformer  # noqa: PLC0415 - they import blocks, not us
+    from reslab.models import unet  # noqa: PLC0415 - it imports the registry lazily, when it builds
 
-    return tuple(f for module in (transformer, recurrent, mlp, densenet) for f in module.MODEL_FAMILIES)
+    return tuple(f for module in (transformer, recurrent, mlp, densenet, unet) for f in module.MODEL_FAMILIES)
 
 
 MODEL_FAMILIES = _model_families()

@@ -441,3 +441,42 @@ __all__ = [
     "plot_error_vs_depth", "plot_gradient_flow", "plot_lesion", "plot_responses", "plot_shattered",
     "plot_training_curves", "save_figure", "series_colors",
 ]
+
+
+# -- transfer learning ----------------------------------------------------------------------------
+TRANSFER_COLORS = {"pretrain": "0.45", "finetuned": KIND_COLORS["residual"], "scratch": "#e65100"}
+
+
+def plot_transfer(summary: dict[str, Any], title: str | None = None) -> Figure:
+    """Test accuracy against epoch of the fine-tuned and the scratch run (left) and their final
+    accuracies beside the pretrained source's (right), from ``transfer.json``."""
+    figure, (ax_curve, ax_bars) = new_figure(2, width=4.6, height=3.3)
+    records = [r for r in summary.get("records") or [] if isinstance(r, dict)]
+    for record in records:
+        variant = str(record.get("variant"))
+        if variant == "pretrain":
+            continue
+        points = [(p.get("epoch"), p.get("test_error")) for p in record.get("curve") or []
+                  if isinstance(p.get("test_error"), (int, float))]
+        if points:
+            ax_curve.plot([p[0] for p in points], [100 * (1 - p[1]) for p in points], "o-", ms=3,
+                          color=TRANSFER_COLORS.get(variant, "0.3"), label=variant)
+    _finish(ax_curve, "new classes: test accuracy", "epoch", "test accuracy (%)", integer_x=True)
+    labels, values, colors = [], [], []
+    for record in records:
+        error = record.get("final_test_error")
+        if isinstance(error, (int, float)) and math.isfinite(error):
+            variant = str(record.get("variant"))
+            labels.append(f"{variant}\n({record.get('train_images') or '?'} images)")
+            values.append(100 * (1 - error))
+            colors.append(TRANSFER_COLORS.get(variant, "0.3"))
+    if values:
+        bars = ax_bars.bar(range(len(values)), values, color=colors)
+        ax_bars.bar_label(bars, fmt="%.1f", fontsize=8)
+        ax_bars.set_xticks(range(len(values)), labels, fontsize=8)
+        ax_bars.set_ylim(0, 105)
+    else:
+        _empty(ax_bars, "no finished runs")
+    _finish(ax_bars, "final test accuracy (own classes)", "", "test accuracy (%)", legend=False)
+    _suptitle(figure, title)
+    return figure

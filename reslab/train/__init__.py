@@ -25,11 +25,12 @@ from reslab.train.evaluation import EvalResult, Prediction, evaluate, load_image
 from reslab.train.loading import LoadedRun, list_run_checkpoints, load_run, predict
 from reslab.train.schedules import LRSchedule, build_schedule
 from reslab.train.trainer import TrainResult, train
+from reslab.train.transfer import finetune, finetune_config
 
 __all__ = [
     "TrainConfig", "RESUMABLE_KEYS", "resolve_config", "apply_overrides", "parse_overrides", "list_recipes",
     "load_recipe", "recipe_description",
-    "train", "TrainResult",
+    "train", "TrainResult", "finetune", "finetune_config",
     "evaluate", "EvalResult", "predict", "Prediction", "load_images",
     "load_run", "LoadedRun", "list_checkpoints", "list_run_checkpoints",
     "LRSchedule", "build_schedule",

@@ -65,6 +65,12 @@ class TrainConfig:
     download: bool = False
     recipe: str | None = None  # the recipe these settings started from (informational)
 
+    # -- transfer learning (reslab finetune; see reslab/train/transfer.py) ----------------------
+    init_from: str | None = None  # a run, a reslab checkpoint or a state-dict file: every tensor but the head
+    freeze: list[str] = field(default_factory=list)  # modules kept fixed: "stem", "layer1", "layer2.0", ...
+    freeze_bn: bool = False  # every BN layer keeps the source's statistics and affine parameters
+    head_lr: float = 0.0  # peak lr of the new head (the schedule scales it like lr); 0 = the same as lr
+
     # -- length and batch ---------------------------------------------------------------------
     epochs: int | None = None
     iterations: int | None = None
@@ -226,6 +232,10 @@ def validate(config: TrainConfig) -> None:
     _check(math.isfinite(c.lr) and c.lr > 0, "lr", c.lr, "a number > 0")
     _check(0.0 <= c.momentum < 1.0, "momentum", c.momentum, "a number in [0, 1)")
     _check(not c.nesterov or c.momentum > 0, "nesterov", c.nesterov, "false when momentum is 0 (Nesterov needs momentum)")
+    _check(math.isfinite(c.head_lr) and c.head_lr >= 0, "head_lr", c.head_lr, "a number >= 0 (0 = the same as lr)")
+    _check(not (c.freeze or c.freeze_bn or c.head_lr) or bool(c.init_from), "init_from", c.init_from,
+           "a source of weights (reslab finetune SOURCE, or --set init_from=PATH) when freeze, freeze_bn or head_lr is "
+           "set: they fine-tune a network that starts from other weights")
     _check(math.isfinite(c.weight_decay) and c.weight_decay >= 0, "weight_decay", c.weight_decay, "a number >= 0")
     _check(math.isfinite(c.grad_clip) and c.grad_clip >= 0, "grad_clip", c.grad_clip, "a number >= 0 (0 = off)")
     _check(c.schedule in SCHEDULES, "schedule", c.schedule, "one of " + ", ".join(SCHEDULES))

@@ -96,6 +96,9 @@ def model_for_data(name: str, dataset, options: dict[str, Any] | None = None) ->
 
 
 def check_model_reads(name: str, dataset) -> None:
+    if model_info(name).family == "segmentation":
+        raise ConfigError(f"model {name!r} is a U-Net (per-pixel classes); it trains on segmentation data with "
+                          "reslab train --task segment (reslab.train.segment.train_segmentation), not as a classifier")
     reads_text = model_info(name).family == "sequence"
     is_text = getattr(dataset, "kind", "images") == "text"
     if reads_text and not is_text:

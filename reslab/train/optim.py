@@ -40,10 +40,36 @@ def param_groups(model: nn.Module, weight_decay: float, no_wd_on_bn_and_bias: bo
     ]
 
 
-def build_optimizer(model: nn.Module, config) -> torch.optim.Optimizer:
+def with_head_lr(groups: list[dict], model: nn.Module, head: str, scale: float) -> list[dict]:
+    """Split each group into body and head (module ``head``) parameters; the head's get ``lr_scale``.
+
+    The schedule sets every group's lr to ``lr_at(t) * lr_scale``, so a fine-tuned head keeps its
+    own peak (``head_lr``) under the same warm-up and decay as the body.
+    """
+    head_ids = {id(p) for p in model.get_submodule(head).parameters()}
+    out = []
+    for group in groups:
+        body = [p for p in group["params"] if id(p) not in head_ids]
+        tail = [p for p in group["params"] if id(p) in head_ids]
+        if body:
+            out.append({**group, "params": body})
+        if tail:
+            out.append({**group, "params": tail, "name": f"head_{group['name']}", "lr_scale": scale})
+    return out
+
+
+def build_optimizer(model: nn.Module, config, head: str | None = None) -> torch.optim.Optimizer:
     """SGD for ``model`` with the config's lr, momentum, Nesterov and weight-decay settings, or
-    AdamW (``optimizer = "adamw"``: betas 0.9/0.99, decoupled weight decay) for the sequence models."""
+    AdamW (``optimizer = "adamw"``: betas 0.9/0.99, decoupled weight decay) for the sequence models.
+
+    head: the classifier's module name when the config gives the head its own lr (``head_lr``).
+    """
     groups = param_groups(model, config.weight_decay, config.no_wd_on_bn_and_bias)
+    if head is not None and getattr(config, "head_lr", 0.0):
+        groups = with_head_lr(groups, model, head, config.head_lr / config.lr)
+    for group in groups:
+        group.setdefault("lr_scale", 1.0)
+        group["lr"] = config.lr * group["lr_scale"]
     if getattr(config, "optimizer", "sgd") == "adamw":
         return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.99), weight_decay=config.weight_decay)
     return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
@@ -51,5 +77,6 @@ def build_optimizer(model: nn.Module, config) -> torch.optim.Optimizer:
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Every group at ``lr`` times its ``lr_scale`` (1 except a fine-tuned head with ``head_lr``)."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)

@@ -41,7 +41,7 @@ from reslab.errors import ConfigError, ReslabError, TrainingError
 from reslab.models import weight_layers
 from reslab.store.lock import RunDirLock
 from reslab.train import checkpoint as ckpt
-from reslab.train import rundir
+from reslab.train import rundir, transfer
 from reslab.train.config import RESUMABLE_KEYS, TrainConfig, config_differences
 from reslab.train.distributed import DistInfo
 from reslab.train.distributed import setup as setup_distributed
@@ -304,6 +304,7 @@ class _Trainer:
         seed_everything(c.seed)
         self.dataset = ds = self._load_data()
         self.model = model = model_for_data(c.model, ds, c.model_options)
+        self._prepare_transfer()
         self.depth = _depth(model)
         self.init_state = ckpt.cpu_state_dict(model.state_dict())
         self._build_loaders()
@@ -313,6 +314,29 @@ class _Trainer:
         self.schedule: LRSchedule = build_schedule(c, self.steps_per_epoch, self.total_iterations, self.depth)
         self.notes.extend(self.schedule.notes)
         self._build_optimization()
+
+    def _prepare_transfer(self) -> None:
+        """Fine-tuning (``init_from``): the source's weights but the head, frozen modules, fixed BN layers."""
+        c = self.config
+        self.head_name: str | None = None
+        self.fixed_bn: list[nn.Module] = []
+        self.transfer_record: dict[str, Any] | None = None
+        if not c.init_from:
+            return
+        self.head_name = transfer.classifier_name(self.model)
+        frozen = transfer.resolve_freeze(self.model, list(c.freeze))
+        if self.resume_state is not None:  # a resumed run's weights come from its own state
+            self.transfer_record = rundir.read_config(self.run_dir).get("transfer")
+        else:
+            source = transfer.read_source(c.init_from)
+            loaded = transfer.load_backbone(self.model, source, f"fine-tuning source {c.init_from!r}")
+            self.transfer_record = {**source.origin, **loaded, "frozen": frozen, "freeze_bn": c.freeze_bn}
+            self.notes.append(f"fine-tuning from {c.init_from}: {loaded['copied_tensors']} tensors copied, new head "
+                              f"{loaded['head']!r} for {self.dataset.num_classes} classes"
+                              + (f"; frozen: {', '.join(frozen)}" if frozen else "")
+                              + ("; all BN layers fixed" if c.freeze_bn else ""))
+        transfer.freeze(self.model, frozen)
+        self.fixed_bn = transfer.fixed_bn_modules(self.model, frozen, c.freeze_bn)
 
     def _build_loaders(self) -> None:
         """The device-resident train and test loaders, this rank's share of every global batch."""
@@ -368,7 +392,7 @@ class _Trainer:
         model.to(self.device, memory_format=memory_format)
         if c.sync_bn and d.distributed and self.device.type == "cuda":
             model = self.model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        self.optimizer = build_optimizer(model, c)
+        self.optimizer = build_optimizer(model, c, head=self.head_name)
         self.ema = ModelEMA(model, c.ema_decay) if c.ema else None
         self.criterion = make_criterion(c)
         net: nn.Module = model
@@ -402,6 +426,7 @@ class _Trainer:
             "steps_per_epoch": self.steps_per_epoch, "total_iterations": self.total_iterations,
             "total_epochs": self.total_epochs, "warmup_iterations": self.schedule.warmup,
             "augment": c.augment_summary, "notes": list(self.notes),
+            "transfer": self.transfer_record,
             "versions": rundir.versions(),
             "written": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         })
@@ -571,6 +596,7 @@ class _Trainer:
         c, d = self.config, self.dist
         self.loader.set_epoch(epoch)
         self.model.train()
+        transfer.keep_bn_fixed(self.fixed_bn)
         steps = min(self.steps_per_epoch, self.total_iterations - epoch * self.steps_per_epoch)
         skip = self.skip_batches if epoch == self.start_epoch else 0
         partial = self.partial if (epoch == self.start_epoch and skip) else None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import platform
+import time
 from pathlib import Path
 
 import torch
@@ -82,3 +83,22 @@ def _torch_capability() -> str:
 
 
 __all__ = ["FEATURES", "cpu_features", "cpu_flags", "cpu_model", "describe_cpu", "has_native_bf16", "has_vnni"]
+
+
+def matmul_rate(dtype: torch.dtype = torch.float32, size: int = 2048, repeats: int = 5,
+                device: str | torch.device = "cpu") -> float:
+    """GFLOP/s of the best of ``repeats`` ``size × size`` matmuls in ``dtype``: the machine's practical
+    peak, which benchmarks report their share of."""
+    device = torch.device(device)
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    torch.mm(a, b)  # warm-up: library initialisation, page faults
+    sync()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        sync()
+        best = min(best, time.perf_counter() - start)
+    return 2 * size ** 3 / best / 1e9

@@ -10,5 +10,5 @@ A section module defines::
 fragment made with :mod:`reslab.report.html` (use ``section_html(TITLE, body)``), or ``None``
 when its files are absent. ``run_dirs`` already includes the runs inside ``experiment_dirs``.
 Modules whose names start with ``_`` are helpers. Orders in use: runs 10, training curves 20,
-degradation 30, beyond CNNs 35, gradients 40, responses 42, lesion 44; landscape and Hessian take 50 and up.
+segmentation 25, degradation 30, beyond CNNs 35, gradients 40, responses 42, lesion 44; landscape and Hessian take 50 and up.
 """

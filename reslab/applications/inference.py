@@ -1,0 +1,459 @@
+"""Fast CPU inference: every optimisation of a trained network, measured side by side.
+
+:func:`build_path` turns a model into one of :data:`PATHS`, a callable on normalised images
+``(N, C, H, W)`` float32 that returns logits:
+
+=====================  ==========================================================================
+``eager``              the model in eval mode under ``torch.inference_mode`` (the reference)
+``bn-fold``            conv → BN pairs folded into the convs (``torch.fx.experimental.optimization.fuse``,
+                       built on ``torch.nn.utils.fusion``; exact up to rounding)
+``bn-fold+cl``         the same in channels-last memory format (oneDNN's preferred layout)
+``compile``            ``torch.compile`` (inductor) with ``freezing`` (weights become constants, BN
+                       folded, oneDNN convolutions prepacked), channels-last
+``ort-fp32``           the ONNX export run by ONNX Runtime (all graph optimisations)
+``int8-pt2e``          post-training int8 quantisation: ``torch.export`` → torchao's PT2E with the x86
+                       inductor quantizer (static, per-channel weights), calibrated on training
+                       images, lowered by torchao's ``lower_pt2e_quantized_to_x86`` (oneDNN int8
+                       kernels: VNNI/AMX)
+``int8-ort``           ONNX Runtime's ``quantize_static`` (QDQ, per-channel s8 weights, u8 activations)
+                       calibrated on the same images
+=====================  ==========================================================================
+
+:func:`bench_inference` measures each path's latency at batch 1, throughput at batch 16, largest
+output difference from eager and top-1 agreement with eager; a path *passes* when its outputs are
+within ``fp32_tolerance`` (fp32 paths) or its agreement is at least ``int8_agreement`` (int8).
+``reslab bench infer`` prints the table; ``reslab predict --fast`` uses the fastest passing path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import importlib.util
+import math
+import statistics
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from reslab.errors import ConfigError
+from reslab.utils.cpu import cpu_features, describe_cpu, has_vnni
+
+PATHS = ("eager", "bn-fold", "bn-fold+cl", "compile", "ort-fp32", "int8-pt2e", "int8-ort")
+INT8_PATHS = ("int8-pt2e", "int8-ort")
+#: What each path needs beyond torch (an optional package), for a clear message when it is missing.
+_NEEDS = {"ort-fp32": ("onnxruntime", "onnx", "onnxscript"), "int8-ort": ("onnxruntime", "onnx", "onnxscript"),
+          "int8-pt2e": ("torchao",)}
+
+Runner = Callable[[torch.Tensor], torch.Tensor]
+
+
+class PathUnavailable(Exception):
+    """A path this machine or environment cannot run (a package or CPU feature is missing)."""
+
+
+# -- building each path ---------------------------------------------------------------------------
+def _eval_copy(model: nn.Module) -> nn.Module:
+    return copy.deepcopy(model).to("cpu", torch.float32).eval()
+
+
+def fold_batch_norms(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` (eval mode) whose conv → BN pairs are folded into the convs.
+
+    Traced with ``torch.fx``; torch's own ``fuse`` finds the pairs (a conv whose only user is a
+    BN) and folds them with ``torch.nn.utils.fusion.fuse_conv_bn_eval``. BN layers that follow
+    something else (pre-activation blocks) stay as they are.
+    """
+    from torch.fx.experimental.optimization import fuse  # noqa: PLC0415 - torch.fx is heavy to import
+
+    model = _eval_copy(model)
+    try:
+        return fuse(model, inplace=True)
+    except Exception as exc:  # noqa: BLE001 - fx cannot trace every model (data-dependent control flow)
+        raise PathUnavailable(f"torch.fx could not trace the model to fold its BN layers ({type(exc).__name__}: "
+                              f"{str(exc)[:120]})") from None
+
+
+def _no_grad_runner(module: nn.Module, channels_last: bool = False) -> Runner:
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return module(x.contiguous(memory_format=fmt))
+    return run
+
+
+def _compiled_runner(module: nn.Module, channels_last: bool = True) -> Runner:
+    module = module.to(memory_format=torch.channels_last) if channels_last else module
+    # freezing: parameters become constants, so inductor folds BN and prepacks oneDNN weights.
+    compiled = torch.compile(module, options={"freezing": True})
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return compiled(x.contiguous(memory_format=fmt))
+    return run
+
+
+def _ort_session(path: Path, threads: int):
+    import onnxruntime as ort  # noqa: PLC0415 - optional extra
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(session.run(None, {name: x.contiguous().numpy()})[0])
+    return run
+
+
+class _Calibration:
+    """onnxruntime's CalibrationDataReader protocol over a list of batches."""
+
+    def __init__(self, batches: Sequence[torch.Tensor], name: str) -> None:
+        self._batches = iter([{name: b.contiguous().numpy()} for b in batches])
+
+    def get_next(self):
+        return next(self._batches, None)
+
+
+def _int8_pt2e(model: nn.Module, example: torch.Tensor, calibration: Sequence[torch.Tensor]) -> Runner:
+    from torchao.quantization.pt2e.lowering import lower_pt2e_quantized_to_x86  # noqa: PLC0415 - optional extra
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e  # noqa: PLC0415
+    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (  # noqa: PLC0415
+        X86InductorQuantizer,
+        get_default_x86_inductor_quantization_config,
+    )
+
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    with torch.no_grad():
+        graph = torch.export.export(_eval_copy(model), (example,), dynamic_shapes=({0: batch},)).module()
+        quantizer = X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config())
+        prepared = prepare_pt2e(graph, quantizer)
+        for images in calibration:
+            prepared(images)
+        converted = convert_pt2e(prepared)
+    # torchao's x86 lowering (constant folding + inductor's freezing passes: int8 weights prepacked for
+    # oneDNN's VNNI/AMX kernels, q/dq pairs fused into the convs); it specialises on the batch size, so
+    # one lowered graph per size. (torch.compile(freezing) of the same graph fails in torch 2.14: the
+    # prepack op has no fake-tensor kernel.)
+    lowered: dict[tuple[int, ...], nn.Module] = {}
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous()
+        with torch.no_grad():
+            if tuple(x.shape) not in lowered:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    lowered[tuple(x.shape)] = lower_pt2e_quantized_to_x86(converted, (x,))
+            return lowered[tuple(x.shape)](x)
+    return run
+
+
+def _int8_ort(fp32_path: Path, workdir: Path, calibration: Sequence[torch.Tensor], threads: int) -> Runner:
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static  # noqa: PLC0415
+    from onnxruntime.quantization.shape_inference import quant_pre_process  # noqa: PLC0415
+
+    prepared = workdir / "model.pre.onnx"
+    quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+    int8 = workdir / "model.int8.onnx"
+    import onnx  # noqa: PLC0415
+
+    name = onnx.load(str(prepared), load_external_data=False).graph.input[0].name
+    # u8 activations × s8 weights: the combination VNNI's instructions (and ORT's fast kernels) take.
+    quantize_static(str(prepared), str(int8), _Calibration(calibration, name), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
+    return _ort_session(int8, threads)
+
+
+def build_path(name: str, model: nn.Module, example: torch.Tensor, calibration: Sequence[torch.Tensor],
+               workdir: Path, threads: int | None = None) -> Runner:
+    """The runner of path ``name`` (see the module doc); raises PathUnavailable when it cannot be built."""
+    if name not in PATHS:
+        raise ConfigError(f"unknown inference path {name!r}; paths are {', '.join(PATHS)}")
+    missing = [p for p in _NEEDS.get(name, ()) if importlib.util.find_spec(p) is None]
+    if missing:
+        extra = "onnx" if "onnxruntime" in missing or "onnx" in missing else "infer"
+        raise PathUnavailable(f"needs {', '.join(missing)} (pip install 'reslab[{extra}]')")
+    threads = threads or torch.get_num_threads()
+    if name == "eager":
+        return _no_grad_runner(_eval_copy(model))
+    if name == "bn-fold":
+        return _no_grad_runner(fold_batch_norms(model))
+    if name == "bn-fold+cl":
+        return _no_grad_runner(fold_batch_norms(model).to(memory_format=torch.channels_last), channels_last=True)
+    if name == "compile":
+        return _compiled_runner(_eval_copy(model))
+    if name in ("ort-fp32", "int8-ort"):
+        from reslab.models.export import export_onnx  # noqa: PLC0415
+
+        fp32 = workdir / "model.onnx"
+        if not fp32.is_file():
+            with warnings.catch_warnings(), contextlib.redirect_stdout(None):
+                warnings.simplefilter("ignore")
+                export_onnx(model, fp32, tuple(example.shape[-2:]), int(example.shape[1]))
+        if name == "ort-fp32":
+            return _ort_session(fp32, threads)
+        return _int8_ort(fp32, workdir, calibration, threads)
+    return _int8_pt2e(model, example, calibration)
+
+
+# -- measuring ------------------------------------------------------------------------------------
+@dataclass
+class PathResult:
+    """One path's measurements: ``latency_ms`` (median, batch 1), ``throughput`` (images/s, batch
+    ``batch``), ``max_abs_diff`` from eager and ``agreement`` (top-1, fraction) over the check images."""
+
+    name: str
+    precision: str
+    latency_ms: float | None = None
+    throughput: float | None = None
+    max_abs_diff: float | None = None
+    agreement: float | None = None
+    passed: bool = False
+    build_s: float | None = None
+    error: str | None = None
+
+
+@dataclass
+class InferenceBench:
+    """All paths of one model, with the settings and the CPU they were measured on."""
+
+    model: str
+    input_shape: list[int]
+    batch: int
+    threads: int
+    check_images: int
+    check_source: str
+    calibration_images: int
+    fp32_tolerance: float
+    int8_agreement: float
+    cpu: str
+    cpu_features: dict[str, bool]
+    results: list[PathResult] = field(default_factory=list)
+
+    def result(self, name: str) -> PathResult | None:
+        return next((r for r in self.results if r.name == name), None)
+
+    def fastest(self, passed_only: bool = True, metric: str = "throughput") -> PathResult | None:
+        """The path with the highest throughput (or lowest latency) among those that passed."""
+        candidates = [r for r in self.results if (r.passed or not passed_only) and getattr(r, metric) is not None]
+        if not candidates:
+            return None
+        return (max if metric == "throughput" else min)(candidates, key=lambda r: getattr(r, metric))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        fastest = self.fastest()
+        data["fastest"] = fastest.name if fastest else None
+        data["fastest_latency"] = (self.fastest(metric="latency_ms") or PathResult("", "")).name or None
+        return data
+
+    def table(self) -> str:
+        eager, ort = self.result("eager"), self.result("ort-fp32")
+        ort_int8 = self.result("int8-ort")
+
+        def ratio(value, reference, inverse=False):
+            if value is None or reference is None or not reference:
+                return "–"
+            return f"{(reference / value if inverse else value / reference):.2f}x"
+
+        header = (f"{'path':<12} {'prec':<5} {'batch 1 ms':>10} {'x eager':>8} {'x ORT':>7} {f'batch {self.batch} img/s':>15} "
+                  f"{'x eager':>8} {'x ORT':>7} {'max |diff|':>10} {'top-1 agree':>11} {'check':>6}")
+        lines = [f"{self.model}, input {tuple(self.input_shape)}, {self.threads} threads; CPU: {self.cpu}",
+                 f"agreement and differences vs eager on {self.check_images} images ({self.check_source}); int8 "
+                 f"calibrated on {self.calibration_images} training images",
+                 header, "-" * len(header)]
+        for r in self.results:
+            if r.error:
+                lines.append(f"{r.name:<12} {r.precision:<5} skipped: {r.error}")
+                continue
+            ort_ref = ort
+            lines.append(
+                f"{r.name:<12} {r.precision:<5} {_num(r.latency_ms, 2):>10} "
+                f"{ratio(r.latency_ms, eager.latency_ms if eager else None, inverse=True):>8} "
+                f"{ratio(r.latency_ms, ort_ref.latency_ms if ort_ref else None, inverse=True):>7} "
+                f"{_num(r.throughput, 1):>15} {ratio(r.throughput, eager.throughput if eager else None):>8} "
+                f"{ratio(r.throughput, ort_ref.throughput if ort_ref else None):>7} "
+                f"{_sci(r.max_abs_diff):>10} {_pct(r.agreement):>11} {'pass' if r.passed else 'FAIL':>6}")
+        fastest = self.fastest()
+        if fastest is not None:
+            lines.append(f"fastest passing path at batch {self.batch}: {fastest.name}")
+        if ort_int8 is not None and ort_int8.throughput and self.result("int8-pt2e") is not None:
+            pt2e = self.result("int8-pt2e")
+            if pt2e.throughput:
+                lines.append(f"int8-pt2e vs int8-ort at batch {self.batch}: {pt2e.throughput / ort_int8.throughput:.2f}x")
+        return "\n".join(lines)
+
+
+def _num(value, digits):
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) and math.isfinite(value) else "–"
+
+
+def _sci(value):
+    return f"{value:.1e}" if isinstance(value, (int, float)) and math.isfinite(value) else "–"
+
+
+def _pct(value):
+    return f"{100 * value:.2f}%" if isinstance(value, (int, float)) else "–"
+
+
+def time_call(run: Runner, x: torch.Tensor, min_time: float = 1.0, min_repeats: int = 5, warmup: int = 3) -> float:
+    """Median seconds of ``run(x)`` over at least ``min_repeats`` calls and ``min_time`` seconds."""
+    for _ in range(warmup):
+        run(x)
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < min_repeats or time.perf_counter() - start < min_time:
+        t0 = time.perf_counter()
+        run(x)
+        times.append(time.perf_counter() - t0)
+        if len(times) >= 1000:
+            break
+    return statistics.median(times)
+
+
+def _predict_all(run: Runner, images: torch.Tensor, batch: int) -> torch.Tensor:
+    """Outputs for all ``images`` in batches of exactly ``batch`` (the last one padded, then trimmed), so
+    paths that specialise on the shape (compile, int8-pt2e) build once."""
+    outputs = []
+    for start in range(0, images.shape[0], batch):
+        chunk = images[start:start + batch]
+        count = chunk.shape[0]
+        if count < batch:
+            chunk = _batch_of(chunk, batch)
+        outputs.append(run(chunk)[:count].float())
+    return torch.cat(outputs)
+
+
+def bench_inference(model: nn.Module, check_images: torch.Tensor, calibration: torch.Tensor, *,
+                    paths: Sequence[str] = PATHS, batch: int = 16, min_time: float = 1.0,
+                    fp32_tolerance: float = 1e-4, int8_agreement: float = 0.99, model_name: str | None = None,
+                    check_source: str = "", say: Callable[[str], None] | None = None) -> InferenceBench:
+    """Build and measure every path in ``paths`` (``eager`` is always measured first, as the reference).
+
+    check_images: normalised images ``(N, C, H, W)`` float32 for the output check and agreement.
+    calibration: normalised training images for the int8 paths (a few hundred).
+    """
+    say = say or (lambda message: None)
+    unknown = [p for p in paths if p not in PATHS]
+    if unknown:
+        raise ConfigError(f"unknown inference path(s) {', '.join(unknown)}; paths are {', '.join(PATHS)}")
+    if check_images.ndim != 4 or check_images.shape[0] < 1:
+        raise ConfigError(f"check images must be (N, C, H, W) with N >= 1, got {tuple(check_images.shape)}")
+    order = ["eager"] + [p for p in dict.fromkeys(paths) if p != "eager"]
+    threads = torch.get_num_threads()
+    bench = InferenceBench(
+        model=model_name or getattr(model, "model_name", type(model).__name__),
+        input_shape=list(check_images.shape[1:]), batch=batch, threads=threads,
+        check_images=int(check_images.shape[0]), check_source=check_source,
+        calibration_images=int(calibration.shape[0]), fp32_tolerance=fp32_tolerance, int8_agreement=int8_agreement,
+        cpu=describe_cpu(), cpu_features=cpu_features())
+    one, many = check_images[:1].clone(), _batch_of(check_images, batch)
+    calibration_batches = list(calibration.split(batch))
+    reference: torch.Tensor | None = None
+    with tempfile.TemporaryDirectory(prefix="reslab-infer-") as tmp:
+        for name in order:
+            precision = "int8" if name in INT8_PATHS else "fp32"
+            result = PathResult(name, precision)
+            bench.results.append(result)
+            if name in INT8_PATHS and not has_vnni():
+                say(f"{name}: this CPU has no VNNI (AVX512-VNNI/AVX-VNNI): int8 runs on slower AVX2 kernels")
+            say(f"{name}: building")
+            start = time.perf_counter()
+            try:
+                run = build_path(name, model, many, calibration_batches, Path(tmp), threads)
+                outputs = _predict_all(run, check_images, batch)  # also the first (compiling) calls
+            except PathUnavailable as exc:
+                result.error = str(exc)
+                say(f"{name}: skipped ({exc})")
+                continue
+            except Exception as exc:  # noqa: BLE001 - a path that fails to build must not end the benchmark
+                result.error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
+                say(f"{name}: failed ({result.error})")
+                continue
+            result.build_s = time.perf_counter() - start
+            if reference is None:
+                reference = outputs
+            result.max_abs_diff = float((outputs - reference).abs().max())
+            result.agreement = float((outputs.argmax(1) == reference.argmax(1)).float().mean())
+            result.passed = (result.agreement >= int8_agreement if precision == "int8"
+                             else result.max_abs_diff <= fp32_tolerance)
+            result.latency_ms = 1e3 * time_call(run, one, min_time)
+            result.throughput = batch / time_call(run, many, min_time)
+            say(f"{name}: {result.latency_ms:.2f} ms at batch 1, {result.throughput:.1f} images/s at batch {batch}, "
+                f"max |diff| {result.max_abs_diff:.1e}, agreement {100 * result.agreement:.2f}%")
+    return bench
+
+
+def _batch_of(images: torch.Tensor, batch: int) -> torch.Tensor:
+    if images.shape[0] >= batch:
+        return images[:batch].clone()
+    repeats = math.ceil(batch / images.shape[0])
+    return images.repeat(repeats, 1, 1, 1)[:batch].clone()
+
+
+__all__ = ["PATHS", "INT8_PATHS", "PathUnavailable", "build_path", "fold_batch_norms", "bench_inference",
+           "InferenceBench", "PathResult", "time_call"]
+
+
+# -- a trained run: its data for the checks, its saved choice for predict --fast -------------------
+#: Where ``reslab bench infer`` leaves a run's measurements (read by ``reslab predict --fast``).
+RESULT_FILE = "inference.json"
+#: What ``predict --fast`` uses when a run has no measurements: exact, and needs nothing beyond torch.
+DEFAULT_FAST_PATH = "bn-fold+cl"
+
+
+class RunnerModule(nn.Module):
+    """A path's runner as a module (eval-only), so code that takes a model can use it."""
+
+    def __init__(self, run: Runner, name: str) -> None:
+        super().__init__()
+        self._run = run
+        self.path_name = name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run(x)
+
+
+def fast_model(model: nn.Module, run_dir: Path | None, calibration: Callable[[], torch.Tensor],
+               example: torch.Tensor, say: Callable[[str], None] | None = None) -> RunnerModule:
+    """The fastest path that passed its check in ``run_dir/inference.json`` (``bn-fold+cl`` without one),
+    built for ``model``. ``calibration()`` gives normalised training images when an int8 path is chosen."""
+    say = say or (lambda message: None)
+    import json  # noqa: PLC0415
+
+    choice, why = DEFAULT_FAST_PATH, (f"no {RESULT_FILE} in the run (measure with: reslab bench infer "
+                                      f"{run_dir}); {DEFAULT_FAST_PATH} is exact and needs nothing beyond torch")
+    record = run_dir / RESULT_FILE if run_dir is not None else None
+    if record is not None and record.is_file():
+        data = json.loads(record.read_text(encoding="utf-8"))
+        if data.get("fastest"):
+            fastest = next(r for r in data["results"] if r["name"] == data["fastest"])
+            choice = data["fastest"]
+            why = (f"the fastest path that passed its check in {record}: {fastest['throughput']:.0f} images/s at "
+                   f"batch {data['batch']}, top-1 agreement {100 * fastest['agreement']:.2f}% with eager")
+    with tempfile.TemporaryDirectory(prefix="reslab-fast-") as tmp:
+        images = calibration() if choice in INT8_PATHS else example
+        try:
+            run = build_path(choice, model, example, list(images.split(16)), Path(tmp))
+        except PathUnavailable as exc:
+            say(f"fast path {choice} is not available here ({exc}); using {DEFAULT_FAST_PATH}")
+            choice, run = DEFAULT_FAST_PATH, build_path(DEFAULT_FAST_PATH, model, example, [], Path(tmp))
+            why = "the fallback"
+        say(f"fast path: {choice} ({why})")
+        if choice in ("ort-fp32", "int8-ort"):
+            run(example)  # the session holds the file open; build it before the folder goes
+    return RunnerModule(run, choice)
+
+
+__all__ += ["RESULT_FILE", "DEFAULT_FAST_PATH", "RunnerModule", "fast_model"]

@@ -1,0 +1,130 @@
+"""``reslab bench infer MODEL``: every CPU inference path of a model, measured side by side.
+
+    reslab bench infer resnet50                               # fresh weights, 224x224, random images
+    reslab bench infer resnet20 --pretrained cifar10 --data cifar10 --data-dir ../shared/data
+    reslab bench infer runs/r56 --check-images 0              # a run: its test set, calibrated on its training set
+
+Paths: eager, BN folding, channels-last, torch.compile (freezing), ONNX Runtime fp32, int8 PT2E
+(torchao, x86 inductor quantizer) and int8 ONNX Runtime (QDQ). Printed: latency at batch 1 and
+throughput at --batch as ratios to eager and to ONNX Runtime fp32, largest output difference and
+top-1 agreement with eager, and the CPU's features. For a run the result is also written to
+RUN/inference.json, where ``reslab predict --fast`` finds the fastest path that passed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from reslab.applications.inference import PATHS, RESULT_FILE, bench_inference
+from reslab.errors import ConfigError
+from reslab.store.jsonfiles import write_json
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("bench", help="benchmarks of a model (infer: every CPU inference path)",
+                                   description="Benchmarks of a model.")
+    kinds = parser.add_subparsers(dest="bench", metavar="BENCHMARK")
+    infer = kinds.add_parser("infer", help="latency and throughput of every CPU inference path, fp32 and int8",
+                             description=__doc__.split("\n\n")[0].split(": ", 1)[1] + " "
+                             + " ".join(__doc__.split("\n\n")[2:]).replace("\n", " "))
+    infer.add_argument("model", metavar="MODEL_OR_RUN", help="a model name (fresh seeded weights, or --pretrained) "
+                                                             "or a run directory")
+    infer.add_argument("--checkpoint", default="last", help="for a run: last (default), ema, epoch_K")
+    infer.add_argument("--pretrained", metavar="TAG", help="for a model name: the shipped weights, e.g. cifar10")
+    infer.add_argument("--input-size", type=int, metavar="N", help="image side (default: the run's or the data's; "
+                                                                     "32 for CIFAR models, 224 for ImageNet ones)")
+    infer.add_argument("--data", help="images for the checks and the int8 calibration (default: the run's data; "
+                                      "for a model name, random normal images)")
+    infer.add_argument("--data-dir", help="where --data's files are")
+    infer.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS), help="paths to measure (default all)")
+    infer.add_argument("--batch", type=int, default=16, help="batch of the throughput measurement (default 16)")
+    infer.add_argument("--check-images", type=int, default=1000,
+                       help="test images for the output check and the top-1 agreement (default 1000; 0 = all)")
+    infer.add_argument("--calibration-images", type=int, default=256,
+                       help="training images the int8 paths are calibrated on (default 256)")
+    infer.add_argument("--min-time", type=float, default=2.0, help="seconds each timing runs at least (default 2)")
+    infer.add_argument("--threads", type=int, help="torch / ONNX Runtime threads (default: torch's)")
+    infer.add_argument("--json", metavar="FILE", help="also write the measurements as JSON")
+    infer.add_argument("--seed", type=int, default=0, help="seed of a fresh model's weights and random images")
+    infer.set_defaults(func=run_infer)
+    parser.set_defaults(func=lambda args: parser.print_help() or 2)
+
+
+def _load(args):
+    """(model, name, run_dir or None, dataset or None, input side)."""
+    from reslab.data import load_dataset  # noqa: PLC0415
+    from reslab.models import create_model  # noqa: PLC0415
+
+    source = Path(args.model)
+    if source.exists():
+        from reslab.train import load_run  # noqa: PLC0415
+
+        loaded = load_run(source, args.checkpoint)
+        dataset = load_dataset(args.data, data_dir=args.data_dir) if args.data else loaded.dataset
+        return loaded.model, loaded.config["model"], loaded.run_dir, dataset, loaded.image_size[0]
+    torch.manual_seed(args.seed)
+    options = {"pretrained": args.pretrained} if args.pretrained else {}
+    dataset = load_dataset(args.data, data_dir=args.data_dir) if args.data else None
+    extra = {"num_classes": dataset.num_classes, "in_chans": dataset.in_chans} if dataset is not None and not args.pretrained else {}
+    model = create_model(args.model, **options, **extra)
+    spec = getattr(model, "spec", None)
+    size = dataset.image_size[0] if dataset is not None else (32 if spec is not None and spec.stem == "cifar" else 224)
+    return model.eval(), args.model, None, dataset, size
+
+
+def _images(args, model, dataset, size, config_stats):
+    """(check images, calibration images, where they came from), normalised float32."""
+    from reslab.data import normalize  # noqa: PLC0415
+
+    in_chans = getattr(model, "in_chans", 3) or 3
+    if dataset is None:
+        generator = torch.Generator().manual_seed(args.seed)
+        count = args.check_images or 256
+        check = torch.randn(count, in_chans, size, size, generator=generator)
+        calibration = torch.randn(args.calibration_images, in_chans, size, size, generator=generator)
+        return check, calibration, "random normal images (no --data: agreement of a model on noise)"
+    mean, std = config_stats or (dataset.mean, dataset.std)
+    test = dataset.test_images if dataset.num_test else dataset.train_images
+    count = test.shape[0] if args.check_images == 0 else min(args.check_images, test.shape[0])
+    check = normalize(test[:count], mean, std).float()
+    calibration = normalize(dataset.train_images[:args.calibration_images], mean, std).float()
+    if check.shape[-1] != size and args.input_size:
+        raise ConfigError(f"--input-size {args.input_size} differs from the data's {check.shape[-1]}")
+    split = "test" if dataset.num_test else "training"
+    return check, calibration, f"{dataset.name} {split} images 1-{count}"
+
+
+def run_infer(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.batch < 1 or args.check_images < 0 or args.calibration_images < 1:
+        raise ConfigError("--batch and --calibration-images must be at least 1, --check-images at least 0")
+    model, name, run_dir, dataset, size = _load(args)
+    size = args.input_size or size
+    stats = None
+    if run_dir is not None:
+        from reslab.train.rundir import read_config  # noqa: PLC0415
+
+        config = read_config(run_dir)
+        stats = (config["mean"], config["std"])
+    check, calibration, where = _images(args, model, dataset, size, stats)
+    say = lambda message: print(f"reslab bench infer: {message}", file=sys.stderr, flush=True)  # noqa: E731
+    bench = bench_inference(model, check, calibration, paths=args.paths, batch=args.batch, min_time=args.min_time,
+                            model_name=name, check_source=where, say=say)
+    print(bench.table())
+    data = bench.to_dict()
+    if run_dir is not None:
+        data["checkpoint"] = args.checkpoint
+        write_json(run_dir / RESULT_FILE, data)
+        print(f"wrote {run_dir / RESULT_FILE} (reslab predict {run_dir} IMAGES --fast uses its fastest passing path)")
+    if args.json:
+        write_json(args.json, data)
+        print(f"wrote {args.json}")
+    return 0 if not any(r.error and not r.error.startswith("needs ") for r in bench.results) else 1
+
+
+__all__ = ["register", "run_infer"]

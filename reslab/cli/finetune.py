@@ -1,0 +1,65 @@
+"""``reslab finetune SOURCE --data ...``: start a new run from another network's weights, with a new head.
+
+    reslab finetune runs/r20 --data cifar10 --data-dir ../shared/data --classes dog,frog --per-class 100
+    reslab finetune resnet18-f37072fd.pth --model resnet18 --data imagefolder --data-dir flowers/ \\
+        --freeze stem,layer1 --head-lr 0.1 --lr 0.01 --epochs 10
+
+SOURCE is a reslab run, a reslab checkpoint, or a torchvision/timm state-dict file on local disk
+(``.pth``/``.safetensors``; nothing is downloaded). Every tensor but the classifier is copied; a
+source of another architecture is refused, naming the first tensor that differs and both shapes.
+The new run's config records where its weights came from (``init_from`` and ``transfer``) and its
+class names. Resume an interrupted fine-tuning with ``reslab train --resume RUN_DIR``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from reslab.cli.train import add_training_flags, finish, training_overrides
+from reslab.errors import ConfigError
+from reslab.train import finetune_config, train
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "finetune", help="fine-tune a run, checkpoint or torchvision/timm weights file on new data",
+        description=__doc__.split("\n\n")[0].split(": ", 1)[1] + " " + __doc__.split("\n\n")[2].replace("\n", " "),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("source", metavar="SOURCE",
+                        help="a reslab run directory, a checkpoint (RUN/checkpoints/*.safetensors) or a state-dict file "
+                             "(.pth, .pt, .safetensors)")
+    parser.add_argument("--model", help="architecture of SOURCE (needed for a bare state-dict file; default: the run's)")
+    parser.add_argument("--classes", help="keep only these classes of --data, comma-separated names or indices "
+                                          "(labels become 0..k-1 in this order)")
+    parser.add_argument("--per-class", type=int, metavar="N", help="at most N training images of each class")
+    parser.add_argument("--freeze", help="modules kept fixed, comma-separated: stem, layer1, layer2, ... (their BN "
+                                         "layers keep the source's statistics)")
+    parser.add_argument("--freeze-bn", action="store_true", default=None,
+                        help="every BN layer keeps the source's statistics and affine parameters")
+    parser.add_argument("--head-lr", type=float, help="peak learning rate of the new head (default: --lr)")
+    add_training_flags(parser, data_help="dataset to fine-tune on: digits, cifar10, cifar100, imagefolder (required)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.data:
+        raise ConfigError("give the data to fine-tune on with --data (e.g. --data cifar10 --data-dir ../shared/data, "
+                          "or --data imagefolder --data-dir DIR)")
+    overrides = training_overrides(args)
+    data = overrides.pop("data")
+    subset = {}
+    if args.classes:
+        subset["classes"] = [c.strip() for c in args.classes.split(",") if c.strip()]
+    if args.per_class is not None:
+        subset["per_class"] = args.per_class
+    if subset:
+        overrides["data_options"] = {**overrides.get("data_options", {}), **subset}
+    if args.freeze:
+        overrides["freeze"] = [name.strip() for name in args.freeze.split(",") if name.strip()]
+    if args.freeze_bn:
+        overrides["freeze_bn"] = True
+    if args.head_lr is not None:
+        overrides["head_lr"] = args.head_lr
+    config = finetune_config(args.source, data=data, recipe=args.recipe, model=args.model, overrides=overrides)
+    return finish(train(config))

@@ -1,0 +1,141 @@
+"""Fast CPU inference: BN folding, every path of bench_inference, `reslab bench infer` and `predict --fast`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from reslab.applications.inference import (
+    PATHS,
+    bench_inference,
+    build_path,
+    fast_model,
+    fold_batch_norms,
+)
+from reslab.cli.main import main
+from reslab.errors import ConfigError
+from reslab.models import create_model
+from reslab.models.network import BATCH_NORMS
+
+
+def _bn_count(model):
+    return sum(isinstance(m, BATCH_NORMS) for m in model.modules())
+
+
+def _trained_like(model):
+    """Non-trivial BN statistics, so folding has something to fold."""
+    generator = torch.Generator().manual_seed(1)
+    for module in model.modules():
+        if isinstance(module, BATCH_NORMS):
+            module.running_mean.normal_(0, 0.2, generator=generator)
+            module.running_var.uniform_(0.5, 2.0, generator=generator)
+            module.weight.data.uniform_(0.5, 1.5, generator=generator)
+            module.bias.data.normal_(0, 0.2, generator=generator)
+    return model.eval()
+
+
+@pytest.mark.parametrize("name, folded_all", [("resnet20", True), ("resnet18", True), ("preact_resnet18", False)])
+def test_bn_folding_is_exact_and_removes_the_bn_after_each_conv(name, folded_all):
+    model = _trained_like(create_model(name, num_classes=7))
+    x = torch.randn(3, 3, 32, 32)
+    folded = fold_batch_norms(model)
+    with torch.no_grad():
+        assert (folded(x) - model(x)).abs().max() < 1e-4
+    assert _bn_count(model) > 0 and model.training is False
+    # ResNets: every BN follows a conv; pre-activation nets keep the BNs that follow an addition
+    assert (_bn_count(folded) == 0) == folded_all and _bn_count(folded) < _bn_count(model)
+
+
+def test_bench_inference_measures_every_fp32_path_and_ort_int8():
+    model = _trained_like(create_model("resnet20", num_classes=10))
+    images = torch.randn(40, 3, 16, 16)
+    bench = bench_inference(model, images, torch.randn(32, 3, 16, 16), batch=8, min_time=0.01,
+                            paths=["bn-fold", "bn-fold+cl", "ort-fp32", "int8-ort"], model_name="resnet20")
+    names = [r.name for r in bench.results]
+    assert names == ["eager", "bn-fold", "bn-fold+cl", "ort-fp32", "int8-ort"]
+    for result in bench.results:
+        assert result.error is None, result.error
+        assert result.latency_ms > 0 and result.throughput > 0 and 0 <= result.agreement <= 1
+        if result.precision == "fp32":
+            assert result.max_abs_diff <= 1e-4 and result.passed
+    int8 = bench.result("int8-ort")
+    assert int8.precision == "int8" and int8.max_abs_diff > 0  # really quantised
+    assert int8.passed == (int8.agreement >= 0.99)
+    table = bench.table()
+    assert "x ORT" in table and "batch 8 img/s" in table and "features:" in table
+    data = bench.to_dict()
+    assert data["fastest"] in names and data["results"][0]["name"] == "eager"
+
+
+def test_compile_and_pt2e_int8_paths_build_and_agree(tmp_path):
+    pytest.importorskip("torchao")
+    model = _trained_like(create_model("cifar_resnet8", num_classes=10))
+    x = torch.randn(4, 3, 16, 16)
+    reference = model(x)
+    compiled = build_path("compile", model, x, [], tmp_path)
+    assert (compiled(x) - reference).abs().max() < 1e-4
+    int8 = build_path("int8-pt2e", model, x, [torch.randn(8, 3, 16, 16) for _ in range(4)], tmp_path)
+    out = int8(x)
+    assert out.shape == reference.shape and 0 < (out - reference).abs().max() < 0.5 * reference.abs().max()
+    assert int8(x[:1]).shape == (1, 10)  # another batch size: lowered again
+
+
+def test_unknown_paths_and_bad_images_are_refused():
+    model = create_model("cifar_resnet8")
+    with pytest.raises(ConfigError, match="unknown inference path"):
+        bench_inference(model, torch.randn(2, 3, 8, 8), torch.randn(2, 3, 8, 8), paths=["tensorrt"])
+    with pytest.raises(ConfigError, match=r"\(N, C, H, W\)"):
+        bench_inference(model, torch.randn(3, 8, 8), torch.randn(2, 3, 8, 8))
+    assert PATHS[0] == "eager"
+
+
+@pytest.fixture
+def digits_run(tmp_path):
+    from reslab.train import resolve_config, train
+
+    config = resolve_config("digits-quick", model="cifar_resnet8", data="digits",
+                            overrides={"epochs": 2, "quiet": True, "device": "cpu", "out": str(tmp_path / "run")})
+    return train(config).run_dir
+
+
+def test_bench_infer_cli_writes_the_run_choice_and_predict_fast_uses_it(digits_run, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "infer", str(digits_run), "--paths", "bn-fold", "ort-fp32", "int8-ort", "--min-time", "0.01",
+              "--check-images", "0", "--calibration-images", "64", "--json", str(tmp_path / "b.json")])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "digits test images 1-" in out and "int8-ort" in out and "fastest passing path" in out
+    record = json.loads((digits_run / "inference.json").read_text())
+    assert record["check_images"] > 300 and record == json.loads((tmp_path / "b.json").read_text())
+    # predict --fast: the recorded fastest path (forced to int8-ort here, as if it had won)
+    record["fastest"] = "int8-ort"
+    record["results"] = [dict(r, passed=True) if r["name"] == "int8-ort" else r for r in record["results"]]
+    (digits_run / "inference.json").write_text(json.dumps(record))
+    from PIL import Image
+
+    from reslab.data import load_dataset
+
+    image = load_dataset("digits").test_images[0, 0].numpy()
+    Image.fromarray(image).save(tmp_path / "d.png")
+    with pytest.raises(SystemExit):
+        main(["predict", str(digits_run), str(tmp_path / "d.png"), "--json"])
+    plain = json.loads(capsys.readouterr().out)
+    with pytest.raises(SystemExit):
+        main(["predict", str(digits_run), str(tmp_path / "d.png"), "--json", "--fast"])
+    captured = capsys.readouterr()
+    fast = json.loads(captured.out)
+    assert "fast path: int8-ort" in captured.err
+    assert fast["top"][0]["class"] == plain["top"][0]["class"]
+    assert fast["top"][0]["probability"] == pytest.approx(plain["top"][0]["probability"], abs=0.1)
+
+
+def test_fast_model_without_a_record_is_exact(digits_run):
+    from reslab.train import load_run
+
+    run = load_run(digits_run)
+    example = torch.randn(5, 1, 8, 8)
+    fast = fast_model(run.model, digits_run, lambda: example, example)
+    assert fast.path_name == "bn-fold+cl"
+    assert (fast(example) - run.model(example)).abs().max() < 1e-4

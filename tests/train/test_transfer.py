@@ -1,0 +1,181 @@
+"""Transfer learning: class subsets, fine-tuning from runs and state-dict files, freezing, the head's lr,
+the CLI and the split experiment (small, on synthetic data and the digits)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from reslab.cli.main import main
+from reslab.data import load_dataset, select_classes
+from reslab.errors import CheckpointError, ConfigError, DatasetError
+from reslab.experiments.transfer import run_transfer
+from reslab.models import create_model
+from reslab.train import finetune, finetune_config, load_run, train
+from reslab.train.optim import build_optimizer
+from reslab.train.transfer import read_source
+
+DATA = {"num_train": 128, "num_test": 32, "image_size": 8}
+
+
+# -- class subsets --------------------------------------------------------------------------------
+def test_select_classes_relabels_in_the_given_order_and_caps_each_class():
+    ds = load_dataset("digits")
+    sub = select_classes(ds, classes=["7", "2"], per_class=10)
+    assert sub.class_names == ["7", "2"]
+    assert sub.num_train == 20 and sub.train_labels.bincount().tolist() == [10, 10]
+    # the first ten 7s of the file, relabelled 0
+    sevens = torch.nonzero(ds.train_labels == 7).flatten()[:10]
+    assert torch.equal(sub.train_images[sub.train_labels == 0], ds.train_images[sevens])
+    assert sub.num_test == int(((ds.test_labels == 7) | (ds.test_labels == 2)).sum())
+    assert sub.options["classes"] == ["7", "2"] and sub.options["per_class"] == 10
+    # through load_dataset, as a string and by index
+    assert load_dataset("digits", classes="3,5").class_names == ["3", "5"]
+    assert load_dataset("synthetic", **DATA, classes=[0, 1]).num_classes == 2
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"classes": ["seven"]}, "has no class 'seven'"),
+    ({"classes": ["1", "1"]}, "names a class twice"),
+    ({"classes": []}, "non-empty list"),
+    ({"per_class": 0}, "per_class=0 must be an integer >= 1"),
+    ({"classes": ["1"], "per_class": 100_000}, "fewer than 100000 training images"),
+])
+def test_select_classes_errors_name_the_problem(options, message):
+    with pytest.raises(DatasetError, match=message):
+        load_dataset("digits", **options)
+
+
+# -- fine-tuning ----------------------------------------------------------------------------------
+@pytest.fixture
+def source_run(tiny_config):
+    """A finished 10-class run of cifar_resnet8 on tiny synthetic data."""
+    return train(tiny_config("source", epochs=1)).run_dir
+
+
+def test_finetune_copies_all_but_the_head_freezes_and_records_its_origin(source_run, tmp_path):
+    source = load_run(source_run).model
+    result = finetune(source_run, data="synthetic", recipe="digits-quick", out=str(tmp_path / "ft"), epochs=2,
+                      quiet=True, batch_size=32, device="cpu", lr=0.05, head_lr=0.5, freeze=["stem", "layer1"],
+                      data_options={**DATA, "classes": [3, 4, 5]})
+    tuned = result.model
+    assert tuned.fc.out_features == 3
+    before, after = source.state_dict(), tuned.state_dict()
+    # frozen modules (weights and BN statistics) are the source's, bit for bit; later stages trained
+    for key in [k for k in after if k.startswith(("conv1.", "bn1.", "layer1."))]:
+        assert torch.equal(before[key], after[key]), key
+    assert not torch.equal(before["layer2.0.conv1.weight"], after["layer2.0.conv1.weight"])
+    # the fresh start (init checkpoint) held the source's body
+    init = load_run(result.run_dir, "init").model.state_dict()
+    assert torch.equal(init["layer2.0.conv1.weight"], before["layer2.0.conv1.weight"])
+    config = json.loads((result.run_dir / "config.json").read_text())
+    assert config["init_from"] == str(source_run) and config["class_names"] == ["class_3", "class_4", "class_5"]
+    record = config["transfer"]
+    assert record["kind"] == "reslab run" and record["model"] == "cifar_resnet8" and record["head"] == "fc"
+    assert record["source_head_shapes"]["fc.weight"][0] == 10 and record["frozen"] == ["conv1", "bn1", "layer1"]
+    assert len(record["class_names"]) == 10
+
+
+def test_finetune_resumes_with_its_record(source_run, tmp_path):
+    config = finetune_config(source_run, data="synthetic", recipe="digits-quick", overrides={
+        "out": str(tmp_path / "ft"), "epochs": 2, "quiet": True, "batch_size": 32, "device": "cpu",
+        "data_options": DATA, "freeze": ["stem"]})
+    first = train(config, stop_after_epoch=1)
+    assert not first.finished
+    resumed = train(resume=first.run_dir)
+    assert resumed.finished
+    saved = json.loads((first.run_dir / "config.json").read_text())
+    assert saved["transfer"]["copied_tensors"] > 0
+
+
+def test_head_lr_is_its_own_group_scaled_by_the_schedule(tiny_config):
+    config = tiny_config(init_from="x", lr=0.1, head_lr=0.4, no_wd_on_bn_and_bias=True)
+    model = create_model("cifar_resnet8", num_classes=4)
+    optimizer = build_optimizer(model, config, head="fc")
+    head = [g for g in optimizer.param_groups if g["name"].startswith("head_")]
+    assert {id(p) for g in head for p in g["params"]} == {id(model.fc.weight), id(model.fc.bias)}
+    assert all(g["lr"] == pytest.approx(0.4) for g in head)
+    from reslab.train.optim import set_lr
+
+    set_lr(optimizer, 0.05)
+    assert sorted({round(g["lr"], 6) for g in optimizer.param_groups}) == [0.05, 0.2]
+
+
+def test_head_settings_without_a_source_are_refused(tiny_config):
+    with pytest.raises(ConfigError, match="init_from"):
+        tiny_config(freeze=["stem"])
+
+
+def test_torchvision_style_state_dict_files_load_with_model(tmp_path):
+    reference = create_model("resnet18", num_classes=1000)
+    nested = {"state_dict": {f"module.{k}": v for k, v in reference.state_dict().items()}, "epoch": 3}
+    torch.save(nested, tmp_path / "r18.pth")
+    source = read_source(tmp_path / "r18.pth")
+    assert source.model is None and source.origin["kind"] == "state-dict file"
+    assert torch.equal(source.state["layer4.1.bn2.running_var"], reference.state_dict()["layer4.1.bn2.running_var"])
+    with pytest.raises(ConfigError, match="give it with --model"):
+        finetune_config(tmp_path / "r18.pth", data="synthetic")
+    model = create_model("resnet18", num_classes=5)
+    from reslab.train.transfer import load_backbone
+
+    done = load_backbone(model, source, "r18.pth")
+    assert done["copied_tensors"] == len(reference.state_dict()) - 2
+    assert torch.equal(model.layer3[0].downsample[0].weight, reference.layer3[0].downsample[0].weight)
+    # another architecture: the first mismatching tensor and both shapes
+    with pytest.raises(CheckpointError, match=r"no tensor 'layer1.2.conv1.weight' \(shape \(64, 64, 3, 3\)"):
+        load_backbone(create_model("resnet34", num_classes=5), source, "r18.pth")
+    with pytest.raises(CheckpointError, match=r"conv1.weight has shape \(64, 3, 7, 7\) in the source and "
+                                              r"\(64, 1, 7, 7\)"):
+        load_backbone(create_model("resnet18", num_classes=5, in_chans=1), source, "r18.pth")
+
+
+def test_finetune_cli_end_to_end_and_its_errors(source_run, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["finetune", str(source_run), "--data", "synthetic", "--recipe", "digits-quick", "--epochs", "1",
+              "--batch-size", "16", "--set", "data_options.num_train=128", "--set", "data_options.num_test=32",
+              "--set", "data_options.image_size=8", "--classes", "0,1", "--freeze", "stem", "--freeze-bn",
+              "--head-lr", "0.2", "--out", str(tmp_path / "cli"), "--quiet", "--device", "cpu"])
+    assert exit_info.value.code == 0
+    assert "cifar_resnet8 on synthetic: test accuracy" in capsys.readouterr().out
+    config = json.loads((tmp_path / "cli" / "config.json").read_text())
+    assert config["freeze_bn"] and config["head_lr"] == 0.2 and config["num_classes"] == 2
+    for argv, message in [
+        (["finetune", str(source_run)], "give the data to fine-tune on with --data"),
+        (["finetune", str(tmp_path / "missing"), "--data", "digits"], "does not exist"),
+        (["finetune", str(source_run), "--data", "synthetic", "--freeze", "layer9"], "has no module of that name"),
+        (["finetune", str(source_run), "--data", "synthetic", "--freeze", "fc"], "always trained"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err
+
+
+# -- the experiment -------------------------------------------------------------------------------
+def test_transfer_experiment_on_the_digits_writes_its_records_and_reuses_runs(tmp_path):
+    settings = {"data": "digits", "out": str(tmp_path / "exp"), "pretrain_epochs": 2, "epochs": 2, "per_class": 20,
+                "batch_size": 25, "quiet": True}
+    result = run_transfer(**settings)
+    summary = json.loads((tmp_path / "exp" / "transfer.json").read_text())
+    variants = {r["variant"]: r for r in summary["records"]}
+    assert set(variants) == {"pretrain", "finetuned", "scratch"}
+    assert variants["pretrain"]["classes"] == ["0", "1", "2", "3", "4"]
+    assert variants["finetuned"]["classes"] == ["5", "6", "7", "8", "9"] == variants["scratch"]["classes"]
+    assert variants["finetuned"]["train_images"] == 100 == variants["scratch"]["train_images"]
+    assert variants["finetuned"]["init_from"].endswith("pretrain") and variants["scratch"]["init_from"] is None
+    expected = 100 * (variants["scratch"]["final_test_error"] - variants["finetuned"]["final_test_error"])
+    assert summary["gain_points"] == pytest.approx(expected)
+    assert "fine-tuned - scratch" in result.table()
+    again = run_transfer(**settings)
+    assert again.trained == 0
+    from reslab.report import build_report
+
+    report = build_report([tmp_path / "exp"], tmp_path / "report.html")
+    assert "Transfer learning" in report.sections
+    html = (tmp_path / "report.html").read_text()
+    accuracy = 100 * (1 - variants["finetuned"]["final_test_error"])
+    assert f"{accuracy:.2f}%" in html and "from scratch" in html
+    with pytest.raises(ConfigError, match="share 5"):
+        run_transfer(**settings, source_classes=("4", "5"))
