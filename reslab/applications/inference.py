@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from reslab.errors import ConfigError
-from reslab.utils.cpu import cpu_features, describe_cpu, has_vnni
+from reslab.utils.cpu import cpu_features, describe_cpu, has_vnni, matmul_rate
 
 PATHS = ("eager", "bn-fold", "bn-fold+cl", "compile", "ort-fp32", "int8-pt2e", "int8-ort")
 INT8_PATHS = ("int8-pt2e", "int8-ort")
@@ -159,6 +159,37 @@ def _int8_pt2e(model: nn.Module, example: torch.Tensor, calibration: Sequence[to
     return run
 
 
+#: Memory ONNX Runtime's calibration may use: it keeps every intermediate output of every calibration
+#: batch until the end (its ``CalibMaxIntermediateOutputs`` option drops, rather than merges, full chunks).
+ORT_CALIBRATION_BYTES = 3 * 2**30
+
+
+def activation_bytes(model: nn.Module, x: torch.Tensor) -> int:
+    """Bytes of every leaf module's output for one image of ``x`` (float32)."""
+    total = 0
+
+    def count(module, inputs, output):
+        nonlocal total
+        if isinstance(output, torch.Tensor):
+            total += output.numel() * 4
+
+    model = _eval_copy(model)
+    handles = [m.register_forward_hook(count) for m in model.modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            model(x[:1])
+    finally:
+        for handle in handles:
+            handle.remove()
+    return total
+
+
+def ort_calibration_images(model: nn.Module, example: torch.Tensor, wanted: int) -> int:
+    """How many calibration images ONNX Runtime's calibration holds in :data:`ORT_CALIBRATION_BYTES`."""
+    per_image = max(1, activation_bytes(model, example))
+    return max(1, min(wanted, ORT_CALIBRATION_BYTES // per_image))
+
+
 def _int8_ort(fp32_path: Path, workdir: Path, calibration: Sequence[torch.Tensor], threads: int) -> Runner:
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static  # noqa: PLC0415
     from onnxruntime.quantization.shape_inference import quant_pre_process  # noqa: PLC0415
@@ -203,7 +234,9 @@ def build_path(name: str, model: nn.Module, example: torch.Tensor, calibration: 
                 export_onnx(model, fp32, tuple(example.shape[-2:]), int(example.shape[1]))
         if name == "ort-fp32":
             return _ort_session(fp32, threads)
-        return _int8_ort(fp32, workdir, calibration, threads)
+        images = torch.cat(list(calibration)) if calibration else example
+        count = ort_calibration_images(model, example, images.shape[0])
+        return _int8_ort(fp32, workdir, list(images[:count].split(example.shape[0])), threads)
     return _int8_pt2e(model, example, calibration)
 
 
@@ -222,6 +255,7 @@ class PathResult:
     passed: bool = False
     build_s: float | None = None
     error: str | None = None
+    calibration_images: int | None = None  # int8: the images it was calibrated on
 
 
 @dataclass
@@ -239,7 +273,16 @@ class InferenceBench:
     int8_agreement: float
     cpu: str
     cpu_features: dict[str, bool]
+    gflops_per_image: float | None = None  # forward FLOPs (torch.utils.flop_counter), in GFLOP
+    peak_fp32_gflops: float | None = None  # the machine's measured fp32 matmul rate, same threads
     results: list[PathResult] = field(default_factory=list)
+
+    def percent_of_peak(self, result: PathResult) -> float | None:
+        """The path's FLOP rate at batch ``batch`` as a share of the fp32 matmul peak (int8 paths too:
+        how far past the fp32 ceiling quantisation goes)."""
+        if not (result.throughput and self.gflops_per_image and self.peak_fp32_gflops):
+            return None
+        return 100 * result.throughput * self.gflops_per_image / self.peak_fp32_gflops
 
     def result(self, name: str) -> PathResult | None:
         return next((r for r in self.results if r.name == name), None)
@@ -268,8 +311,11 @@ class InferenceBench:
             return f"{(reference / value if inverse else value / reference):.2f}x"
 
         header = (f"{'path':<12} {'prec':<5} {'batch 1 ms':>10} {'x eager':>8} {'x ORT':>7} {f'batch {self.batch} img/s':>15} "
-                  f"{'x eager':>8} {'x ORT':>7} {'max |diff|':>10} {'top-1 agree':>11} {'check':>6}")
-        lines = [f"{self.model}, input {tuple(self.input_shape)}, {self.threads} threads; CPU: {self.cpu}",
+                  f"{'x eager':>8} {'x ORT':>7} {'% peak':>6} {'max |diff|':>10} {'top-1 agree':>11} {'check':>6}")
+        peak = (f"; {self.gflops_per_image:.3f} GFLOP per image, fp32 matmul peak {self.peak_fp32_gflops:.0f} GFLOP/s "
+                "(% peak: the path's FLOP rate at the throughput batch as a share of it)"
+                if self.gflops_per_image and self.peak_fp32_gflops else "")
+        lines = [f"{self.model}, input {tuple(self.input_shape)}, {self.threads} threads; CPU: {self.cpu}{peak}",
                  f"agreement and differences vs eager on {self.check_images} images ({self.check_source}); int8 "
                  f"calibrated on {self.calibration_images} training images",
                  header, "-" * len(header)]
@@ -284,7 +330,11 @@ class InferenceBench:
                 f"{ratio(r.latency_ms, ort_ref.latency_ms if ort_ref else None, inverse=True):>7} "
                 f"{_num(r.throughput, 1):>15} {ratio(r.throughput, eager.throughput if eager else None):>8} "
                 f"{ratio(r.throughput, ort_ref.throughput if ort_ref else None):>7} "
-                f"{_sci(r.max_abs_diff):>10} {_pct(r.agreement):>11} {'pass' if r.passed else 'FAIL':>6}")
+                f"{_num(self.percent_of_peak(r), 0):>6} {_sci(r.max_abs_diff):>10} {_pct(r.agreement):>11} {'pass' if r.passed else 'FAIL':>6}")
+        for r in self.results:
+            if r.calibration_images is not None and r.calibration_images < self.calibration_images:
+                lines.append(f"{r.name} was calibrated on {r.calibration_images} of the {self.calibration_images} images "
+                             "(ONNX Runtime's calibration keeps every activation of every image in memory)")
         fastest = self.fastest()
         if fastest is not None:
             lines.append(f"fastest passing path at batch {self.batch}: {fastest.name}")
@@ -338,7 +388,8 @@ def _predict_all(run: Runner, images: torch.Tensor, batch: int) -> torch.Tensor:
 def bench_inference(model: nn.Module, check_images: torch.Tensor, calibration: torch.Tensor, *,
                     paths: Sequence[str] = PATHS, batch: int = 16, min_time: float = 1.0,
                     fp32_tolerance: float = 1e-4, int8_agreement: float = 0.99, model_name: str | None = None,
-                    check_source: str = "", say: Callable[[str], None] | None = None) -> InferenceBench:
+                    check_source: str = "", measure_peak: bool = True,
+                    say: Callable[[str], None] | None = None) -> InferenceBench:
     """Build and measure every path in ``paths`` (``eager`` is always measured first, as the reference).
 
     check_images: normalised images ``(N, C, H, W)`` float32 for the output check and agreement.
@@ -359,6 +410,8 @@ def bench_inference(model: nn.Module, check_images: torch.Tensor, calibration: t
         calibration_images=int(calibration.shape[0]), fp32_tolerance=fp32_tolerance, int8_agreement=int8_agreement,
         cpu=describe_cpu(), cpu_features=cpu_features())
     one, many = check_images[:1].clone(), _batch_of(check_images, batch)
+    bench.gflops_per_image = forward_gflops(model, one)
+    bench.peak_fp32_gflops = matmul_rate(torch.float32) if measure_peak else None
     calibration_batches = list(calibration.split(batch))
     reference: torch.Tensor | None = None
     with tempfile.TemporaryDirectory(prefix="reslab-infer-") as tmp:
@@ -382,6 +435,10 @@ def bench_inference(model: nn.Module, check_images: torch.Tensor, calibration: t
                 say(f"{name}: failed ({result.error})")
                 continue
             result.build_s = time.perf_counter() - start
+            if name == "int8-ort":
+                result.calibration_images = ort_calibration_images(model, many, int(calibration.shape[0]))
+            elif name == "int8-pt2e":
+                result.calibration_images = int(calibration.shape[0])
             if reference is None:
                 reference = outputs
             result.max_abs_diff = float((outputs - reference).abs().max())
@@ -393,6 +450,19 @@ def bench_inference(model: nn.Module, check_images: torch.Tensor, calibration: t
             say(f"{name}: {result.latency_ms:.2f} ms at batch 1, {result.throughput:.1f} images/s at batch {batch}, "
                 f"max |diff| {result.max_abs_diff:.1e}, agreement {100 * result.agreement:.2f}%")
     return bench
+
+
+def forward_gflops(model: nn.Module, x: torch.Tensor) -> float | None:
+    """GFLOP of one forward pass per image (``torch.utils.flop_counter``: 2 per multiply-add)."""
+    from torch.utils.flop_counter import FlopCounterMode  # noqa: PLC0415
+
+    try:
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            _eval_copy(model)(x)
+        return counter.get_total_flops() / 1e9 / x.shape[0]
+    except Exception:  # noqa: BLE001 - a count is a nicety; the benchmark goes on without it
+        return None
 
 
 def _batch_of(images: torch.Tensor, batch: int) -> torch.Tensor:

@@ -63,8 +63,38 @@ def _check_split(name: str, split: str, images: Any, labels: Any, num_classes: i
                                f"({num_classes} classes), found {low}..{high}")
 
 
+class ImageSplits:
+    """Sizes of a dataset held as ``train_images``/``test_images`` (N, C, H, W) with ``class_names``
+    (shared by the classification and the segmentation datasets)."""
+
+    train_images: torch.Tensor
+    test_images: torch.Tensor
+    class_names: list[str]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def in_chans(self) -> int:
+        return int(self.train_images.shape[1])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(H, W) of every image."""
+        return int(self.train_images.shape[2]), int(self.train_images.shape[3])
+
+    @property
+    def num_train(self) -> int:
+        return int(self.train_images.shape[0])
+
+    @property
+    def num_test(self) -> int:
+        return int(self.test_images.shape[0])
+
+
 @dataclass
-class ImageDataset:
+class ImageDataset(ImageSplits):
     """A labelled image classification dataset held in memory as uint8 tensors.
 
     Attributes:
@@ -117,26 +147,6 @@ class ImageDataset:
             raise DatasetError(f"dataset {self.name!r}: mean/std need {self.in_chans} values, "
                                f"got {len(self.mean)} and {len(self.std)}")
 
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    @property
-    def in_chans(self) -> int:
-        return int(self.train_images.shape[1])
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        """(H, W) of every image."""
-        return int(self.train_images.shape[2]), int(self.train_images.shape[3])
-
-    @property
-    def num_train(self) -> int:
-        return int(self.train_images.shape[0])
-
-    @property
-    def num_test(self) -> int:
-        return int(self.test_images.shape[0])
 
     def describe(self) -> str:
         """One line for logs: name, sizes, shape, classes, source."""

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from reslab.data._options import check_options, float_option, int_option
-from reslab.data.dataset import channel_stats
+from reslab.data.dataset import ImageSplits, channel_stats
 from reslab.errors import ConfigError, DatasetError
 
 SHAPE_CLASSES = ("background", "rectangle", "ellipse", "triangle")
@@ -62,7 +62,7 @@ FOLDER_OPTIONS = {
 
 
 @dataclass
-class SegmentationDataset:
+class SegmentationDataset(ImageSplits):
     """Images and per-pixel class masks held in memory.
 
     Attributes:
@@ -116,25 +116,6 @@ class SegmentationDataset:
         self.mean = tuple(float(m) for m in self.mean)
         self.std = tuple(float(s) for s in self.std)
 
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    @property
-    def in_chans(self) -> int:
-        return int(self.train_images.shape[1])
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        return int(self.train_images.shape[2]), int(self.train_images.shape[3])
-
-    @property
-    def num_train(self) -> int:
-        return int(self.train_images.shape[0])
-
-    @property
-    def num_test(self) -> int:
-        return int(self.test_images.shape[0])
 
     def class_frequencies(self, split: str = "train") -> list[float]:
         """The share of pixels of each class in ``split``."""
