@@ -1,12 +1,12 @@
 """Run every benchmark and print one table: work, peer, reslab, ratio, % of peak (``make bench``).
 
-    python benchmarks/bench_table.py [--only hessian landscape train] [--json FILE]
+    python benchmarks/bench_table.py [--only hessian landscape train infer] [--json FILE]
 
 Each benchmark runs in its own process (its full output goes to the terminal as it runs) and
 writes its summary rows as JSON; the table gathers them. The peers are benchmark-only
 dependencies (``pip install -e '.[bench]'``: PyHessian, loss-landscapes); a benchmark whose
 peer is missing still measures reslab and says so. The ratio is reslab's speed over the
-peer's, measured in the same run; % of peak is the share of the machine's measured matmul rate
+peer's, measured in the same run (ONNX Runtime for the inference rows); % of peak is the share of the machine's measured matmul rate
 (fp32, or bf16 for bf16 rows) the reslab side reaches (``benchmarks/peak.py``).
 """
 
@@ -25,6 +25,7 @@ BENCHMARKS = {
     "hessian": "hessian_throughput.py",
     "landscape": "landscape_throughput.py",
     "train": "train_throughput.py",
+    "infer": "infer_throughput.py",
 }
 
 

@@ -29,3 +29,21 @@ def test_bench_table_runs_each_benchmark_and_prints_one_table(tmp_path, monkeypa
     assert "peer 2.0 s" in row and "2.00x" in row and "50 %" in row
     assert json.loads(out_json.read_text()) == [{"work": "fake work", "peer": "peer 2.0 s", "reslab": "1.0 s",
                                                  "ratio": 2.0, "peak": 0.5, "benchmark": "fake"}]
+
+
+def test_infer_benchmark_rows_compare_the_fastest_fp32_path_and_pt2e_with_onnx_runtime():
+    from benchmarks.infer_throughput import summary_rows
+    from reslab.applications.inference import InferenceBench, PathResult
+
+    bench = InferenceBench(model="resnet18", input_shape=[3, 224, 224], batch=16, threads=2, check_images=64,
+                           check_source="noise", calibration_images=256, fp32_tolerance=1e-4, int8_agreement=0.99,
+                           cpu="cpu", cpu_features={}, gflops_per_image=3.6, peak_fp32_gflops=360.0)
+    bench.results = [PathResult("eager", "fp32", throughput=40, passed=True),
+                     PathResult("compile", "fp32", throughput=90, passed=True),
+                     PathResult("bn-fold", "fp32", throughput=95, passed=False),  # failed its check: not counted
+                     PathResult("ort-fp32", "fp32", throughput=80, passed=True),
+                     PathResult("int8-pt2e", "int8", throughput=200, passed=True),
+                     PathResult("int8-ort", "int8", throughput=160, passed=True)]
+    fp32, int8 = summary_rows(bench)
+    assert "compile" in fp32["work"] and fp32["ratio"] == 90 / 80 and fp32["peak"] == 90 * 3.6 / 360
+    assert int8["ratio"] == 200 / 160 and "ONNX Runtime int8 160" in int8["peer"]
