@@ -1,6 +1,7 @@
 """``reslab bench infer MODEL``: every CPU inference path of a model, measured side by side.
 
     reslab bench infer resnet50                               # fresh weights, 224x224, random images
+    reslab bench infer resnet50 --checkpoint resnet50-0676ba61.pth  # a torchvision state-dict file on disk
     reslab bench infer resnet20 --pretrained cifar10 --data cifar10 --data-dir ../shared/data
     reslab bench infer runs/r56 --check-images 0              # a run: its test set, calibrated on its training set
 
@@ -33,7 +34,9 @@ def register(subparsers) -> None:
                              + " ".join(__doc__.split("\n\n")[2:]).replace("\n", " "))
     infer.add_argument("model", metavar="MODEL_OR_RUN", help="a model name (fresh seeded weights, or --pretrained) "
                                                              "or a run directory")
-    infer.add_argument("--checkpoint", default="last", help="for a run: last (default), ema, epoch_K")
+    infer.add_argument("--checkpoint", default="last",
+                       help="for a run: last (default), ema, epoch_K; for a model name: a state-dict file on local "
+                            "disk (.pth/.safetensors, e.g. torchvision's resnet50-0676ba61.pth), never downloaded")
     infer.add_argument("--pretrained", metavar="TAG", help="for a model name: the shipped weights, e.g. cifar10")
     infer.add_argument("--input-size", type=int, metavar="N", help="image side (default: the run's or the data's; "
                                                                      "32 for CIFAR models, 224 for ImageNet ones)")
@@ -70,10 +73,41 @@ def _load(args):
     options = {"pretrained": args.pretrained} if args.pretrained else {}
     dataset = load_dataset(args.data, data_dir=args.data_dir) if args.data else None
     extra = {"num_classes": dataset.num_classes, "in_chans": dataset.in_chans} if dataset is not None and not args.pretrained else {}
-    model = create_model(args.model, **options, **extra)
+    if args.checkpoint != "last":
+        model = _model_from_file(args, extra)
+    else:
+        model = create_model(args.model, **options, **extra)
     spec = getattr(model, "spec", None)
     size = dataset.image_size[0] if dataset is not None else (32 if spec is not None and spec.stem == "cifar" else 224)
     return model.eval(), args.model, None, dataset, size
+
+
+def _model_from_file(args, extra: dict):
+    """``args.model`` with the weights of the state-dict file ``args.checkpoint`` (head size from the file)."""
+    from reslab.errors import CheckpointError  # noqa: PLC0415
+    from reslab.models import create_model  # noqa: PLC0415
+    from reslab.train.transfer import TORCH_SUFFIXES, classifier_name, load_backbone, read_source  # noqa: PLC0415
+
+    path = Path(args.checkpoint)
+    if not path.is_file() or path.suffix not in (".safetensors", *TORCH_SUFFIXES):
+        raise ConfigError(f"--checkpoint {args.checkpoint!r}: with a model name it must be a state-dict file on local "
+                          f"disk (.safetensors or {', '.join(TORCH_SUFFIXES)}); last, ema and epoch_K name the "
+                          "checkpoints of a run directory")
+    if args.pretrained:
+        raise ConfigError("give --pretrained (the shipped weights) or --checkpoint FILE, not both")
+    source = read_source(path)
+    head = classifier_name(create_model(args.model, **extra))
+    rows = source.state.get(f"{head}.weight")
+    model = create_model(args.model, **{**extra, **({"num_classes": int(rows.shape[0])} if rows is not None else {})})
+    # every tensor but the head, the first mismatch named
+    load_backbone(model, source, f"--checkpoint {path}",
+                  hint="give the architecture the file was saved from as MODEL (e.g. resnet50 for torchvision's resnet50)")
+    try:
+        model.load_state_dict(source.state)
+    except RuntimeError as exc:
+        raise CheckpointError(f"--checkpoint {path}: the head of {args.model} does not load "
+                              f"({str(exc).splitlines()[-1].strip()})") from None
+    return model
 
 
 def _images(args, model, dataset, size, config_stats):

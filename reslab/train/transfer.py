@@ -127,7 +127,7 @@ def classifier_name(model: nn.Module) -> str:
                       "head to replace, so it cannot be fine-tuned")
 
 
-def load_backbone(model: nn.Module, source: TransferSource, where: str) -> dict[str, Any]:
+def load_backbone(model: nn.Module, source: TransferSource, where: str, hint: str | None = None) -> dict[str, Any]:
     """Copy every tensor of ``source`` into ``model`` except the head's; return what was done.
 
     Raises CheckpointError naming the first tensor whose name or shape does not match.
@@ -137,7 +137,7 @@ def load_backbone(model: nn.Module, source: TransferSource, where: str) -> dict[
     target = {k: v for k, v in model.state_dict().items() if not is_head(k)}
     given = {k: v for k, v in source.state.items() if not is_head(k)}
     name = getattr(model, "model_name", type(model).__name__)
-    hint = (f"fine-tune a source of the same architecture, or pass --model with the source's architecture "
+    hint = hint or (f"fine-tune a source of the same architecture, or pass --model with the source's architecture "
             f"(the source says {source.model!r})" if source.model else
             "give --model with the architecture the file was saved from (e.g. resnet50 for torchvision's resnet50)")
     for key, tensor in target.items():

@@ -82,7 +82,42 @@ def test_compile_and_pt2e_int8_paths_build_and_agree(tmp_path):
     int8 = build_path("int8-pt2e", model, x, [torch.randn(8, 3, 16, 16) for _ in range(4)], tmp_path)
     out = int8(x)
     assert out.shape == reference.shape and 0 < (out - reference).abs().max() < 0.5 * reference.abs().max()
-    assert int8(x[:1]).shape == (1, 10)  # another batch size: lowered again
+    assert int8(x[:1]).shape == (1, 10)  # another batch size: compiled again
+    assert getattr(int8, "note", None) is None  # inductor compiled it; no fallback to the lowering
+
+
+def test_pt2e_int8_falls_back_to_torchaos_lowering_when_inductor_fails(tmp_path, monkeypatch):
+    pytest.importorskip("torchao")
+    model = _trained_like(create_model("cifar_resnet8", num_classes=10))
+    x = torch.randn(4, 3, 16, 16)
+    calibration = [torch.randn(8, 3, 16, 16) for _ in range(2)]
+    compiled = build_path("int8-pt2e", model, x, calibration, tmp_path)
+
+    def broken_compile(module, *args, **kwargs):
+        def fail(*_):
+            raise RuntimeError("inductor cannot lower this")
+        return fail
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    lowered = build_path("int8-pt2e", model, x, calibration, tmp_path)
+    assert "RuntimeError: inductor cannot lower this" in lowered.note and "lower_pt2e_quantized_to_x86" in lowered.note
+    # the same quantised graph either way: outputs agree to int8 rounding
+    assert (lowered(x) - compiled(x)).abs().max() < 0.05 * compiled(x).abs().max()
+
+
+def test_compile_path_freezes_the_weights():
+    # Freezing makes the weights constants (BN folded, oneDNN weights prepacked, ReLU fused): a
+    # change to the module's parameters after compiling no longer reaches the output. Without
+    # freezing they are graph inputs and it would (torch.compile's options= did not freeze).
+    from reslab.applications.inference import _compiled_runner
+
+    model = _trained_like(create_model("cifar_resnet8", num_classes=10)).eval()
+    x = torch.randn(2, 3, 16, 16)
+    run = _compiled_runner(model)
+    before = run(x)
+    with torch.no_grad():
+        model.conv1.weight.mul_(3.0)
+    assert torch.equal(run(x), before)
+    assert not torch.allclose(model(x), before, atol=1e-3)
 
 
 def test_unknown_paths_and_bad_images_are_refused():
@@ -142,3 +177,27 @@ def test_fast_model_without_a_record_is_exact(digits_run):
     fast = fast_model(run.model, digits_run, lambda: example, example)
     assert fast.path_name == "bn-fold+cl"
     assert (fast(example) - run.model(example)).abs().max() < 1e-4
+
+
+def test_bench_infer_loads_a_torchvision_state_dict_file(tmp_path, capsys):
+    torchvision = pytest.importorskip("torchvision")
+    from argparse import Namespace
+
+    from reslab.cli.bench import _model_from_file
+    from reslab.errors import CheckpointError
+
+    torch.manual_seed(0)
+    theirs = torchvision.models.resnet18(num_classes=7).eval()
+    file = tmp_path / "resnet18-custom.pth"
+    torch.save(theirs.state_dict(), file)
+    args = Namespace(model="resnet18", checkpoint=str(file), pretrained=None)
+    ours = _model_from_file(args, {}).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(ours(x), theirs(x))  # the head's 7 classes come from the file
+    with pytest.raises(CheckpointError, match=r"does not match resnet50: it has no tensor 'layer1\.0\.downsample\.0\.weight'.*as MODEL"):
+        _model_from_file(Namespace(model="resnet50", checkpoint=str(file), pretrained=None), {})
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "infer", "resnet18", "--checkpoint", str(tmp_path / "missing.pth")])
+    assert exit_info.value.code != 0
+    assert "must be a state-dict file on local disk" in capsys.readouterr().err
