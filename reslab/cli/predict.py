@@ -25,6 +25,8 @@ def register(subparsers) -> None:
     parser.add_argument("--fast", action="store_true",
                         help="use the fastest inference path that passed its accuracy check in `reslab bench infer RUN` "
                              "(RUN/inference.json; BN folding + channels-last without one)")
+    parser.add_argument("--data-dir", metavar="DIR", help="where the run's dataset is, when not where it was trained "
+                                                          "(--fast calibrates an int8 path on its training images)")
     parser.add_argument("--json", action="store_true", help="print the predictions as JSON lines")
     parser.add_argument("--csv", metavar="FILE", help="also write the table to FILE (image, rank, class, probability, "
                                                       "conversions)")
@@ -50,6 +52,10 @@ def _fast(run_):
 
 def run(args) -> int:
     run_ = load_run(args.source, args.checkpoint)
+    if args.data_dir:
+        import dataclasses  # noqa: PLC0415
+
+        run_ = dataclasses.replace(run_, config={**run_.config, "data_dir": args.data_dir})
     if args.fast:
         run_ = _fast(run_)
     predictions = predict(run_, args.images, top_k=args.top_k)

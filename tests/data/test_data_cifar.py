@@ -140,3 +140,34 @@ def test_missing_key(cifar10_dir, read_cifar_batch):
     (cifar10_dir / "data_batch_1").write_bytes(pickle.dumps(batch, protocol=2))
     with pytest.raises(DatasetError, match=r"data_batch_1 has no 'labels' entry"):
         load_dataset("cifar10", data_dir=cifar10_dir.parent)
+
+
+def test_predict_fast_finds_a_moved_dataset_with_data_dir(tmp_path, make_cifar10, capsys):
+    # An int8 fast path calibrates on the run's training images: after the data moved, the run's
+    # recorded data_dir fails with the loader's message and --data-dir points at the new copy.
+    import json
+    import shutil
+
+    from PIL import Image
+
+    from reslab.cli.main import main
+    from reslab.train import resolve_config, train
+
+    old = make_cifar10(tmp_path / "old", per_batch=8)
+    config = resolve_config("digits-quick", model="cifar_resnet8", data="cifar10",
+                            overrides={"data_dir": str(old.parent), "epochs": 1, "batch_size": 8, "quiet": True,
+                                       "device": "cpu", "out": str(tmp_path / "run")})
+    run_dir = train(config).run_dir
+    (run_dir / "inference.json").write_text(json.dumps(
+        {"fastest": "int8-ort", "batch": 16, "results": [{"name": "int8-ort", "throughput": 1.0, "agreement": 1.0}]}))
+    new = tmp_path / "new"
+    shutil.move(str(old.parent), str(new))
+    Image.new("RGB", (32, 32), (120, 40, 200)).save(tmp_path / "x.png")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", str(run_dir), str(tmp_path / "x.png"), "--fast"])
+    assert exit_info.value.code != 0 and "CIFAR-10 not found" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", str(run_dir), str(tmp_path / "x.png"), "--fast", "--json", "--data-dir", str(new)])
+    captured = capsys.readouterr()
+    assert exit_info.value.code == 0 and "fast path: int8-ort" in captured.err
+    assert len(json.loads(captured.out)["top"]) == 5
