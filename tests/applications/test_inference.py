@@ -72,6 +72,33 @@ def test_bench_inference_measures_every_fp32_path_and_ort_int8():
     assert data["fastest"] in names and data["results"][0]["name"] == "eager"
 
 
+def test_fp32_check_is_relative_to_large_logits(monkeypatch):
+    # Logits in the thousands: float32 re-ordering differs by more than 1e-4 absolute, which is
+    # rounding; the check scales with the largest logit, and a wrong path still fails.
+    model = _trained_like(create_model("cifar_resnet8", num_classes=10))
+    with torch.no_grad():
+        model.fc.weight.mul_(2000.0)
+    images = torch.randn(16, 3, 16, 16)
+    with torch.no_grad():
+        largest = float(model.eval()(images).abs().max())
+    bench = bench_inference(model, images, images, batch=8, min_time=0.01, paths=["bn-fold"], measure_peak=False)
+    folded = bench.result("bn-fold")
+    assert largest > 100 and bench.output_scale == pytest.approx(largest)
+    assert folded.passed and folded.max_abs_diff <= 1e-4 * largest
+    assert "largest |logit|" in bench.table()
+    # a path off by 1 % of the largest logit is wrong, scaled tolerance or not
+    import reslab.applications.inference as inference
+
+    real_build = inference.build_path
+
+    def off_by_one_percent(name, *args, **kwargs):
+        run = real_build(name, *args, **kwargs)
+        return (lambda x: run(x) + 0.01 * largest) if name == "bn-fold" else run
+    monkeypatch.setattr(inference, "build_path", off_by_one_percent)
+    wrong = bench_inference(model, images, images, batch=8, min_time=0.01, paths=["bn-fold"], measure_peak=False)
+    assert not wrong.result("bn-fold").passed
+
+
 def test_compile_and_pt2e_int8_paths_build_and_agree(tmp_path):
     pytest.importorskip("torchao")
     model = _trained_like(create_model("cifar_resnet8", num_classes=10))
