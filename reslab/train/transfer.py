@@ -71,8 +71,11 @@ def read_source(source: str | Path) -> TransferSource:
         try:
             loaded = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - pickle/zip errors of every kind: one clear message
-            raise CheckpointError(f"{str(path)!r} could not be read as a PyTorch state dict ({exc}); it must be a "
-                                  "file written by torch.save(model.state_dict())") from None
+            # torch's own text advises weights_only=False, i.e. running the file's pickled code: not here.
+            reason = ("it is corrupt or holds objects beyond tensors, which would need its pickled code run"
+                      if "Weights only load failed" in str(exc) else f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
+            raise CheckpointError(f"{str(path)!r} could not be read as a PyTorch state dict ({reason}); it must be "
+                                  "a file written by torch.save(model.state_dict())") from None
         return TransferSource(state=_unwrap(loaded, path), model=None,
                               origin={"kind": "state-dict file", "path": str(path.resolve())})
     raise ConfigError(f"fine-tuning source {str(path)!r}: unknown file type {path.suffix!r}; expected a run "

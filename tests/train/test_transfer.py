@@ -179,3 +179,13 @@ def test_transfer_experiment_on_the_digits_writes_its_records_and_reuses_runs(tm
     assert f"{accuracy:.2f}%" in html and "from scratch" in html
     with pytest.raises(ConfigError, match="share 5"):
         run_transfer(**settings, source_classes=("4", "5"))
+
+
+def test_a_corrupt_state_dict_file_is_refused_without_torchs_unsafe_advice(tmp_path):
+    from reslab.train.transfer import read_source
+
+    bad = tmp_path / "broken.pth"
+    bad.write_text("not a checkpoint")
+    with pytest.raises(CheckpointError, match="could not be read as a PyTorch state dict") as info:
+        read_source(bad)
+    assert "weights_only" not in str(info.value)
