@@ -96,14 +96,17 @@ def _model_from_file(args, extra: dict):
     if args.pretrained:
         raise ConfigError("give --pretrained (the shipped weights) or --checkpoint FILE, not both")
     source = read_source(path)
-    head = classifier_name(create_model(args.model, **extra))
+    model = create_model(args.model, **extra)
+    head = classifier_name(model)
     rows = source.state.get(f"{head}.weight")
-    model = create_model(args.model, **{**extra, **({"num_classes": int(rows.shape[0])} if rows is not None else {})})
-    # every tensor but the head, the first mismatch named
+    if rows is not None and tuple(rows.shape) != tuple(model.get_submodule(head).weight.shape):
+        model = create_model(args.model, **{**extra, "num_classes": int(rows.shape[0])})  # the file's classes
+    # every tensor but the head, the first mismatch named; then the head itself
     load_backbone(model, source, f"--checkpoint {path}",
                   hint="give the architecture the file was saved from as MODEL (e.g. resnet50 for torchvision's resnet50)")
+    head_state = {key[len(head) + 1:]: tensor for key, tensor in source.state.items() if key.startswith(head + ".")}
     try:
-        model.load_state_dict(source.state)
+        model.get_submodule(head).load_state_dict(head_state)
     except RuntimeError as exc:
         raise CheckpointError(f"--checkpoint {path}: the head of {args.model} does not load "
                               f"({str(exc).splitlines()[-1].strip()})") from None
