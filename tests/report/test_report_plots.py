@@ -163,8 +163,8 @@ def test_long_degradation_curves_keep_their_legend_without_dots(experiment_dir, 
 def test_one_epoch_sweep_curves_draw_dots_and_integer_epoch_ticks():
     from reslab.report.sweep_plots import plot_depth_curves
 
-    records = [{"name": f"{variant}-d2-s0", "model": "transformer2", "variant": variant, "residual": variant == "residual",
-                "depth": 2, "final_train_loss": loss, "final_val_loss": loss + 0.1,
+    records = [{"name": f"{variant}-d2-s0", "model": "transformer2", "variant": variant,
+                "residual": variant == "residual", "depth": 2, "final_train_loss": loss, "final_val_loss": loss + 0.1,
                 "curves": {"epoch": [1], "train_loss": [loss], "val_loss": [loss + 0.1]}}
                for variant, loss in (("residual", 2.0), ("plain", 2.4))]
     figure = plot_depth_curves({"experiment": "transformer", "records": records, "loss_unit": "nats/char"})

@@ -106,8 +106,9 @@ def build(run_dirs: list[Path], experiment_dirs: list[Path]) -> str | None:
 
         png = figure_to_png(plot_segmentation_curves(drawn))
         body.append(figure_html(png, "Test mIoU (left), test pixel accuracy (middle) and training loss (right) per "
-                                     f"epoch; residual encoders solid blue, plain encoders dashed red (runs of at most {FEW_POINTS} epochs "
-                                     "also have a dot per epoch, filled on solid lines, open on dashed ones). Runs: "
+                                     "epoch; residual encoders solid blue, plain encoders dashed red (runs of at most "
+                                     f"{FEW_POINTS} epochs also have a dot per epoch, filled on solid lines, open on "
+                                     "dashed ones). Runs: "
                                      + ", ".join(run["label"] for run in drawn) + "."))
     for run in drawn:
         names = run["config"].get("class_names") or []
