@@ -28,6 +28,12 @@ Inputs: Keras' v1 ResNets take ``caffe``-style inputs (BGR, mean-subtracted, no 
 (``keras.applications.resnet_v2.preprocess_input``); the converted model expects the same
 values, channels first. Keras applies a softmax at the top unless built with
 ``classifier_activation=None``; the converted model returns logits.
+
+Pooling of a top-less model (Keras' ``pooling=``; it has no weights, so only a ``.keras``
+archive records it): ``"avg"`` and ``"max"`` return ``(N, 2048)``; ``None`` returns the feature
+map, ``(N, 2048, H', W')`` in reslab's channels-first layout (Keras' ``(N, H', W', 2048)``,
+transposed). A model with its top always average-pools, as Keras' does. The input channels
+are read from the stem's kernel (1 for a grayscale ``input_shape=(H, W, 1)``).
 """
 
 from __future__ import annotations
@@ -50,6 +56,11 @@ from reslab.models.network import KERAS_BN_EPS
 _DEPTH_BY_CONVS = {53: 50, 104: 101, 155: 152}
 # Keras' class names of the layers holding weights, and the snake-case names its files use.
 _KINDS = {"Conv2D": "conv2d", "BatchNormalization": "batch_normalization", "Dense": "dense"}
+# Keras' global pooling layers (``pooling=`` of a top-less application), by the value that builds them.
+_POOLINGS = {"GlobalAveragePooling2D": "avg", "GlobalMaxPooling2D": "max"}
+POOLINGS = ("avg", "max", None)
+# The default of ``pooling``: what the file records, "avg" when it records nothing.
+FROM_FILE = "from the file"
 
 
 @dataclass
@@ -91,6 +102,26 @@ def _layer_names(config) -> dict[str, str]:
         counts[kind] = count + 1
         names[kind if count == 0 else f"{kind}_{count}"] = layer.get("name") or layer.get("config", {}).get("name")
     return names
+
+
+def _recorded_pooling(path: Path, config) -> str | None:
+    """The global pooling a ``.keras`` archive's model config records (``"avg"``, ``"max"`` or
+    ``None``), or :data:`FROM_FILE` when there is no functional model config to tell."""
+    layers = (config or {}).get("config", {}).get("layers") if isinstance(config, dict) else None
+    if not isinstance(layers, list):
+        return FROM_FILE
+    found = [layer for layer in layers if isinstance(layer, dict) and layer.get("class_name") in _POOLINGS]
+    if not found:
+        return None
+    if len(found) > 1:
+        raise CheckpointError(f"{path}: its model has {len(found)} global pooling layers; Keras' ResNets have "
+                              "at most one")
+    layer_config = found[0].get("config") or {}
+    if layer_config.get("keepdims") or layer_config.get("data_format") == "channels_first":
+        raise CheckpointError(f"{path}: its {found[0]['class_name']} keeps the pooled dimensions or reads "
+                              "channels first; reslab converts Keras' ResNets as keras.applications builds "
+                              "them (keepdims=False, channels last)")
+    return _POOLINGS[found[0]["class_name"]]
 
 
 def _layers_by_kind(handle, names: dict[str, str]) -> dict[str, list[_FileLayer]]:
@@ -155,10 +186,25 @@ def _detect(path: Path, convs: int, norms: int) -> tuple[int, str]:
                           "convolutions with 4 fewer batch norms")
 
 
-def from_keras(path: str | Path) -> nn.Module:
+def from_keras(path: str | Path, pooling: str | None = FROM_FILE) -> nn.Module:
     """A reslab model (eval mode) holding the weights of a Keras ``applications.ResNet50/101/152``
     (→ ``resnet50/101/152`` in Keras' v1 layout) or ``ResNet50V2/101V2/152V2`` (→
-    ``resnet50v2/101v2/152v2``) weights file (``.weights.h5`` or ``.keras``)."""
+    ``resnet50v2/101v2/152v2``) weights file (``.weights.h5`` or ``.keras``).
+
+    Args:
+        path: the ``.weights.h5`` (``model.save_weights``) or ``.keras`` (``model.save``) file.
+        pooling: what a top-less model (``include_top=False``) does after its last stage, as
+            Keras' ``pooling=``: ``"avg"`` or ``"max"`` (output ``(N, 2048)``), or ``None`` (the
+            feature map ``(N, 2048, H', W')``, channels first). By default what a ``.keras``
+            archive records; a ``.weights.h5`` file records no pooling, and then it is ``"avg"``.
+            A model with its top average-pools, as Keras' does; another value is refused.
+
+    The input channels (``in_chans``) and the classes come from the file: the stem's kernel and
+    the top's, if any.
+    """
+    if pooling != FROM_FILE and pooling not in POOLINGS:
+        raise ConfigError(f"from_keras: pooling must be 'avg', 'max' or None (Keras' pooling= of a top-less "
+                          f"model), got {pooling!r}")
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
@@ -169,13 +215,24 @@ def from_keras(path: str | Path) -> nn.Module:
     dense = file_layers.get("dense", [])
     depth, version = _detect(path, len(convs), len(norms))
     num_classes = dense[0].variables[0].shape[-1] if dense else 0
+    pooling = _pooling(path, pooling, _recorded_pooling(path, config), top=bool(dense))
+    stem_kernel = convs[0].variables[0]
+    if stem_kernel.ndim != 4:
+        raise CheckpointError(f"{path}: the stem conv's kernel ({convs[0].key}) has shape {stem_kernel.shape}; "
+                              "Keras' is (7, 7, channels, 64)")
+    in_chans = int(stem_kernel.shape[2])
     if version == "V2":
-        model = create_model(f"resnet{depth}v2", num_classes=num_classes)
+        model = create_model(f"resnet{depth}v2", num_classes=num_classes, in_chans=in_chans)
         layers = _v2_layers(model)
     else:
-        model = create_model(f"resnet{depth}", num_classes=num_classes, stride_in_1x1=True, conv_bias=True,
-                             bn_eps=KERAS_BN_EPS)
+        model = create_model(f"resnet{depth}", num_classes=num_classes, in_chans=in_chans, stride_in_1x1=True,
+                             conv_bias=True, bn_eps=KERAS_BN_EPS)
         layers = _v1_layers(model)
+    if pooling == "max":
+        # ResNet.forward_head pools with the module torchvision names avgpool.
+        model.avgpool = nn.AdaptiveMaxPool2d((1, 1))
+    elif pooling is None:
+        model.avgpool = None  # forward_head then returns the feature map itself
     if dense:
         layers.append(("predictions", model.fc))
     architecture = f"ResNet{depth}{version}"
@@ -192,8 +249,19 @@ def from_keras(path: str | Path) -> nn.Module:
                     raise CheckpointError(f"{path}: layer {layer.key} is {layer.name!r}; Keras' {architecture} "
                                           f"has {keras_name!r} there")
                 _load_layer(module, layer, f"{path}: Keras layer {keras_name} ({layer.key})", names)
-    model.converted_from = {"framework": "keras", "file": str(path), "architecture": architecture}
+    model.converted_from = {"framework": "keras", "file": str(path), "architecture": architecture,
+                            "pooling": pooling}
     return model.eval()
+
+
+def _pooling(path: Path, given: str | None, recorded: str | None, top: bool) -> str | None:
+    """The pooling to build: the one given, else the one the file records, else ``"avg"``."""
+    chosen = given if given != FROM_FILE else recorded if recorded != FROM_FILE else "avg"
+    if top and chosen != "avg":
+        raise ConfigError(f"from_keras: {path} holds a model with its top (1000-class or other dense "
+                          f"'predictions' layer), which Keras average-pools before; pooling={chosen!r} is only "
+                          "for a top-less model (include_top=False): leave pooling out or pass 'avg'")
+    return chosen
 
 
 def _kind(module: nn.Module) -> str:
@@ -222,4 +290,4 @@ def _load_layer(module: nn.Module, layer: _FileLayer, where: str, names: dict[in
         target.copy_(value.to(target.dtype))
 
 
-__all__ = ["from_keras", "KERAS_BN_EPS"]
+__all__ = ["from_keras", "KERAS_BN_EPS", "POOLINGS"]

@@ -19,7 +19,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from reslab.errors import ConfigError, ModelConfigError
+from reslab.errors import AnalysisError, ConfigError, ModelConfigError
 from reslab.models import create_model
 
 
@@ -120,7 +120,12 @@ def mean_average_precision(predictions: list[dict], targets: list[dict], iou_thr
     """VOC-style mAP at ``iou_threshold``: per class, detections of every image ranked by score,
     a detection is a true positive when it overlaps a not yet matched box of its class by at least
     the threshold; AP = area under the all-point-interpolated precision-recall curve; the mean is
-    over the classes that have ground-truth boxes."""
+    over the classes that have ground-truth boxes.
+
+    ``predictions[i]`` (``boxes``, ``labels``, ``scores``) and ``targets[i]`` (``boxes``,
+    ``labels``) describe the same image, so both lists must be as long, and within each dict
+    every image's boxes, labels and scores as many; an AnalysisError says where they are not."""
+    _check_detections(predictions, targets)
     classes = sorted({int(c) for t in targets for c in t["labels"].tolist()})
     aps = []
     for cls in classes:
@@ -165,6 +170,24 @@ def mean_average_precision(predictions: list[dict], targets: list[dict], iou_thr
                 previous = r
         aps.append(ap)
     return float(sum(aps) / len(aps)) if aps else 0.0
+
+
+def _check_detections(predictions: list[dict], targets: list[dict]) -> None:
+    """Refuse lists that would pair images wrongly or silently drop some (``zip`` stops at the shorter)."""
+    if len(predictions) != len(targets):
+        raise AnalysisError(f"mean_average_precision: {len(predictions)} predictions for {len(targets)} targets; "
+                            "pass one prediction dict per target image, in the same order")
+    for what, items, keys in (("predictions", predictions, ("boxes", "labels", "scores")),
+                              ("targets", targets, ("boxes", "labels"))):
+        for index, item in enumerate(items):
+            missing = [key for key in keys if not isinstance(item, dict) or key not in item]
+            if missing:
+                raise AnalysisError(f"mean_average_precision: {what}[{index}] has no {', '.join(missing)}; each "
+                                    f"is a dict with {', '.join(keys)} (torchvision's detection format)")
+            counts = {key: len(item[key]) for key in keys}
+            if len(set(counts.values())) > 1:
+                raise AnalysisError(f"mean_average_precision: {what}[{index}] has "
+                                    f"{', '.join(f'{n} {key}' for key, n in counts.items())}; one of each per box")
 
 
 __all__ = ["DetectionBackbone", "detection_backbone", "mean_average_precision"]

@@ -30,6 +30,11 @@ KIND_CMAPS = {"residual": "Blues", "plain": "Reds"}
 OTHER_CMAP = "Greens"
 PANEL_WIDTH = 5.2
 PANEL_HEIGHT = 3.7
+#: A per-epoch curve of at most this many points gets a dot at every point as well: one point
+#: draws no line at all, and a short line hides which epochs were measured.
+FEW_POINTS = 5
+#: The two roles of a per-epoch curve, drawn alike in every plot (and named so by :func:`curve_key`).
+CURVE_ROLES = {"train": {"ls": "-", "lw": 2.0}, "test": {"ls": "--", "lw": 1.1}}
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -96,13 +101,44 @@ def _percent(values: Iterable[Any]) -> np.ndarray:
     return 100.0 * _floats(values)
 
 
+def plot_curve(ax, x, y, color, role: str | None = None, *, ls: str = "-", lw: float = 1.6,
+               label: str | None = None, dots: bool | None = None):
+    """Draw one per-epoch curve (``x``: epochs or iterations) on ``ax``; every curve plot draws
+    through here. ``role`` ``"train"`` or ``"test"`` takes that role's look (:data:`CURVE_ROLES`:
+    bold solid, thin dashed), else ``ls``/``lw`` say it. ``dots`` (default: when the curve has at
+    most :data:`FEW_POINTS` finite points) puts a dot on every point, filled on a solid line and
+    open on any other, so the styles stay told apart where there is too little line to see a
+    dash. Returns the ``Line2D``."""
+    if role is not None:
+        ls, lw = CURVE_ROLES[role]["ls"], CURVE_ROLES[role]["lw"]
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if dots is None:
+        dots = int(np.isfinite(y).sum()) <= FEW_POINTS
+    marker = {"marker": "o", "ms": 5.5 if ls == "-" else 5.0, "mec": color, "mew": 1.2,
+              "mfc": color if ls == "-" else "white"} if dots else {}
+    return ax.plot(x, y, ls=ls, lw=lw, color=color, label=label, **marker)[0]
+
+
+def has_dots(ax) -> bool:
+    """Whether a curve on ``ax`` was drawn with dots (for legend entries that must look the same)."""
+    return any(line.get_marker() not in (None, "None", "", " ") for line in ax.lines)
+
+
+def curve_key(test: str = "test") -> str:
+    """What a caption says of the curve roles, as :func:`plot_curve` draws them."""
+    return (f"bold solid lines = training, thin dashed lines = {test}; a curve of at most {FEW_POINTS} epochs also "
+            f"has a dot per epoch, filled for training, open for {test}")
+
+
 def _finish(ax, title: str, xlabel: str, ylabel: str, legend: bool = True, integer_x: bool = False) -> None:
     ax.set_title(title, fontsize=11)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(True, which="major", alpha=0.3)
     if integer_x:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        # min_n_ticks=1: with the default 2, a one-epoch run's view (0.945-1.055) holds one integer
+        # and the locator falls back to fractional ticks.
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     if legend and ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8, framealpha=0.85)
 
@@ -295,7 +331,8 @@ def plot_training_curves(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]], t
     """Error and loss against epoch for every run: two panels per run, ``runs_per_row`` runs per row.
 
     runs: ``(label, metrics rows)``; rows are ``metrics.jsonl`` objects (``epoch``, ``train_error``,
-    ``test_error``, ``train_loss``, ``test_loss``). Bold = train, thin dashed = test.
+    ``test_error``, ``train_loss``, ``test_loss``). Bold = train, thin dashed = test (see
+    :func:`plot_curve`, :func:`curve_key`).
     label_smoothing: by run label, the smoothing the *training* loss was measured with (the test
     loss is plain cross-entropy): the loss panel says so, since the two are then not comparable.
     """
@@ -313,11 +350,9 @@ def plot_training_curves(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]], t
     for index, (label, rows) in enumerate(runs):
         ax_err, ax_loss = axes[2 * index], axes[2 * index + 1]
         x = _floats(r.get("epoch", i + 1) for i, r in enumerate(rows))
-        for key, style, width, name in (("train", "-", 2.0, "train"), ("test", "--", 1.1, "test")):
-            ax_err.plot(x, _percent(r.get(f"{key}_error") for r in rows), style, color="#1f5fa8" if key == "train"
-                        else "#e65100", lw=width, label=name)
-            ax_loss.plot(x, _floats(r.get(f"{key}_loss") for r in rows), style, color="#1f5fa8" if key == "train"
-                         else "#e65100", lw=width, label=name)
+        for role, color in (("train", "#1f5fa8"), ("test", "#e65100")):
+            plot_curve(ax_err, x, _percent(r.get(f"{role}_error") for r in rows), color, role, label=role)
+            plot_curve(ax_loss, x, _floats(r.get(f"{role}_loss") for r in rows), color, role, label=role)
         ax_err.set_ylim(0, min(102, 1.06 * _highest_line(ax_err) + 0.5))
         losses = _positive([r.get("train_loss") for r in rows] + [r.get("test_loss") for r in rows])
         if np.isfinite(losses).any() and np.nanmax(losses) > 30 * np.nanmin(losses):
@@ -384,20 +419,21 @@ def plot_degradation_curves(degradation: dict[str, Any], title: str | None = Non
         seeds = f" ({len(runs)} seeds)" if len(runs) > 1 else ""
         x, train = _mean_curve(runs, "train_error", x_key)
         if x.size:
-            ax.plot(x, 100 * train, "-", color=colors[depth], lw=2.2, label=f"{prefix}-{depth}{seeds}")
+            plot_curve(ax, x, 100 * train, colors[depth], "train", label=f"{prefix}-{depth}{seeds}")
         x, test = _mean_curve(runs, "test_error", x_key)
         if x.size:
-            ax.plot(x, 100 * test, "--", color=colors[depth], lw=1.0)
+            plot_curve(ax, x, 100 * test, colors[depth], "test")
     highest = _highest_line(ax_plain, ax_res)
     for ax, name in ((ax_plain, "Plain networks"), (ax_res, "Residual networks (ResNets)")):
         if not ax.lines:
             _empty(ax, f"no {name.lower()}")
             continue
-        ax.plot([], [], "-", color="0.3", lw=2.2, label="train (bold)")
-        ax.plot([], [], "--", color="0.3", lw=1.0, label="test (dashed)")
+        dots = has_dots(ax)
+        plot_curve(ax, [], [], "0.3", "train", label="train (bold)", dots=dots)
+        plot_curve(ax, [], [], "0.3", "test", label="test (dashed)", dots=dots)
         # Shared y axis set once from both panels' data (autoscaling stops at the first set_ylim).
         ax.set_ylim(0, min(102, 1.06 * highest + 0.5))
-        _finish(ax, name, x_key, "error (%)")
+        _finish(ax, name, x_key, "error (%)", integer_x=True)
     ax_res.tick_params(labelleft=True)
     _suptitle(figure, title)
     return figure
@@ -437,9 +473,9 @@ def plot_error_vs_depth(degradation: dict[str, Any], title: str | None = None) -
 
 
 __all__ = [
-    "KIND_COLORS", "depth_colors", "natural_key", "new_figure", "plot_classic_gradients", "plot_degradation_curves",
-    "plot_error_vs_depth", "plot_gradient_flow", "plot_lesion", "plot_responses", "plot_shattered",
-    "plot_training_curves", "save_figure", "series_colors",
+    "CURVE_ROLES", "FEW_POINTS", "KIND_COLORS", "curve_key", "depth_colors", "has_dots", "natural_key", "new_figure",
+    "plot_classic_gradients", "plot_curve", "plot_degradation_curves", "plot_error_vs_depth", "plot_gradient_flow",
+    "plot_lesion", "plot_responses", "plot_shattered", "plot_training_curves", "save_figure", "series_colors",
 ]
 
 
@@ -459,8 +495,8 @@ def plot_transfer(summary: dict[str, Any], title: str | None = None) -> Figure:
         points = [(p.get("epoch"), p.get("test_error")) for p in record.get("curve") or []
                   if isinstance(p.get("test_error"), (int, float))]
         if points:
-            ax_curve.plot([p[0] for p in points], [100 * (1 - p[1]) for p in points], "o-", ms=3,
-                          color=TRANSFER_COLORS.get(variant, "0.3"), label=variant)
+            plot_curve(ax_curve, [p[0] for p in points], [100 * (1 - p[1]) for p in points],
+                       TRANSFER_COLORS.get(variant, "0.3"), label=variant)
     _finish(ax_curve, "new classes: test accuracy", "epoch", "test accuracy (%)", integer_x=True)
     labels, values, colors = [], [], []
     for record in records:

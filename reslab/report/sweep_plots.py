@@ -8,7 +8,8 @@ with :mod:`reslab.report.sections.beyond_cnns`, so the tables, the sentences and
 group runs the same way.
 
 Conventions as in :mod:`reslab.report.plots`: residual blue, plain red (other variants their own
-colour); bold = training, dashed = validation; gradient norms and rank collapse on log scales.
+colour); bold = training, dashed = validation (with dots on short curves:
+:func:`reslab.report.plots.plot_curve`); gradient norms and rank collapse on log scales.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from reslab.report.plots import (  # noqa: F401 - the shared look: same layout, 
     _finish,
     _suptitle,
     new_figure,
+    plot_curve,
     series_colors,
 )
 
@@ -273,10 +275,10 @@ def plot_depth_curves(summary: dict[str, Any], title: str | None = None) -> Figu
         drawn = []
         for variant, record in lines:
             color = variant_color(variant)
-            for key, style, width, suffix in (("train_loss", "-", 2.0, "train"), ("val_loss", "--", 1.1, "val")):
+            for key, role, suffix in (("train_loss", "train", "train"), ("val_loss", "test", "val")):
                 x, y = curve_of(record, key)
                 if np.isfinite(y).any():
-                    ax.plot(x, y, style, color=color, lw=width, label=f"{variant} {suffix}")
+                    plot_curve(ax, x, y, color, role, label=f"{variant} {suffix}")
                     drawn.extend(y[np.isfinite(y)])
         _loss_axis(ax, np.array(drawn))
         extra = sub_label(sub, fields)

@@ -7,7 +7,7 @@ import torch
 
 from reslab.applications import detection_backbone, mean_average_precision
 from reslab.data.detection import make_shapes_detection
-from reslab.errors import ModelConfigError
+from reslab.errors import AnalysisError, ModelConfigError
 
 detection = pytest.importorskip("torchvision.models.detection")
 ops = pytest.importorskip("torchvision.ops")
@@ -88,3 +88,16 @@ def test_faster_rcnn_with_a_reslab_resnet18_learns_the_shapes():
     assert sum(losses[-5:]) < 0.9 * sum(losses[:5]), losses
     # Chance (an untrained detector) is ~0.02 here; 40 steps from random weights reach ~0.27.
     assert after > 0.1 and after > 3 * before, (before, after)
+
+
+def test_map_refuses_prediction_and_target_lists_of_different_lengths():
+    target = {"boxes": torch.tensor([[0.0, 0, 10, 10]]), "labels": torch.tensor([1])}
+    perfect = {**target, "scores": torch.tensor([0.9])}
+    # Zipped, two perfect predictions for four targets scored 1.0.
+    with pytest.raises(AnalysisError, match=r"2 predictions for 4 targets; pass one prediction dict per target"):
+        mean_average_precision([perfect] * 2, [target] * 4)
+    with pytest.raises(AnalysisError, match=r"predictions\[1\] has 1 boxes, 1 labels, 0 scores"):
+        mean_average_precision([perfect, {**perfect, "scores": torch.tensor([])}], [target] * 2)
+    with pytest.raises(AnalysisError, match=r"targets\[0\] has no labels"):
+        mean_average_precision([perfect], [{"boxes": target["boxes"]}])
+    assert mean_average_precision([perfect] * 4, [target] * 4) == pytest.approx(1.0)

@@ -11,7 +11,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from reslab.convert import from_keras  # noqa: E402
-from reslab.errors import CheckpointError  # noqa: E402
+from reslab.errors import CheckpointError, ConfigError  # noqa: E402
 
 import reslab  # noqa: E402
 from reslab.errors import ModelConfigError  # noqa: E402
@@ -114,6 +114,100 @@ def test_converted_keras_resnet50v2_without_top_on_odd_sizes(keras_resnet50v2):
         out = model(torch.from_numpy(case["x_odd"]).permute(0, 3, 1, 2)).numpy()
     assert out.shape == (2, 2048)
     assert np.abs(out - case["expected_odd"]).max() <= 1e-4
+
+
+@pytest.fixture(scope="module")
+def keras_backbones(tmp_path_factory):
+    """Top-less Keras models on small inputs: a ResNet50 with pooling="max" (64×64, so the last
+    feature map is 2×2), the same network without its pooling, and a grayscale ResNet50V2."""
+    _require_torch_backend()
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(2)
+    directory = tmp_path_factory.mktemp("keras_pooling")
+    pooled = keras.applications.ResNet50(weights=None, include_top=False, pooling="max", input_shape=(64, 64, 3))
+    _randomise(pooled, rng)
+    pooled.save(directory / "max.keras")
+    pooled.save_weights(directory / "max.weights.h5")
+    # Keras' pooling=None model: the same layers up to the last block's output (no pooling layer).
+    unpooled = keras.Model(pooled.input, pooled.get_layer("conv5_block3_out").output)
+    unpooled.save(directory / "none.keras")
+    x = rng.standard_normal((2, 64, 64, 3)).astype("float32")
+    feature_map = np.asarray(unpooled.predict(x, verbose=0))  # (2, 2, 2, 2048), channels last
+    gray = keras.applications.ResNet50V2(weights=None, include_top=False, pooling="avg", input_shape=(32, 32, 1))
+    _randomise(gray, rng)
+    gray.save_weights(directory / "gray.weights.h5")
+    x_gray = rng.standard_normal((2, 32, 32, 1)).astype("float32")
+    return {"directory": directory, "x": x, "max": np.asarray(pooled.predict(x, verbose=0)),
+            "feature_map": feature_map, "avg": feature_map.mean(axis=(1, 2)),
+            "x_gray": x_gray, "gray": np.asarray(gray.predict(x_gray, verbose=0))}
+
+
+def _run(model, x_nhwc):
+    with torch.no_grad():
+        return model(torch.from_numpy(x_nhwc).permute(0, 3, 1, 2)).numpy()
+
+
+def test_keras_max_pooling_recorded_in_the_archive_is_honoured(keras_backbones):
+    case = keras_backbones
+    model = from_keras(case["directory"] / "max.keras")
+    assert model.converted_from["pooling"] == "max"
+    out = _run(model, case["x"])
+    assert out.shape == (2, 2048)
+    assert np.abs(out - case["max"]).max() <= 1e-4
+    assert np.abs(case["max"] - case["avg"]).max() > 0.01  # the two poolings differ on these features
+
+
+def test_keras_pooling_none_archive_gives_the_channels_first_feature_map(keras_backbones):
+    case = keras_backbones
+    model = from_keras(case["directory"] / "none.keras")
+    assert model.converted_from["pooling"] is None
+    out = _run(model, case["x"])
+    assert out.shape == (2, 2048, 2, 2)  # Keras' (2, 2, 2, 2048), channels first
+    assert np.abs(out - case["feature_map"].transpose(0, 3, 1, 2)).max() <= 1e-4
+
+
+@pytest.mark.parametrize("pooling", ["avg", "max", None])
+def test_a_bare_weights_file_pools_as_the_pooling_argument_says(keras_backbones, pooling):
+    case = keras_backbones
+    model = from_keras(case["directory"] / "max.weights.h5", pooling=pooling)
+    expected = case["feature_map"].transpose(0, 3, 1, 2) if pooling is None else case[pooling]
+    out = _run(model, case["x"])
+    assert out.shape == expected.shape
+    assert np.abs(out - expected).max() <= 1e-4
+
+
+def test_a_bare_weights_file_average_pools_by_default(keras_backbones):
+    case = keras_backbones
+    model = from_keras(case["directory"] / "max.weights.h5")  # a .weights.h5 records no pooling
+    assert model.converted_from["pooling"] == "avg"
+    assert np.abs(_run(model, case["x"]) - case["avg"]).max() <= 1e-4
+
+
+def test_the_pooling_argument_overrides_the_archive(keras_backbones):
+    case = keras_backbones
+    model = from_keras(case["directory"] / "max.keras", pooling="avg")
+    assert np.abs(_run(model, case["x"]) - case["avg"]).max() <= 1e-4
+
+
+def test_grayscale_keras_model_reads_one_input_channel(keras_backbones):
+    case = keras_backbones
+    model = from_keras(case["directory"] / "gray.weights.h5")
+    assert model.in_chans == 1 and model.conv1.weight.shape[1] == 1
+    out = _run(model, case["x_gray"])
+    assert out.shape == (2, 2048)
+    assert np.abs(out - case["gray"]).max() <= 1e-4
+
+
+def test_pooling_keras_would_not_build_is_refused(keras_resnet50, tmp_path):
+    # Checked before the file is read: the message is about pooling, not the missing file.
+    with pytest.raises(ConfigError, match=r"pooling must be 'avg', 'max' or None .*got 'sum'"):
+        from_keras(tmp_path / "missing.weights.h5", pooling="sum")
+    directory = keras_resnet50[0]
+    for pooling in ("max", None):
+        with pytest.raises(ConfigError, match=rf"holds a model with its top .*pooling={pooling!r} is only for a "
+                                              r"top-less model"):
+            from_keras(directory / "resnet50.weights.h5", pooling=pooling)
+    assert from_keras(directory / "resnet50.keras", pooling="avg").converted_from["pooling"] == "avg"
 
 
 def test_mismatched_keras_layers_are_named(keras_resnet50v2, tmp_path):

@@ -157,4 +157,4 @@ def fakes():
     from types import SimpleNamespace
 
     return SimpleNamespace(gradients_result=gradients_result, responses_result=responses_result,
-                           lesion_result=lesion_result, degradation_result=degradation_result)
+                           lesion_result=lesion_result, degradation_result=degradation_result, make_run=make_run)

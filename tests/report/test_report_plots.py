@@ -9,6 +9,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from reslab.report import plots
+from reslab.report.html import figure_to_png
 
 
 def lines_with_labels(ax) -> dict[str, object]:
@@ -93,3 +94,104 @@ def test_series_colors_blue_for_residual_red_for_plain():
     assert colors == [plots.KIND_COLORS["residual"], plots.KIND_COLORS["plain"]]
     shades = plots.series_colors([{"kind": "residual"}, {"kind": "residual"}, {"kind": "plain"}])
     assert shades[0] != shades[1] and shades[2] == plots.KIND_COLORS["plain"]
+
+
+# -- short runs: every per-epoch curve plot draws through plots.plot_curve ---------------------------
+def visible_xticks(ax) -> list[float]:
+    low, high = sorted(ax.get_xlim())
+    return [float(t) for t in ax.get_xticks() if low <= t <= high]
+
+
+def assert_dotted_with_integer_epochs(ax) -> None:
+    drawn = [line for line in ax.get_lines() if len(line.get_xdata())]
+    assert drawn and all(line.get_marker() == "o" for line in drawn)
+    ticks = visible_xticks(ax)
+    assert ticks and all(t == int(t) for t in ticks)
+
+
+def one_epoch_rows() -> list[dict]:
+    return [{"epoch": 1, "train_error": 0.68, "test_error": 0.52, "train_loss": 2.5, "test_loss": 1.96}]
+
+
+def test_one_epoch_training_curves_draw_dots_and_integer_epoch_ticks():
+    figure = plots.plot_training_curves([("t1", one_epoch_rows())])
+    figure_to_png(figure)  # ticks are placed as when the report renders it
+    for ax in figure.axes:
+        assert_dotted_with_integer_epochs(ax)
+        assert visible_xticks(ax) == [1.0]
+        train, test = ax.get_lines()
+        # What the caption (plots.curve_key) says: bold solid filled = training, thin dashed open = test.
+        assert train.get_linestyle() == "-" and test.get_linestyle() == "--"
+        assert train.get_linewidth() > test.get_linewidth()
+        assert train.get_markerfacecolor() == train.get_color() and test.get_markerfacecolor() == "white"
+    caption = plots.curve_key()
+    assert "bold solid lines = training" in caption and "thin dashed lines = test" in caption
+    assert "filled for training, open for test" in caption
+
+
+def test_long_curves_are_lines_without_dots():
+    rows = [{"epoch": e, "train_error": 0.5 / e, "test_error": 0.6 / e, "train_loss": 1 / e, "test_loss": 1.2 / e}
+            for e in range(1, plots.FEW_POINTS + 2)]
+    figure = plots.plot_training_curves([("long", rows)])
+    assert all(line.get_marker() in ("None", None) for ax in figure.axes for line in ax.get_lines())
+    rows = rows[:plots.FEW_POINTS]
+    figure = plots.plot_training_curves([("short", rows)])
+    assert all(line.get_marker() == "o" for ax in figure.axes for line in ax.get_lines())
+
+
+def test_one_epoch_degradation_curves_have_dots_in_lines_and_legend(experiment_dir, fakes):
+    data = fakes.degradation_result(experiment_dir)
+    for run in data["runs"]:
+        run["curve"] = {key: values[:1] for key, values in run["curve"].items()}
+    figure = plots.plot_degradation_curves(data)
+    figure_to_png(figure)
+    for ax in figure.axes:
+        assert_dotted_with_integer_epochs(ax)
+        legend = {line.get_label(): line for line in ax.get_lines() if not len(line.get_xdata())}
+        assert legend["train (bold)"].get_marker() == "o" and legend["train (bold)"].get_markerfacecolor() != "white"
+        assert legend["test (dashed)"].get_markerfacecolor() == "white"
+
+
+def test_long_degradation_curves_keep_their_legend_without_dots(experiment_dir, fakes):
+    data = fakes.degradation_result(experiment_dir)
+    for run in data["runs"]:
+        run["curve"] = {key: values * 2 for key, values in run["curve"].items()}  # 12 points
+    figure = plots.plot_degradation_curves(data)
+    assert all(line.get_marker() in ("None", None) for ax in figure.axes for line in ax.get_lines())
+
+
+def test_one_epoch_sweep_curves_draw_dots_and_integer_epoch_ticks():
+    from reslab.report.sweep_plots import plot_depth_curves
+
+    records = [{"name": f"{variant}-d2-s0", "model": "transformer2", "variant": variant,
+                "residual": variant == "residual", "depth": 2, "final_train_loss": loss, "final_val_loss": loss + 0.1,
+                "curves": {"epoch": [1], "train_loss": [loss], "val_loss": [loss + 0.1]}}
+               for variant, loss in (("residual", 2.0), ("plain", 2.4))]
+    figure = plot_depth_curves({"experiment": "transformer", "records": records, "loss_unit": "nats/char"})
+    figure_to_png(figure)
+    (ax,) = [ax for ax in figure.axes if ax.get_visible()]
+    assert_dotted_with_integer_epochs(ax)
+    styles = {line.get_label(): (line.get_linestyle(), line.get_markerfacecolor()) for line in ax.get_lines()}
+    assert styles["residual train"][0] == "-" and styles["residual val"] == ("--", "white")
+
+
+def test_one_epoch_segmentation_curves_draw_dots_and_integer_epoch_ticks():
+    from reslab.report.segmentation_plots import plot_segmentation_curves
+
+    row = {"epoch": 1, "test_miou": 0.4, "test_pixel_accuracy": 0.8, "train_loss": 0.9}
+    figure = plot_segmentation_curves([{"label": "res", "kind": "residual", "rows": [row]},
+                                       {"label": "plain", "kind": "plain", "rows": [dict(row, test_miou=0.3)]}])
+    figure_to_png(figure)
+    for ax in figure.axes:
+        assert_dotted_with_integer_epochs(ax)
+        residual, plain = ax.get_lines()
+        assert residual.get_markerfacecolor() != "white" and plain.get_markerfacecolor() == "white"
+
+
+def test_training_caption_names_the_styles_a_one_epoch_run_is_drawn_with(tmp_path, fakes):
+    from reslab.report.sections import training
+
+    run = fakes.make_run(tmp_path / "t1", "cifar_resnet8", "residual", 8, epochs=1)
+    html = training.build([run], [])
+    assert f"per epoch: {plots.curve_key()}." in html
+    assert "dot per epoch, filled for training, open for test" in html

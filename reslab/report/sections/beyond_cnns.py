@@ -25,6 +25,7 @@ from reslab.report.html import (
     subsection_html,
     table_html,
 )
+from reslab.report.plots import curve_key
 from reslab.report.sweep_plots import (
     curve_panels,
     depth_groups,
@@ -362,8 +363,8 @@ def _depth_sweep(name: str, data: dict[str, Any]) -> tuple[list[str], list[str]]
                        "depth, one line per variant" + (" and cell" if name == "rnn" else "") + ".")]
     panels = curve_panels(data)
     if panels:
-        content.append(_figure(plot_depth_curves, data, "Loss per epoch at the deepest depth run: bold training, "
-                               "dashed validation; blue residual, red plain."))
+        content.append(_figure(plot_depth_curves, data, "Loss per epoch at the deepest depth run: "
+                               f"{curve_key('validation')}; blue residual, red plain."))
     if any(profile_of(r, "rank_collapse", "relative_residual")[1].size for r in records(data)):
         sentences += rank_sentences(data)
         content.append(_figure(plot_rank_collapse, data, "Rank collapse (Dong et al. 2021): relative residual "

@@ -20,7 +20,7 @@ from reslab.report.html import (
     subsection_html,
     table_html,
 )
-from reslab.report.plots import plot_degradation_curves, plot_error_vs_depth
+from reslab.report.plots import curve_key, plot_degradation_curves, plot_error_vs_depth
 
 TITLE = "Degradation"
 ORDER = 30
@@ -44,8 +44,8 @@ def build(run_dirs: list[Path], experiment_dirs: list[Path]) -> str | None:
     for experiment, data in parts:
         content = [definition_list_html(_settings(data)),
                    figure_html(figure_to_png(plot_degradation_curves(data)),
-                               "Error during training, plain networks (left) and residual networks (right). "
-                               "Bold lines: training error; dashed lines: test error; colours: depth."),
+                               "Error during training, plain networks (left) and residual networks (right): "
+                               f"{curve_key()}; colours: depth."),
                    figure_html(figure_to_png(plot_error_vs_depth(data)),
                                "Final training (left) and test (right) error against depth. Error bars: "
                                "standard deviation over seeds (when there are several)."),

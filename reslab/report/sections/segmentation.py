@@ -102,10 +102,13 @@ def build(run_dirs: list[Path], experiment_dirs: list[Path]) -> str | None:
     drawn = [run for run in runs if run["rows"]]
     if drawn:
         from reslab.report.segmentation_plots import plot_segmentation_curves  # noqa: PLC0415 - lazy: matplotlib
+        from reslab.report.plots import FEW_POINTS  # noqa: PLC0415 - lazy: matplotlib, as above
 
         png = figure_to_png(plot_segmentation_curves(drawn))
         body.append(figure_html(png, "Test mIoU (left), test pixel accuracy (middle) and training loss (right) per "
-                                     "epoch; residual encoders solid blue, plain encoders dashed red. Runs: "
+                                     "epoch; residual encoders solid blue, plain encoders dashed red (runs of at most "
+                                     f"{FEW_POINTS} epochs also have a dot per epoch, filled on solid lines, open on "
+                                     "dashed ones). Runs: "
                                      + ", ".join(run["label"] for run in drawn) + "."))
     for run in drawn:
         names = run["config"].get("class_names") or []

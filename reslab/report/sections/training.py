@@ -6,7 +6,7 @@ from pathlib import Path
 
 from reslab.report import files
 from reslab.report.html import figure_html, figure_to_png, section_html
-from reslab.report.plots import plot_training_curves
+from reslab.report.plots import curve_key, plot_training_curves
 
 TITLE = "Training curves"
 ORDER = 20
@@ -32,6 +32,6 @@ def build(run_dirs: list[Path], experiment_dirs: list[Path]) -> str | None:
                 "lies above the plain cross-entropy of the test loss; `reslab eval --split train` gives the "
                 "unsmoothed training loss." if smoothed else "")
         body.append(figure_html(png, f"Error (left of each pair) and cross-entropy loss (right) per epoch: "
-                                     f"bold = training (measured during the epoch), dashed = test.{note} "
+                                     f"{curve_key()}. Training is measured during the epoch.{note} "
                                      f"Runs: {names}."))
     return section_html(TITLE, "".join(body))
