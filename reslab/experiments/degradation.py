@@ -400,9 +400,9 @@ def run_degradation(depths: Sequence[int] | None = None, data: str | None = None
     # In parallel the deepest (slowest) runs go first so the workers finish together; alone,
     # the shallow ones first, so the first results come early.
     order = sorted(planned, key=lambda p: (-p.depth if jobs > 1 else p.depth, p.kind != KIND_RESIDUAL, p.seed))
+    check_runs([p.config for p in order])
     say(f"{len(order)} runs ({', '.join(p.name for p in order)}) in {experiment_dir}"
         + (f", {jobs} at a time" if jobs > 1 else ""))
-    check_runs([p.config for p in order])
     experiment_dir.mkdir(parents=True, exist_ok=True)
     write_settings_file(experiment_dir, settings, command)
     outcomes = ensure_runs([p.config for p in order], jobs=jobs, say=say, epoch_lines=settings.epoch_lines)
