@@ -256,7 +256,11 @@ def _as_sequence(hint, kind, args, value, name):
     if isinstance(value, str):
         text = value.strip().strip("[]")
         items = [part.strip().strip("'\"") for part in text.replace(",", " ").split() if part]
-    elif not isinstance(value, (list, tuple)):
+    elif isinstance(value, (list, tuple)):
+        # A flag's words may each hold several items: "--freeze stem,layer1" = "--freeze stem layer1".
+        items = [part for item in value
+                 for part in ([p.strip() for p in item.split(",") if p.strip()] if isinstance(item, str) else [item])]
+    else:
         items = [value]
     if kind is tuple and args and args[-1] is not Ellipsis:
         if len(items) != len(args):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 
-from reslab.cli.train import add_training_flags, finish, training_overrides
+from reslab.cli.train import add_training_flags, dataset_names, finish, training_overrides
 from reslab.errors import ConfigError
 from reslab.train import finetune_config, train
 
@@ -30,15 +30,16 @@ def register(subparsers) -> None:
                         help="a reslab run directory, a checkpoint (RUN/checkpoints/*.safetensors) or a state-dict file "
                              "(.pth, .pt, .safetensors)")
     parser.add_argument("--model", help="architecture of SOURCE (needed for a bare state-dict file; default: the run's)")
-    parser.add_argument("--classes", help="keep only these classes of --data, comma-separated names or indices "
-                                          "(labels become 0..k-1 in this order)")
+    parser.add_argument("--classes", help="keep only these classes of --data, at least 2, comma-separated names or "
+                                          "indices (labels become 0..k-1 in this order)")
     parser.add_argument("--per-class", type=int, metavar="N", help="at most N training images of each class")
-    parser.add_argument("--freeze", help="modules kept fixed, comma-separated: stem, layer1, layer2, ... (their BN "
-                                         "layers keep the source's statistics)")
+    parser.add_argument("--freeze", metavar="MODULES",
+                        help="modules kept fixed, comma-separated: stem, layer1, layer2, ... or a block such as "
+                             "layer1.0 (e.g. --freeze stem,layer1; their BN layers keep the source's statistics)")
     parser.add_argument("--freeze-bn", action="store_true", default=None,
                         help="every BN layer keeps the source's statistics and affine parameters")
     parser.add_argument("--head-lr", type=float, help="peak learning rate of the new head (default: --lr)")
-    add_training_flags(parser, data_help="dataset to fine-tune on: digits, cifar10, cifar100, imagefolder (required)")
+    add_training_flags(parser, data_help=f"dataset to fine-tune on (required): {dataset_names()}")
     parser.set_defaults(func=run)
 
 
@@ -49,14 +50,24 @@ def run(args: argparse.Namespace) -> int:
     overrides = training_overrides(args)
     data = overrides.pop("data")
     subset = {}
-    if args.classes:
-        subset["classes"] = [c.strip() for c in args.classes.split(",") if c.strip()]
+    if args.classes is not None:
+        classes = [c.strip() for c in args.classes.split(",") if c.strip()]
+        if len(classes) < 2:
+            # An empty list would mean every class; one class makes a head whose loss is 0 from the start.
+            raise ConfigError(f"--classes {args.classes!r} names {len(classes)} class(es); a classifier needs at least "
+                              "2: give 2 or more names or indices, comma-separated (e.g. --classes dog,frog), or "
+                              "leave --classes out to keep every class")
+        subset["classes"] = classes
     if args.per_class is not None:
         subset["per_class"] = args.per_class
     if subset:
         overrides["data_options"] = {**overrides.get("data_options", {}), **subset}
-    if args.freeze:
-        overrides["freeze"] = [name.strip() for name in args.freeze.split(",") if name.strip()]
+    if args.freeze is not None:
+        # The syntax of `reslab experiment transfer --freeze`: commas, and spaces too.
+        overrides["freeze"] = args.freeze.replace(",", " ").split()
+        if not overrides["freeze"]:
+            raise ConfigError(f"--freeze {args.freeze!r} names no module; give module names, comma-separated "
+                              "(e.g. --freeze stem,layer1), or leave --freeze out to train every layer")
     if args.freeze_bn:
         overrides["freeze_bn"] = True
     if args.head_lr is not None:

@@ -12,6 +12,8 @@ import argparse
 import os
 import sys
 
+from reslab.data import DATASETS
+from reslab.data.segmentation import SEGMENTATION_DATA
 from reslab.errors import ConfigError
 from reslab.train import (
     apply_overrides,
@@ -57,11 +59,25 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
+def dataset_names() -> str:
+    """The names ``--data`` takes for classification, from the dataset registry (so the help stays true)."""
+    return ", ".join(DATASETS)
+
+
+def segmentation_data_names() -> str:
+    """The names ``--data`` takes with ``--task segment``, from the segmentation registry."""
+    return ", ".join(f"{name}:DIR" if name == "segfolder" else name for name in SEGMENTATION_DATA)
+
+
 def add_training_flags(parser, *, data_help: str | None = None) -> None:
     """The flags of every command that trains (``train``, ``finetune``): data, recipe, length, speed, ``--set``."""
     recipes = ", ".join(list_recipes())
-    parser.add_argument("--data", help=data_help or "dataset: digits, cifar10, cifar100, imagefolder, synthetic (default: the recipe's)")
-    parser.add_argument("--data-dir", help="where the dataset files are (default $RESLAB_DATA, then ./data)")
+    parser.add_argument("--data", help=data_help or f"dataset: {dataset_names()} (default: the recipe's); with "
+                                                    f"--task segment: {segmentation_data_names()} (default "
+                                                    f"{SEGMENTATION_DATA[0]})")
+    parser.add_argument("--data-dir", help="where the dataset's files are (default $RESLAB_DATA, then ./data); for "
+                                           "imagefolder the folder of class folders, for text one UTF-8 text file "
+                                           "(default: Python's own help topics)")
     parser.add_argument("--download", action="store_true", default=None,
                         help="download CIFAR if its files are missing (never done otherwise)")
     parser.add_argument("--recipe", help=f"recipe name ({recipes}) or a path to a .toml file")

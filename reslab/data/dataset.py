@@ -231,6 +231,10 @@ def select_classes(dataset: ImageDataset, classes: Any = None, per_class: Any = 
     if short:
         raise DatasetError(f"dataset {dataset.name!r}: class(es) {', '.join(short)} have fewer than "
                            f"{limit or 1} training images; lower per_class")
+    if len(keep) < 2:
+        # One class: every label is 0, so the loss is 0 and the accuracy 100 % whatever the network does.
+        raise DatasetError(f"dataset {dataset.name!r}: option classes={classes!r} keeps 1 class, but a classifier "
+                           "needs at least 2; name 2 or more classes")
     test = pick(dataset.test_labels, None)
     options = dict(dataset.options)
     if classes is not None:

@@ -11,7 +11,7 @@ takes):
       DIR/images/a.png  DIR/masks/a.png          -> a seeded held-out share (val_fraction, default 0.2)
       DIR/train/images/ DIR/train/masks/         -> the given split
       DIR/val/images/   DIR/val/masks/  (or test/)
-      DIR/classes.txt                            -> optional: one class name per line, line 1 = index 0
+      DIR/classes.txt                            -> optional: one distinct class name per line, line 1 = index 0
 
   An image (PNG or JPEG) and its mask (PNG: lossless class indices, mode ``L``, ``P`` — the
   palette index, not its colour — ``1``, ``I`` or ``I;16``) share a stem. Classes: the lines of
@@ -372,10 +372,17 @@ def _class_names(root: Path, num_classes: Any) -> list[str] | None:
     path = root / "classes.txt"
     names = None
     if path.is_file():
-        names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        lines = path.read_text(encoding="utf-8").splitlines()
+        numbered = [(number, line.strip()) for number, line in enumerate(lines, 1) if line.strip()]
+        names = [name for _, name in numbered]
         if len(names) < 2:
             raise DatasetError(f"{path} names {len(names)} class(es); it needs one name per line, at least 2 "
                                "(line 1 is class 0, usually the background)")
+        twice = next((name for name in names if names.count(name) > 1), None)
+        if twice is not None:
+            where = ", ".join(str(number) for number, name in numbered if name == twice)
+            raise DatasetError(f"{path} names class {twice!r} twice (lines {where}); each class needs its own name, "
+                               "one per line in the order of the mask values")
     if num_classes is not None:
         count = int_option("segfolder", "num_classes", num_classes, 2)
         if names is not None and len(names) != count:

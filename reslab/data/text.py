@@ -97,10 +97,14 @@ def load(data_dir: str | Path | None = None, download: bool = False, *, file: st
     del download  # nothing to download: the corpus ships with Python or is the user's file
     path = file if file is not None else data_dir
     if path is not None:
+        given = "file" if file is not None else "--data-dir"
         path = Path(path).expanduser()
+        if path.is_dir():
+            raise DatasetError(f"dataset 'text': {given} {str(path)!r} is a directory, expected a text file; give one "
+                               "UTF-8 file (e.g. --data-dir corpus.txt), or leave it out for Python's own help topics")
         if not path.is_file():
-            raise DatasetError(f"text file {str(path)!r} not found (dataset 'text' reads one UTF-8 file: "
-                               "--data-dir FILE or --data-option file=FILE)")
+            raise DatasetError(f"dataset 'text': {given} {str(path)!r}: text file not found; give one UTF-8 file (e.g. "
+                               "--data-dir corpus.txt), or leave it out for Python's own help topics")
         try:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as exc:

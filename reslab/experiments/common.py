@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from reslab.data import SUBSET_OPTIONS, TextDataset, load_dataset, select_classes
 from reslab.errors import ConfigError
 from reslab.settings import Settings, key_value_arguments, to_arguments
 from reslab.store import rundir
@@ -44,6 +45,7 @@ from reslab.store.jsonfiles import write_json
 from reslab.train import RESUMABLE_KEYS, TrainConfig, train
 from reslab.train import checkpoint as ckpt
 from reslab.train.config import config_differences
+from reslab.train.trainer import check_training
 
 STATUS_NEW = "new"
 STATUS_EMPTY = "empty"
@@ -174,6 +176,33 @@ def plan_run(config: TrainConfig) -> str:
             f"{run_dir} holds a finished run of {done} iterations ({saved.epochs or '?'} epochs), longer than the "
             f"{wanted} asked now; ask for the same length, or give a fresh --out directory")
     return "resume"  # the trainer extends a finished run to the longer schedule
+
+
+def check_runs(configs: Sequence[TrainConfig]) -> None:
+    """Check every run that will train before an experiment creates anything.
+
+    Each meets its data and model as the trainer would (:func:`reslab.train.trainer.check_training`:
+    data options, model options, modules to freeze, batch size), so a wrong setting of the last
+    run fails before the first one trains, and before ``EXP_DIR`` or its ``settings.json`` is
+    written. Finished runs are left to :func:`plan_run` (reuse, or a clash with the settings
+    asked). Runs on the same data share one load of it.
+    """
+    loaded: dict[tuple, Any] = {}
+    for config in configs:
+        if config.out and run_status(config.out) == STATUS_FINISHED:
+            continue
+        subset = {k: v for k, v in config.data_options.items() if k in SUBSET_OPTIONS}
+        rest = {k: v for k, v in config.data_options.items() if k not in SUBSET_OPTIONS}
+        key = (config.data, config.data_dir, repr(sorted(rest.items())))
+        if key not in loaded:
+            loaded[key] = load_dataset(config.data, data_dir=config.data_dir, download=config.download,
+                                       progress=False, **rest)
+        dataset = loaded[key]
+        if subset:
+            if isinstance(dataset, TextDataset):  # refused, in load_dataset's words
+                load_dataset(config.data, data_dir=config.data_dir, **config.data_options)
+            dataset = select_classes(dataset, **subset)
+        check_training(config, dataset)
 
 
 def ensure_run(config: TrainConfig, *, say: Message | None = None) -> RunOutcome:
@@ -367,6 +396,7 @@ def unique_in_order(values: Iterable[Any]) -> list[Any]:
 
 
 __all__ = [
-    "RunOutcome", "run_status", "plan_run", "ensure_run", "ensure_runs", "describe_outcome", "cpu_count", "stderr_printer",
+    "RunOutcome", "run_status", "plan_run", "check_runs", "ensure_run", "ensure_runs", "describe_outcome", "cpu_count",
+    "stderr_printer",
     "STATUS_NEW", "STATUS_EMPTY", "STATUS_UNFINISHED", "STATUS_FINISHED",
 ]

@@ -31,6 +31,7 @@ from reslab.errors import ConfigError
 from reslab.experiments.common import (
     ExperimentResult,
     Message,
+    check_runs,
     cpu_count,
     ensure_runs,
     experiment_command,
@@ -399,6 +400,7 @@ def run_degradation(depths: Sequence[int] | None = None, data: str | None = None
     # In parallel the deepest (slowest) runs go first so the workers finish together; alone,
     # the shallow ones first, so the first results come early.
     order = sorted(planned, key=lambda p: (-p.depth if jobs > 1 else p.depth, p.kind != KIND_RESIDUAL, p.seed))
+    check_runs([p.config for p in order])
     say(f"{len(order)} runs ({', '.join(p.name for p in order)}) in {experiment_dir}"
         + (f", {jobs} at a time" if jobs > 1 else ""))
     experiment_dir.mkdir(parents=True, exist_ok=True)

@@ -61,6 +61,7 @@ from reslab.experiments.common import (
     ExperimentResult,
     Message,
     RunOutcome,
+    check_runs,
     cpu_count,
     ensure_runs,
     experiment_command,
@@ -739,6 +740,7 @@ def _train_runs(plan: LandscapePlan, say: Message) -> tuple[list[ModelRun], list
     """Link reusable runs, train (or resume) the others; the runs and what happened to each."""
     planned = plan_models(plan)
     candidates = candidate_runs(list(plan.settings.reuse)) if plan.settings.reuse else []
+    check_runs([p.config for p in planned])
     plan.experiment_dir.mkdir(parents=True, exist_ok=True)
     write_settings_file(plan.experiment_dir, plan.settings, plan.command)
     say(f"{len(planned)} runs ({', '.join(p.name for p in planned)}) in {plan.experiment_dir}")

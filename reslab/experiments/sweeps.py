@@ -34,6 +34,7 @@ from reslab.errors import ConfigError
 from reslab.experiments.common import (
     ExperimentResult,
     Message,
+    check_runs,
     ensure_runs,
     experiment_command,
     stderr_printer,
@@ -396,6 +397,7 @@ def run_sweep(name: str, settings: Settings | None = None, *, say: Message | Non
     command = experiment_command(["reslab", "experiment", name], s)
     sweep = plan(s, command)
     out = Path(sweep.runs[0].config.out).parent
+    check_runs([run.config for run in sweep.runs])
     out.mkdir(parents=True, exist_ok=True)
     write_settings_file(out, s, command)
     say = say or stderr_printer(f"reslab experiment {name}", not s.quiet)

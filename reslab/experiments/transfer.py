@@ -12,7 +12,9 @@ from few images better than the same network trained from scratch?
 Both are tested on the 5,000 test images of the five new classes; the gain is the difference in
 test accuracy, in points. Every run is a run directory under ``EXP_DIR`` (resumable: the same
 command skips finished runs), and ``EXP_DIR/transfer.json`` holds the records the report reads.
-``--data digits`` (digits 0-4 → 5-9) is the small version the tests use.
+``--data digits`` (digits 0-4 → 5-9) is the small version the tests use. Every setting (the classes,
+the images per class, the batch sizes, the modules to freeze) is checked against the data and the
+model before anything trains or any directory is created.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from reslab.errors import ConfigError
 from reslab.experiments.common import (
     ExperimentResult,
     Message,
+    check_runs,
     ensure_runs,
     experiment_command,
     stderr_printer,
@@ -64,7 +67,8 @@ class TransferSettings(Settings):
     lr: float = setting(0.02, "peak lr of the fine-tuned body", minimum=0.0)
     head_lr: float = setting(0.1, "peak lr of the fine-tuned network's new head", minimum=0.0)
     scratch_lr: float = setting(0.1, "peak lr of the network trained from scratch", minimum=0.0)
-    freeze: tuple[str, ...] = setting((), "modules kept fixed while fine-tuning (stem, layer1, ...)")
+    freeze: tuple[str, ...] = setting((), "modules kept fixed while fine-tuning, comma-separated: stem, layer1, "
+                                          "layer2, ... or a block such as layer1.0 (e.g. --freeze stem,layer1)")
     seed: int = setting(0, "seed of every run", minimum=0)
     jobs: int = setting(1, "runs trained at once (pretraining and scratch can run together)", minimum=1)
     threads: int = setting(0, "torch threads per run (0: torch's default; with --jobs 2 use 1)", minimum=0)
@@ -83,11 +87,15 @@ class TransferResult(ExperimentResult):
 
 def _split(s: TransferSettings) -> tuple[list[str], list[str]]:
     default = SPLITS.get(s.data)
-    source = list(s.source_classes or (default[0] if default else ()))
-    target = list(s.target_classes or (default[1] if default else ()))
-    if not source or not target:
+    source = list(s.source_classes if s.source_classes is not None else (default[0] if default else ()))
+    target = list(s.target_classes if s.target_classes is not None else (default[1] if default else ()))
+    if not default and (s.source_classes is None or s.target_classes is None):
         raise ConfigError(f"dataset {s.data!r} has no default class split; give --source-classes and "
                           f"--target-classes (known splits: {', '.join(SPLITS)})")
+    for flag, classes in (("--source-classes", source), ("--target-classes", target)):
+        if len(classes) < 2:
+            raise ConfigError(f"{flag} {','.join(classes)!r} names {len(classes)} class(es); a classifier needs at "
+                              "least 2: give 2 or more class names or indices, comma-separated")
     both = sorted(set(source) & set(target))
     if both:
         raise ConfigError(f"--source-classes and --target-classes share {', '.join(both)}: a transfer split needs "
@@ -157,6 +165,9 @@ def run_transfer(settings: TransferSettings | None = None, *, say: Message | Non
     command = experiment_command(["reslab", "experiment", NAME], s)
     p = plan(s)
     out: Path = p["out"]
+    # Classes, images per class, batch sizes and the modules to freeze meet the data and the model
+    # here, so a wrong one fails before the pretraining trains and before EXP_DIR is created.
+    check_runs([p["pretrain"], p["scratch"], p["finetuned"]])
     out.mkdir(parents=True, exist_ok=True)
     write_settings_file(out, s, command)
     say = say or stderr_printer(f"reslab experiment {NAME}", not s.quiet)

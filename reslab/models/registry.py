@@ -412,6 +412,20 @@ def _validate(name: str, spec: NetworkSpec, settings: dict, num_classes, in_chan
         raise ModelConfigError(f"{name}: gated (highway) merging needs a shortcut; it cannot be used with shortcut='none'")
 
 
+def _name_candidates(name: str) -> list[str]:
+    """Names to suggest for the unknown ``name``: the registered ones, the families' examples, and
+    every generic template filled with ``name``'s own numbers (``tranformer4`` -> ``transformer4``),
+    since a pattern-named family has no list of names to compare with."""
+    numbers = re.findall(r"\d+", name)
+    filled = []
+    for template in [g.template for g in GENERIC_NAMES] + [f.template for f in MODEL_FAMILIES]:
+        fields = re.findall(r"\{(\w+)\}", template)
+        if fields and len(fields) == len(numbers):
+            values = iter(numbers)
+            filled.append(re.sub(r"\{\w+\}", lambda _: next(values), template))
+    return list(dict.fromkeys([*_REGISTRY, *list_models(), *filled]))
+
+
 def _unknown_model_error(name: str) -> ModelConfigError:
     match = re.fullmatch(r"(resnet|plain|preact_resnet|highway)(\d+)", name)
     if match:
@@ -425,7 +439,7 @@ def _unknown_model_error(name: str) -> ModelConfigError:
             f"unknown model {name!r}: {IMAGENET_DEPTH_RULE}; {CIFAR_DEPTH_RULE}. "
             f"Registered: {registered}{hint}"
         )
-    close = difflib.get_close_matches(name, list(_REGISTRY), n=5, cutoff=0.6)
+    close = difflib.get_close_matches(name, _name_candidates(name), n=5, cutoff=0.6)
     suggestion = f"; did you mean {', '.join(close)}?" if close else ""
     return ModelConfigError(
         f"unknown model {name!r}{suggestion} (reslab.list_models() lists all names; "

@@ -37,6 +37,37 @@ def lock_holder(run_dir: str | Path) -> int | None:
         return None
 
 
+def _locked_error(run_dir: Path) -> RunDirLockedError:
+    holder = lock_holder(run_dir)
+    who = f"process {holder}" if holder is not None else "another process"
+    return RunDirLockedError(
+        f"run directory {str(run_dir)!r} is being written by {who} (it holds {run_dir / LOCK_FILE}); wait for it to "
+        "finish or stop it, or choose another --out DIR")
+
+
+def check_unlocked(run_dir: str | Path) -> None:
+    """Raise :class:`RunDirLockedError` if another live process holds ``run_dir``; create nothing.
+
+    A writer calls this before it loads data and builds its model, so a busy directory is refused
+    at once, and takes the lock itself (which creates the directory) only once its settings have
+    all been checked. A directory without a lock file is free.
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / LOCK_FILE
+    if fcntl is None or not path.is_file() or str(run_dir.resolve()) in RunDirLock._held:
+        return
+    try:
+        handle = open(path, encoding="utf-8")
+    except OSError:
+        return
+    with handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise _locked_error(run_dir) from None
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
 class RunDirLock:
     """``with RunDirLock(run_dir): …`` — hold the run directory for writing, or fail at once.
 
@@ -66,11 +97,7 @@ class RunDirLock:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.close()
-            holder = lock_holder(self.run_dir)
-            who = f"process {holder}" if holder is not None else "another process"
-            raise RunDirLockedError(
-                f"run directory {str(self.run_dir)!r} is being written by {who} (it holds {path}); wait for it to "
-                "finish or stop it, or choose another --out DIR") from None
+            raise _locked_error(self.run_dir) from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"{os.getpid()}\n")
@@ -98,4 +125,4 @@ class RunDirLock:
         self.release()
 
 
-__all__ = ["LOCK_FILE", "RunDirLock", "RunDirLockedError", "lock_holder"]
+__all__ = ["LOCK_FILE", "RunDirLock", "RunDirLockedError", "check_unlocked", "lock_holder"]

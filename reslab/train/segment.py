@@ -45,7 +45,7 @@ from reslab.data.segmentation import (
 from reslab.errors import CheckpointError, ConfigError, TrainingError
 from reslab.models import create_model
 from reslab.settings import Settings, setting
-from reslab.store.lock import RunDirLock
+from reslab.store.lock import RunDirLock, check_unlocked
 from reslab.train import checkpoint as ckpt
 from reslab.train import rundir
 from reslab.utils import resolve_device, seed_everything
@@ -274,12 +274,19 @@ def train_segmentation(config: SegmentConfig | None = None, *, resume: str | Pat
     else:
         config = SegmentConfig.of(config, **changes)
         run_dir = Path(config.out) if config.out else default_run_dir(config.model, config.data)
-    with RunDirLock(run_dir):
-        if resume is not None:
+    if resume is not None:
+        with RunDirLock(run_dir):
             state = ckpt.load_state(rundir.state_path(run_dir))
-        else:
-            rundir.check_fresh(run_dir)
-        return _SegmentTrainer(config, run_dir, state, stop_after_epoch).run()
+            return _SegmentTrainer(config, run_dir, state, stop_after_epoch).run()
+    # A busy or used directory is refused at once; the directory (and its lock) is created only
+    # once the data, the model and the batch size have passed, so a refused command leaves nothing.
+    check_unlocked(run_dir)
+    rundir.check_fresh(run_dir)
+    trainer = _SegmentTrainer(config, run_dir, state, stop_after_epoch)
+    trainer.build()
+    with RunDirLock(run_dir):
+        rundir.check_fresh(run_dir)  # another process may have trained into it meanwhile
+        return trainer.run()
 
 
 class _SegmentTrainer:
@@ -289,10 +296,18 @@ class _SegmentTrainer:
         self.state = state
         self.stop_after_epoch = stop_after_epoch
         self.notes: list[str] = []
+        self.built = False
 
     def say(self, message: str) -> None:
         if not self.config.quiet:
             print(f"reslab train: {message}", file=sys.stderr, flush=True)
+
+    def build(self) -> None:
+        """Data, model and optimizer: every check of the settings, nothing written."""
+        if not self.built:
+            self.session_start = time.perf_counter()  # loading the data counts in the session's time
+            self._build()
+            self.built = True
 
     def _build(self) -> None:
         c = self.config
@@ -354,12 +369,11 @@ class _SegmentTrainer:
 
     def run(self) -> SegmentResult:
         c = self.config
-        self.session_start = time.perf_counter()
+        self.build()
         self.elapsed_before = 0.0
         self.metrics: list[dict[str, Any]] = []
         self.iteration = 0
         start_epoch = 0
-        self._build()
         resolved = self._resolved_config()
         if self.state is not None:
             start_epoch = self._restore(self.state)

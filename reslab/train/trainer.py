@@ -39,7 +39,7 @@ from torch.nn.parallel import DistributedDataParallel
 from reslab.data import AugmentConfig, DeviceLoader, SequenceLoader, TextDataset, load_dataset
 from reslab.errors import ConfigError, ReslabError, TrainingError
 from reslab.models import weight_layers
-from reslab.store.lock import RunDirLock
+from reslab.store.lock import RunDirLock, check_unlocked
 from reslab.train import checkpoint as ckpt
 from reslab.train import rundir, transfer
 from reslab.train.config import RESUMABLE_KEYS, TrainConfig, config_differences
@@ -51,7 +51,7 @@ from reslab.train.loading import model_for_data
 from reslab.train.optim import build_optimizer, set_lr
 from reslab.train.schedules import LRSchedule, build_schedule
 from reslab.train.step import TrainStep
-from reslab.utils import seed_everything
+from reslab.utils import resolve_device, seed_everything
 
 #: Steps between host reads of the running loss (finiteness check, progress bar).
 CHECK_EVERY = 10
@@ -193,6 +193,58 @@ class _Printer:
             tqdm.write(f"reslab train: {message}", file=sys.stderr)
 
 
+def _check_batch(config: TrainConfig, dataset: Any, world_size: int) -> None:
+    """ConfigError for a batch size the processes, ``accumulate`` or the training set cannot take."""
+    c = config
+    if c.batch_size % world_size:
+        raise ConfigError(f"--batch-size {c.batch_size} must be divisible by the number of processes "
+                          f"({world_size}): each rank takes an equal share of every global batch")
+    per_rank = c.batch_size // world_size
+    if per_rank % c.accumulate:
+        raise ConfigError(f"accumulate={c.accumulate} must divide the per-process batch {per_rank}")
+    if not isinstance(dataset, TextDataset) and c.batch_size > dataset.num_train:
+        raise ConfigError(f"--batch-size {c.batch_size} is larger than the training set of {c.data!r} "
+                          f"({dataset.num_train} images), so an epoch has no full batch; use --batch-size "
+                          f"{dataset.num_train} or less")
+
+
+def _check_context(config: TrainConfig, model: nn.Module, dataset: TextDataset) -> None:
+    model_context = getattr(model, "model_options", {}).get("context")
+    if model_context is not None and dataset.context > model_context:
+        raise ConfigError(f"the data's windows ({dataset.context} characters) are longer than model "
+                          f"{config.model!r} accepts (context {model_context}); use --data-option "
+                          f"context={model_context} or --model-option context={dataset.context}")
+
+
+def _summary_writer_class():
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415 - lazy: tensorboard is an optional dependency
+    except ImportError:
+        raise ConfigError("--tensorboard needs the tensorboard package: pip install 'reslab[tensorboard]'") from None
+    return SummaryWriter
+
+
+def check_training(config: TrainConfig, dataset: Any = None) -> None:
+    """Check ``config`` as :func:`train` does before it writes anything, without training or writing.
+
+    The device, the data and its options, the model sized for the data and its options, the
+    modules to freeze and the batch size against the data. ``dataset``: the data ``config`` names,
+    when the caller has loaded it already. The fine-tuning source itself is not read (an
+    experiment's pretrained run may not exist yet). Experiments call this for every run before
+    they create their directory, so a wrong setting of the last run fails before the first trains.
+    """
+    resolve_device(config.device)
+    ds = dataset if dataset is not None else load_dataset(
+        config.data, data_dir=config.data_dir, download=config.download, progress=False, **config.data_options)
+    with torch.device("meta"):  # names and shapes only: no memory, no time spent on initial weights
+        model = model_for_data(config.model, ds, config.model_options)
+    if config.init_from:
+        transfer.resolve_freeze(model, list(config.freeze))
+    _check_batch(config, ds, 1)
+    if isinstance(ds, TextDataset):
+        _check_context(config, model, ds)
+
+
 # -- the trainer ----------------------------------------------------------------------------------
 def train(config: TrainConfig | None = None, *, resume: str | Path | None = None,
           stop_after_epoch: int | None = None) -> TrainResult:
@@ -232,14 +284,25 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
         run_dir = Path(config.out) if config.out else rundir.default_run_dir(config.model, config.data)
 
     dist_info = setup_distributed(config.device)
+    holder = RunDirLock(run_dir) if dist_info.is_main else contextlib.nullcontext()
     try:
-        # One writer per run directory: a second `reslab train --out SAME` stops here, at once.
-        with RunDirLock(run_dir) if dist_info.is_main else contextlib.nullcontext():
-            if resume is not None:
+        if resume is not None:
+            # One writer per run directory: a second `reslab train --resume SAME` stops here, at once.
+            with holder:
                 state = ckpt.load_state(rundir.state_path(run_dir))
-            elif dist_info.is_main:
-                rundir.check_fresh(run_dir)
-            return _Trainer(config, run_dir, dist_info, state, stop_after_epoch).run()
+                return _Trainer(config, run_dir, dist_info, state, stop_after_epoch).run()
+        if dist_info.is_main:
+            # A busy or used directory is refused before the data loads, without creating anything.
+            check_unlocked(run_dir)
+            rundir.check_fresh(run_dir)
+        trainer = _Trainer(config, run_dir, dist_info, None, stop_after_epoch)
+        # Every setting meets the data and the model here; the directory (and its lock) exists only
+        # once they have all passed, so a refused command leaves nothing behind.
+        trainer.build()
+        with holder:
+            if dist_info.is_main:
+                rundir.check_fresh(run_dir)  # another process may have trained into it meanwhile
+            return trainer.run()
     finally:
         dist_info.close()
 
@@ -277,6 +340,7 @@ class _Trainer:
         self.is_main = dist_info.is_main
         self.say = _Printer(self.is_main and not config.quiet)
         self.notes: list[str] = []
+        self.built = False
 
     # -- set-up -------------------------------------------------------------------------------
     def _load_data(self):
@@ -289,6 +353,13 @@ class _Trainer:
             return dataset if dataset is not None else load(False)
         return load(c.download)
 
+    def build(self) -> None:
+        """Data, model, loaders, schedule and optimizer: every check of the settings, nothing written."""
+        if not self.built:
+            self.session_start = time.perf_counter()  # loading the data counts in the session's time
+            self._build()
+            self.built = True
+
     def _build(self) -> None:
         c, d = self.config, self.dist
         self.bf16 = False
@@ -299,6 +370,8 @@ class _Trainer:
             self.notes.append("sync_bn needs CUDA (torch's SyncBatchNorm has no CPU kernel); on CPU each rank's "
                               "BatchNorm uses its own shard's statistics, like accumulate=world_size micro-batches")
 
+        if c.tensorboard and self.is_main:
+            self.summary_writer = _summary_writer_class()  # a missing package fails before the run directory exists
         if c.threads:
             torch.set_num_threads(c.threads)
         seed_everything(c.seed)
@@ -341,20 +414,11 @@ class _Trainer:
     def _build_loaders(self) -> None:
         """The device-resident train and test loaders, this rank's share of every global batch."""
         c, d, ds = self.config, self.dist, self.dataset
-        if c.batch_size % d.world_size:
-            raise ConfigError(f"--batch-size {c.batch_size} must be divisible by the number of processes "
-                              f"({d.world_size}): each rank takes an equal share of every global batch")
+        _check_batch(c, ds, d.world_size)
         self.per_rank_batch = c.batch_size // d.world_size
-        if self.per_rank_batch % c.accumulate:
-            raise ConfigError(f"accumulate={c.accumulate} must divide the per-process batch {self.per_rank_batch}")
         if isinstance(ds, TextDataset):
             self._build_text_loaders()
             return
-        num_train = ds.num_train
-        if c.batch_size > num_train:
-            raise ConfigError(f"--batch-size {c.batch_size} is larger than the training set of {c.data!r} "
-                              f"({num_train} images), so an epoch has no full batch; use --batch-size {num_train} "
-                              "or less")
         try:
             self.loader = DeviceLoader(
                 ds.train_images, ds.train_labels, batch_size=self.per_rank_batch, device=self.device, train=True,
@@ -375,11 +439,7 @@ class _Trainer:
     def _build_text_loaders(self) -> None:
         """Windows of ``context`` characters at random offsets (training) and in order (validation)."""
         c, d, ds = self.config, self.dist, self.dataset
-        model_context = getattr(self.model, "model_options", {}).get("context")
-        if model_context is not None and ds.context > model_context:
-            raise ConfigError(f"the data's windows ({ds.context} characters) are longer than model {c.model!r} "
-                              f"accepts (context {model_context}); use --data-option context={model_context} or "
-                              f"--model-option context={ds.context}")
+        _check_context(c, self.model, ds)
         self.loader = SequenceLoader(ds.train_tokens, self.per_rank_batch, ds.context, self.device, train=True,
                                      seed=c.seed, rank=d.rank, world_size=d.world_size)
         self.test_loader = SequenceLoader(ds.test_tokens, c.eval_batch_size, ds.context, self.device, train=False,
@@ -507,12 +567,11 @@ class _Trainer:
     # -- the loop -----------------------------------------------------------------------------
     def run(self) -> TrainResult:
         c = self.config
-        self.session_start = time.perf_counter()
+        self.build()
         self.iteration, self.start_epoch, self.skip_batches = 0, 0, 0
         self.partial: dict | None = None
         self.metrics: list[dict[str, Any]] = []
         self.elapsed_before = 0.0
-        self._build()
         resolved = self._resolved_config()
         if self.resume_state is not None:
             self._restore(self.resume_state)
@@ -549,11 +608,7 @@ class _Trainer:
                            stopped_by=stopped_by, ema_model=ema_model, notes=list(self.notes))
 
     def _tensorboard(self):
-        try:
-            from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415 - lazy: tensorboard is an optional dependency
-        except ImportError:
-            raise ConfigError("--tensorboard needs the tensorboard package: pip install 'reslab[tensorboard]'") from None
-        return SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
+        return self.summary_writer(log_dir=str(self.run_dir / "tensorboard"))
 
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step on the batch; returns (loss·n, wrong) as device tensors."""

@@ -1,0 +1,25 @@
+"""The flags ``reslab train`` and ``reslab finetune`` share: --data's help lists what the registries load."""
+
+from __future__ import annotations
+
+import pytest
+
+from reslab.cli.main import main
+from reslab.data import DATASETS
+from reslab.data.segmentation import SEGMENTATION_DATA
+
+
+def help_text(command, capsys) -> str:
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    return " ".join(capsys.readouterr().out.split())
+
+
+def test_data_help_lists_every_registered_dataset(capsys):
+    train = help_text("train", capsys)
+    assert "text" in DATASETS and set(SEGMENTATION_DATA) == {"shapes", "segfolder"}
+    assert (f"dataset: {', '.join(DATASETS)} (default: the recipe's); with --task segment: shapes, segfolder:DIR "
+            "(default shapes)") in train
+    assert "for text one UTF-8 text file" in train
+    finetune = help_text("finetune", capsys)
+    assert f"dataset to fine-tune on (required): {', '.join(DATASETS)}" in finetune
