@@ -242,6 +242,7 @@ def twin_options(model: nn.Module) -> dict[str, Any]:
         # Options that need shortcuts have no meaning in the plain twin.
         options.pop("gated", None)
         options.pop("drop_path", None)
+        options.pop("shortcut_pad", None)
     else:
         family = model_info(model.model_name).family
         options["shortcut"] = "A" if family == "cifar" else "B"
