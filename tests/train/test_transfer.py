@@ -201,7 +201,8 @@ def test_empty_weights_file_is_refused_in_one_line_and_nothing_is_written(tmp_pa
     monkeypatch.chdir(tmp_path)
     (tmp_path / "empty.pth").write_bytes(b"")
     for argv in (["finetune", "empty.pth", "--model", "cifar_resnet8", "--data", "digits", "--out", "ft"],
-                 ["bench", "infer", "cifar_resnet8", "--checkpoint", "empty.pth"]):
+                 ["bench", "infer", "cifar_resnet8", "--checkpoint", "empty.pth"],
+                 ["eval", "cifar_resnet8", "--checkpoint", "empty.pth", "--data", "digits"]):
         code, out, err = _run_cli(argv, capsys)
         assert code == 2 and out == "", argv
         assert err.count("\n") == 1 and "error: 'empty.pth' is empty (0 bytes), so it holds no weights" in err, err
