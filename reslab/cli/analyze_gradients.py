@@ -53,9 +53,9 @@ def run(args) -> int:
     if first.run_dir is None:
         named = [name for name in checkpoints or [] if name != "init" and names_run_checkpoint(name)]
         if named:
-            raise AnalysisError(f"--checkpoints {' '.join(named)}: {args.target} is a model name, with no run to take "
-                                "named checkpoints from; pass a RUN_DIR to measure trained weights, or weights files "
-                                "(--checkpoints FILE ...)")
+            raise AnalysisError(f"--checkpoints {' '.join(named)}: {args.target} is a model name, a fresh "
+                                "initialisation with no checkpoints; pass a RUN_DIR to measure trained weights, or "
+                                "weights files for the model (--checkpoints FILE ...)")
         checkpoints = checkpoints or ["init"]
     elif checkpoints is None:
         checkpoints = ["init", "last"]

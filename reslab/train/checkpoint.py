@@ -78,7 +78,7 @@ def safetensors_problem(path: Path, exc: Exception) -> str:
         header_size = int.from_bytes(handle.read(8), "little")
         start = handle.read(1)
         if start != b"{":
-            return "is not a safetensors file (it does not start with a header length and a JSON header)"
+            return "is corrupt or not a safetensors file (it does not start with a header length and a JSON header)"
         if header_size > size - 8:
             return (f"is truncated: its header alone needs {header_size} bytes after the first 8, and the file has "
                     f"{size - 8}")

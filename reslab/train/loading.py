@@ -223,8 +223,11 @@ def load_source(source: str | Path, checkpoint: str | Path = "last", *, dataset=
         if dataset is not None:
             check_data_fits(read_config(_split_source(path, checkpoint)[0]), dataset, f"the model of {source}")
         return load_run(path, checkpoint, dataset=dataset)
-    if weights_suffix(path) or "/" in str(source):
-        raise ConfigError(f"{source}: no such run directory or weights file")
+    if weights_suffix(path):
+        raise ConfigError(f"{source} does not exist; give a run directory, or a weights file as MODEL --checkpoint "
+                          "FILE")
+    if "/" in str(source):
+        return load_run(path, checkpoint, dataset=dataset)  # says the run directory does not exist
     if names_run_checkpoint(checkpoint):
         model_info(str(source))  # an unknown name is the first thing to say
         raise ConfigError(f"{source} is a model name: give its weights with --checkpoint FILE (a state-dict file: "
