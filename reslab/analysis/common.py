@@ -13,7 +13,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -37,7 +37,8 @@ from reslab.store.rundir import (
     same_training,
 )
 from reslab.train import load_run
-from reslab.train.loading import check_data_fits
+from reslab.train.loading import check_data_fits, load_file, names_run_checkpoint
+from reslab.train.transfer import weights_suffix
 from reslab.utils import resolve_device
 
 #: Reads a result file as a dict (the name analyses and experiments have always used).
@@ -92,7 +93,7 @@ class Target:
     def describe(self) -> dict[str, Any]:
         """JSON-ready description, stored in result files."""
         dataset = self.dataset
-        return {
+        described = {
             "label": self.label,
             "model": self.model_name,
             "model_options": to_plain(dict(getattr(self.model, "model_options", {}) or {})),
@@ -103,6 +104,12 @@ class Target:
             "data_source": getattr(dataset, "source", None),
             "seed": self.seed,
         }
+        if self.config.get("weights_file"):
+            # Weights from outside a run: what was read, and the normalisation the images were given.
+            mean, std = self.normalization
+            described.update(weights_file=to_plain(self.config["weights_file"]), mean=list(mean), std=list(std),
+                             normalization=self.config.get("normalization"))
+        return described
 
 
 def model_kind(model: nn.Module) -> str:
@@ -121,6 +128,8 @@ def load_target(
     checkpoint: str = "last",
     model_options: Mapping[str, Any] | None = None,
     seed: int = 0,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
 ) -> Target:
     """Resolve ``spec`` — a run directory or a model name — into a :class:`Target`.
 
@@ -129,29 +138,49 @@ def load_target(
         dataset: an already loaded dataset to use (skips loading).
         data, data_dir, data_options, download: which dataset to load (``reslab.data.load_dataset``);
             required for a model name unless ``dataset`` is given; for a run, overrides its data.
-        checkpoint: for a run: ``"last"``, ``"init"``, ``"ema"``, ``"epoch_5"`` or a file.
-        model_options: for a model name: options of ``create_model`` (``zero_init_last=True`` ...).
+        checkpoint: for a run: ``"last"``, ``"init"``, ``"ema"``, ``"epoch_5"`` or a file; for a model
+            name: a weights file (``MODEL --checkpoint FILE``: :func:`reslab.train.loading.load_file`),
+            else the model is a fresh initialisation.
+        model_options: for a model name: options of ``create_model`` (``zero_init_last=True``,
+            ``shortcut_pad="both"`` ...).
         seed: for a model name: the initialisation seed (same seed, same weights).
+        mean, std: for a weights file: the normalisation its weights were trained with (default:
+            the data's training statistics).
     """
+    path = Path(spec)
+    file_given = not is_run_dir(path) and not names_run_checkpoint(checkpoint)
+    if (mean is not None or std is not None) and not file_given:
+        raise AnalysisError("--mean/--std describe the weights of MODEL --checkpoint FILE; a run keeps the "
+                            "normalisation it was trained with, and a fresh model the data's")
     if dataset is None and data is not None:
         dataset = load_data(data, data_dir=data_dir, data_options=data_options, download=download)
-    path = Path(spec)
     if is_run_dir(path):
         if model_options:
             raise AnalysisError(f"--model-option applies to model names only; {path} is a trained run with fixed options")
         return _run_target(path, checkpoint, dataset)
-    if path.is_dir() or "/" in str(spec) or str(spec).endswith(".json"):
+    if path.is_dir() or "/" in str(spec) or str(spec).endswith(".json") or weights_suffix(path):
         raise AnalysisError(
             f"{spec} is not a run directory (no config.json in it); pass a directory written by "
-            "`reslab train`, or a model name such as resnet20"
+            "`reslab train`, a model name such as resnet20, or a model name with a weights file: "
+            "MODEL --checkpoint FILE"
         )
     if dataset is None:
-        raise AnalysisError(
-            f"model {spec!r} is a fresh initialisation and needs data to know its classes, channels and image "
-            "size: add --data (e.g. --data digits), or pass a RUN_DIR instead of a model name"
-        )
+        what = (f"model {spec!r} with the weights of {checkpoint} needs data to analyse" if file_given else
+                f"model {spec!r} is a fresh initialisation and needs data to know its classes, channels and image size")
+        raise AnalysisError(f"{what}: add --data (e.g. --data digits), or pass a RUN_DIR instead of a model name")
+    if file_given:
+        return file_target(str(spec), checkpoint, dataset, model_options=model_options, mean=mean, std=std, seed=seed)
     model = build_model(str(spec), dataset, seed=seed, **dict(model_options or {}))
     return Target(model=model, dataset=dataset, label=str(spec), checkpoint="init", seed=seed)
+
+
+def file_target(name: str, checkpoint: str | Path, dataset, *, model_options=None, mean=None, std=None,
+                seed: int = 0) -> Target:
+    """``name`` with the weights of a file from outside reslab's runs, on ``dataset`` (its classes)."""
+    loaded = load_file(name, checkpoint, dataset=dataset, model_options=model_options, mean=mean, std=std)
+    file = Path(checkpoint)
+    return Target(model=loaded.model, dataset=dataset, label=f"{name} ({file.name})", checkpoint=str(file),
+                  config=loaded.config, seed=seed)
 
 
 def load_data(name: str, data_dir=None, data_options: Mapping[str, Any] | None = None, download: bool = False):
@@ -242,6 +271,7 @@ def twin_options(model: nn.Module) -> dict[str, Any]:
         # Options that need shortcuts have no meaning in the plain twin.
         options.pop("gated", None)
         options.pop("drop_path", None)
+        options.pop("shortcut_pad", None)
     else:
         family = model_info(model.model_name).family
         options["shortcut"] = "A" if family == "cifar" else "B"
@@ -294,6 +324,9 @@ def resolve_twin(target: Target, twin: str | None, checkpoint: str | None = None
         return None
     checkpoint = checkpoint or target.checkpoint
     if twin == "auto":
+        if target.config.get("weights_file"):
+            raise AnalysisError(f"--twin: {target.label} holds weights from a file, whose twin cannot be found or "
+                                "built; name it: --twin RUN_DIR (or a model name, for a fresh twin)")
         if target.run_dir is None:
             return fresh_twin(target)
         found = find_twin_run(target.run_dir)
@@ -368,9 +401,13 @@ def batches(x: torch.Tensor, y: torch.Tensor | None, batch_size: int, device=Non
 
 
 def default_out_dir(target: Target) -> Path:
-    """``RUN_DIR/analysis`` for a run; ``analysis/<model name>`` (in the working directory) for a model."""
+    """``RUN_DIR/analysis`` for a run; ``analysis/<model name>`` (in the working directory) for a model,
+    ``analysis/<model name>-<file name>`` for a model with the weights of a file."""
     if target.run_dir is not None:
         return target.run_dir / ANALYSIS_DIRNAME
+    if target.config.get("weights_file"):
+        file = Path(target.checkpoint)
+        return Path(ANALYSIS_DIRNAME) / f"{target.model_name}-{file.name[:-len(weights_suffix(file) or '')]}"
     return Path(ANALYSIS_DIRNAME) / target.label
 
 
@@ -387,6 +424,6 @@ __all__ = [
     "ANALYSIS_DIRNAME", "KIND_PLAIN", "KIND_RESIDUAL", "Result", "Target",
     "batches", "build_model", "checkpoint_lr", "config_dataset", "config_model", "default_out_dir",
     "device_of", "find_twin_run", "fresh_twin", "from_dict", "is_run_dir", "load_data", "load_result_file",
-    "load_target", "model_kind", "progress_enabled", "read_metrics", "resolve_twin", "select_samples",
+    "file_target", "load_target", "model_kind", "progress_enabled", "read_metrics", "resolve_twin", "select_samples",
     "twin_model_name", "twin_options", "utc_now", "versions",
 ]

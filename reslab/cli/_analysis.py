@@ -1,7 +1,7 @@
 """Arguments and steps shared by the ``reslab analyze`` commands (gradients, responses, lesion).
 
-Every analysis command takes a TARGET — a model name (fresh initialisation; needs ``--data``) or
-a RUN_DIR — optionally a twin, chooses samples, runs the library function, saves the result
+Every analysis command takes a TARGET — a model name (fresh initialisation, or the weights of
+``--checkpoint FILE``; needs ``--data``) or a RUN_DIR — optionally a twin, chooses samples, runs the library function, saves the result
 (JSON + NPZ) and draws its PNGs from the saved file with :mod:`reslab.report.plots`.
 """
 
@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from reslab.analysis.common import default_out_dir, load_target, progress_enabled
+from reslab.cli._weights import add_normalization_arguments, parse_floats, say_weights
 from reslab.settings import parse_key_values  # noqa: F401 - the one KEY=VALUE parser, used by the commands
 
 #: The TARGET of the analyses that also take a checkpoint file (landscape, hessian).
 TARGET_OR_CHECKPOINT = ("a run directory, a checkpoint file inside one (RUN/checkpoints/x.safetensors), or a model "
-                        "name (fresh, seeded initialisation; needs --data)", "RUN_DIR|CHECKPOINT|MODEL")
+                        "name (fresh, seeded initialisation, or the weights of --checkpoint FILE; needs --data)",
+                        "RUN_DIR|CHECKPOINT|MODEL")
 
 
 def add_target_arguments(parser: argparse.ArgumentParser, *, samples_default: int | None, samples_help: str,
@@ -35,7 +37,8 @@ def add_target_arguments(parser: argparse.ArgumentParser, *, samples_default: in
         return {"help": help_text, **({"metavar": shown} if shown else {})}
 
     parser.add_argument("target", **text(
-        "target", "a model name (fresh, seeded initialisation; needs --data) or a run directory", "MODEL|RUN_DIR"))
+        "target", "a model name (fresh, seeded initialisation, or the weights of --checkpoint FILE; needs --data) or "
+                  "a run directory", "MODEL|RUN_DIR"))
     data = parser.add_argument_group("data")
     data.add_argument("--data", metavar="NAME",
                       help="dataset (digits, cifar10, cifar100, imagefolder, synthetic); required for a MODEL, "
@@ -49,14 +52,18 @@ def add_target_arguments(parser: argparse.ArgumentParser, *, samples_default: in
                                            " (default: the whole split)"))
     model = parser.add_argument_group("model")
     if checkpoint:
-        model.add_argument("--checkpoint", default="last", metavar="NAME",
-                           help="for a RUN_DIR: last (default), init, ema, epoch_K or a .safetensors file")
+        model.add_argument("--checkpoint", default="last", metavar="NAME|FILE",
+                           help="for a RUN_DIR: last (default), init, ema, epoch_K or a .safetensors file; for a "
+                                "MODEL: a weights file (.pth, .pt, .pth.tar, .bin, .safetensors; torchvision, timm or "
+                                "other code's state dict), loaded instead of a fresh initialisation")
     model.add_argument("--twin", nargs="?", const="auto", default=None, metavar="MODEL|RUN_DIR",
                        help="compare with the plain (or residual) twin: alone, the twin is built (for a MODEL) or "
                             "found among the run's sibling directories (for a RUN_DIR); or name it. Give a bare "
                             "--twin after MODEL|RUN_DIR (or write --twin=auto), so it does not take the target")
     model.add_argument("--model-option", metavar="KEY=VALUE", action="append", default=[],
-                       help="option of a fresh MODEL, repeatable (e.g. zero_init_last=true)")
+                       help="option of a MODEL, repeatable (e.g. zero_init_last=true; shortcut_pad=both for weights "
+                            "of the public CIFAR ResNet code, see docs/models.md)")
+    add_normalization_arguments(model)
     model.add_argument("--seed", type=int, default=0,
                        **text("seed", "seed of fresh models and of sample choice (default 0)"))
     run = parser.add_argument_group("run")
@@ -71,14 +78,18 @@ def add_target_arguments(parser: argparse.ArgumentParser, *, samples_default: in
                           "file, and its plots; without it such a file is kept and the command stops")
 
 
-def load_main_target(args, checkpoint: str | None = None):
-    """The TARGET of ``args`` at ``checkpoint`` (default ``args.checkpoint``)."""
-    return load_target(
-        args.target, data=args.data, data_dir=args.data_dir,
-        data_options=parse_key_values(args.data_option, "--data-option"), download=args.download,
-        checkpoint=checkpoint or getattr(args, "checkpoint", "last"),
+def load_main_target(args, checkpoint: str | None = None, dataset=None):
+    """The TARGET of ``args`` at ``checkpoint`` (default ``args.checkpoint``), on ``dataset`` if given."""
+    data = {"dataset": dataset} if dataset is not None else {
+        "data": args.data, "data_dir": args.data_dir, "download": args.download,
+        "data_options": parse_key_values(args.data_option, "--data-option")}
+    target = load_target(
+        args.target, **data, checkpoint=checkpoint or getattr(args, "checkpoint", "last"),
         model_options=parse_key_values(args.model_option, "--model-option"), seed=args.seed,
+        mean=parse_floats(args.mean, "--mean"), std=parse_floats(args.std, "--std"),
     )
+    say_weights(target.config, f"reslab analyze {getattr(args, 'analysis', '')}".rstrip())
+    return target
 
 
 def output_dir(args, target) -> Path:

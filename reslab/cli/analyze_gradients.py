@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from reslab.analysis.common import checkpoint_lr, device_of, load_target, resolve_twin
+from reslab.analysis.common import checkpoint_lr, device_of, resolve_twin
 from reslab.analysis.gradients import GradientSettings, analyze_gradients
 from reslab.cli._analysis import (
     add_target_arguments,
@@ -14,6 +14,7 @@ from reslab.cli._analysis import (
 )
 from reslab.errors import AnalysisError
 from reslab.settings import add_arguments, given
+from reslab.train.loading import names_run_checkpoint
 
 
 def register(subparsers) -> None:
@@ -27,7 +28,8 @@ def register(subparsers) -> None:
     add_target_arguments(parser, samples_default=512, samples_help="training images the gradient is averaged over",
                          batch_size_default=GradientSettings.default("batch_size"), checkpoint=False)
     parser.add_argument("--checkpoints", nargs="+", metavar="NAME", default=None,
-                        help="for a RUN_DIR: checkpoints to measure (init last epoch_K ...; default: init last)")
+                        help="for a RUN_DIR: checkpoints to measure (init last epoch_K ...; default: init last); "
+                             "for a MODEL: init (a fresh initialisation) and/or weights files (.pth, .safetensors, ...)")
     classic = parser.add_argument_group("classic case (deep MLP without batch norm)")
     classic.add_argument("--no-classic", action="store_true", help="skip the classic no-BN case")
     add_arguments(classic, GradientSettings, include=["classic_depth", "classic_activation"])
@@ -49,10 +51,12 @@ def run(args) -> int:
     checkpoints = args.checkpoints
     first = load_main_target(args, checkpoint=(checkpoints or ["init"])[0])
     if first.run_dir is None:
-        if checkpoints and checkpoints != ["init"]:
-            raise AnalysisError(f"--checkpoints {' '.join(checkpoints)}: {args.target} is a model name, a fresh "
-                                "initialisation with no checkpoints; pass a RUN_DIR to measure trained weights")
-        checkpoints = ["init"]
+        named = [name for name in checkpoints or [] if name != "init" and names_run_checkpoint(name)]
+        if named:
+            raise AnalysisError(f"--checkpoints {' '.join(named)}: {args.target} is a model name, a fresh "
+                                "initialisation with no checkpoints; pass a RUN_DIR to measure trained weights, or "
+                                "weights files for the model (--checkpoints FILE ...)")
+        checkpoints = checkpoints or ["init"]
     elif checkpoints is None:
         checkpoints = ["init", "last"]
     dataset = first.dataset
@@ -105,5 +109,5 @@ def run(args) -> int:
 
 
 def load_main_target_with(args, checkpoint: str, dataset):
-    """The run at another checkpoint, reusing the already loaded dataset."""
-    return load_target(args.target, dataset=dataset, checkpoint=checkpoint, seed=args.seed)
+    """The target at another checkpoint (of its run, or another weights file), reusing the loaded dataset."""
+    return load_main_target(args, checkpoint=checkpoint, dataset=dataset)

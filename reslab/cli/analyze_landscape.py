@@ -71,7 +71,8 @@ def resolve_target(args, checkpoint: str | None = None):
 
         if path.parent.name != "checkpoints" or not (path.parent.parent / "config.json").is_file():
             raise CheckpointError(f"{path} is not inside a run's checkpoints/ folder, so its model settings are "
-                                  "unknown; give the run directory (and --checkpoint)")
+                                  f"unknown; give the model name and the file (MODEL --checkpoint {path} --data ...), "
+                                  "or the run directory (and --checkpoint)")
         # A standard name (last, init, ema, epoch_0003) reads better in labels and file names than a path.
         standard = path.stem in ("last", "init", "ema") or re.fullmatch(r"epoch_\d+", path.stem)
         args.target, args.checkpoint = str(path.parent.parent), path.stem if standard else str(path)

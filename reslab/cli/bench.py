@@ -21,7 +21,9 @@ from pathlib import Path
 import torch
 
 from reslab.applications.inference import PATHS, RESULT_FILE, bench_inference
+from reslab.cli._weights import CHECKPOINT_HELP, add_weights_arguments, load_weights_source
 from reslab.errors import ConfigError
+from reslab.settings import parse_key_values
 from reslab.store.jsonfiles import write_json
 
 
@@ -34,9 +36,7 @@ def register(subparsers) -> None:
                              + " ".join(__doc__.split("\n\n")[2:]).replace("\n", " "))
     infer.add_argument("model", metavar="MODEL_OR_RUN", help="a model name (fresh seeded weights, or --pretrained) "
                                                              "or a run directory")
-    infer.add_argument("--checkpoint", default="last",
-                       help="for a run: last (default), ema, epoch_K; for a model name: a state-dict file on local "
-                            "disk (.pth/.safetensors, e.g. torchvision's resnet50-0676ba61.pth), never downloaded")
+    infer.add_argument("--checkpoint", default="last", help=CHECKPOINT_HELP)
     infer.add_argument("--pretrained", metavar="TAG", help="for a model name: the shipped weights, e.g. cifar10")
     infer.add_argument("--input-size", type=int, metavar="N", help="image side (default: the run's or the data's; "
                                                                      "32 for CIFAR models, 224 for ImageNet ones)")
@@ -53,64 +53,50 @@ def register(subparsers) -> None:
     infer.add_argument("--threads", type=int, help="torch / ONNX Runtime threads (default: torch's)")
     infer.add_argument("--json", metavar="FILE", help="also write the measurements as JSON")
     infer.add_argument("--seed", type=int, default=0, help="seed of a fresh model's weights and random images")
+    add_weights_arguments(infer)
     infer.set_defaults(func=run_infer)
     parser.set_defaults(func=lambda args: parser.print_help() or 2)
 
 
 def _load(args):
-    """(model, name, run_dir or None, dataset or None, input side)."""
+    """(model, name, run_dir or None, dataset or None, input side, (mean, std) or None, what a weights file
+    was read as (``weights_file``, its model options and normalisation) or None)."""
     from reslab.data import load_dataset  # noqa: PLC0415
     from reslab.models import create_model  # noqa: PLC0415
+    from reslab.train.loading import names_run_checkpoint  # noqa: PLC0415
 
     source = Path(args.model)
     if source.exists():
-        from reslab.train import load_run  # noqa: PLC0415
-
-        loaded = load_run(source, args.checkpoint)
+        loaded = load_weights_source(args, args.model)
         dataset = load_dataset(args.data, data_dir=args.data_dir) if args.data else loaded.dataset
-        return loaded.model, loaded.config["model"], loaded.run_dir, dataset, loaded.image_size[0]
+        return (loaded.model, loaded.config["model"], loaded.run_dir, dataset, loaded.image_size[0],
+                (loaded.mean, loaded.std), None)
+    if not names_run_checkpoint(args.checkpoint):
+        return _load_file(args)
     torch.manual_seed(args.seed)
     options = {"pretrained": args.pretrained} if args.pretrained else {}
+    options.update(parse_key_values(args.model_option, "--model-option"))
     dataset = load_dataset(args.data, data_dir=args.data_dir) if args.data else None
     extra = {"num_classes": dataset.num_classes, "in_chans": dataset.in_chans} if dataset is not None and not args.pretrained else {}
-    if args.checkpoint != "last":
-        model = _model_from_file(args, extra)
-    else:
-        model = create_model(args.model, **options, **extra)
+    model = create_model(args.model, **options, **extra)
     spec = getattr(model, "spec", None)
     size = dataset.image_size[0] if dataset is not None else (32 if spec is not None and spec.stem == "cifar" else 224)
-    return model.eval(), args.model, None, dataset, size
+    return model.eval(), args.model, None, dataset, size, None, None
 
 
-def _model_from_file(args, extra: dict):
-    """``args.model`` with the weights of the state-dict file ``args.checkpoint`` (head size from the file)."""
-    from reslab.errors import CheckpointError  # noqa: PLC0415
-    from reslab.models import create_model  # noqa: PLC0415
-    from reslab.train.transfer import TORCH_SUFFIXES, classifier_name, load_backbone, read_source  # noqa: PLC0415
+def _load_file(args):
+    """``_load`` of MODEL --checkpoint FILE: the head from the file; channels (and images) from --data if given."""
+    from reslab.data import load_dataset  # noqa: PLC0415
 
-    path = Path(args.checkpoint)
-    if not path.is_file() or path.suffix not in (".safetensors", *TORCH_SUFFIXES):
-        raise ConfigError(f"--checkpoint {args.checkpoint!r}: with a model name it must be a state-dict file on local "
-                          f"disk (.safetensors or {', '.join(TORCH_SUFFIXES)}); last, ema and epoch_K name the "
-                          "checkpoints of a run directory")
     if args.pretrained:
         raise ConfigError("give --pretrained (the shipped weights) or --checkpoint FILE, not both")
-    source = read_source(path)
-    model = create_model(args.model, **extra)
-    head = classifier_name(model)
-    rows = source.state.get(f"{head}.weight")
-    if rows is not None and tuple(rows.shape) != tuple(model.get_submodule(head).weight.shape):
-        model = create_model(args.model, **{**extra, "num_classes": int(rows.shape[0])})  # the file's classes
-    # every tensor but the head, the first mismatch named; then the head itself
-    load_backbone(model, source, f"--checkpoint {path}",
-                  hint="give the architecture the file was saved from as MODEL (e.g. resnet50 for torchvision's resnet50)")
-    head_state = {key[len(head) + 1:]: tensor for key, tensor in source.state.items() if key.startswith(head + ".")}
-    try:
-        model.get_submodule(head).load_state_dict(head_state)
-    except RuntimeError as exc:
-        raise CheckpointError(f"--checkpoint {path}: the head of {args.model} does not load "
-                              f"({str(exc).splitlines()[-1].strip()})") from None
-    return model
+    dataset = load_dataset(args.data, data_dir=args.data_dir) if args.data else None
+    # Agreement between paths needs no labels, so the file's classes need not be the data's.
+    loaded = load_weights_source(args, args.model, dataset, check_classes=False)
+    config = loaded.config
+    stats = (loaded.mean, loaded.std) if config.get("mean") is not None else None
+    record = {key: config.get(key) for key in ("weights_file", "model_options", "mean", "std", "normalization")}
+    return loaded.model, args.model, None, dataset, loaded.image_size[0], stats, record
 
 
 def _images(args, model, dataset, size, config_stats):
@@ -140,20 +126,16 @@ def run_infer(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.batch < 1 or args.check_images < 0 or args.calibration_images < 1:
         raise ConfigError("--batch and --calibration-images must be at least 1, --check-images at least 0")
-    model, name, run_dir, dataset, size = _load(args)
+    model, name, run_dir, dataset, size, stats, weights = _load(args)
     size = args.input_size or size
-    stats = None
-    if run_dir is not None:
-        from reslab.train.rundir import read_config  # noqa: PLC0415
-
-        config = read_config(run_dir)
-        stats = (config["mean"], config["std"])
     check, calibration, where = _images(args, model, dataset, size, stats)
     say = lambda message: print(f"reslab bench infer: {message}", file=sys.stderr, flush=True)  # noqa: E731
     bench = bench_inference(model, check, calibration, paths=args.paths, batch=args.batch, min_time=args.min_time,
                             model_name=name, check_source=where, say=say)
     print(bench.table())
     data = bench.to_dict()
+    if weights is not None:
+        data.update(weights)
     if run_dir is not None:
         data["checkpoint"] = args.checkpoint
         write_json(run_dir / RESULT_FILE, data)

@@ -1,13 +1,20 @@
-"""``reslab eval CHECKPOINT_OR_RUN_DIR``: loss, error and accuracy of a trained model on a dataset."""
+"""``reslab eval CHECKPOINT_OR_RUN_DIR``: loss, error and accuracy of a trained model on a dataset.
+
+``reslab eval MODEL --checkpoint FILE --data NAME`` evaluates a state-dict file from anywhere
+(torchvision, timm, public CIFAR ResNet code) the same way.
+"""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+from reslab.cli._weights import CHECKPOINT_HELP, add_weights_arguments, load_weights_source
 from reslab.data import load_dataset
+from reslab.errors import ConfigError
 from reslab.models import create_model
-from reslab.train import evaluate, load_run
-from reslab.train.loading import check_data_fits
+from reslab.train import evaluate
+from reslab.train.loading import check_data_fits, names_run_checkpoint
 from reslab.utils import resolve_device
 
 
@@ -15,44 +22,63 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "eval", help="evaluate a trained run or checkpoint on a dataset",
         description="Evaluate a run directory (or a checkpoints/*.safetensors file inside one) on the test "
-                    "split of its own dataset, or of --data NAME (same classes and channels).",
+                    "split of its own dataset, or of --data NAME (same classes and channels); or a model name with "
+                    "the weights of a state-dict file (MODEL --checkpoint FILE --data NAME).",
     )
     parser.add_argument("source", metavar="CHECKPOINT_OR_RUN_DIR",
-                        help="a run directory or checkpoint; with --pretrained, a model name (e.g. resnet20)")
+                        help="a run directory or checkpoint; a model name (e.g. resnet20) with --checkpoint FILE or "
+                             "--pretrained")
     parser.add_argument("--pretrained", metavar="TAG",
                         help="evaluate the weights that ship with reslab for the model SOURCE, e.g. "
                              "reslab eval resnet20 --pretrained cifar10 (see reslab profile --pretrained)")
-    parser.add_argument("--checkpoint", default="last", help="last (default), init, ema, epoch_K, or a .safetensors path")
-    parser.add_argument("--data", help="dataset name (default: the run's)")
+    parser.add_argument("--checkpoint", default="last", help=CHECKPOINT_HELP)
+    parser.add_argument("--data", help="dataset name (default: the run's; required with MODEL --checkpoint FILE)")
     parser.add_argument("--data-dir", help="where the dataset files are (default: the run's, then $RESLAB_DATA, ./data)")
     parser.add_argument("--split", choices=("test", "train"), default="test")
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_weights_arguments(parser)
     parser.set_defaults(func=run)
+
+
+def _load(args):
+    """(the weights as a LoadedRun, the dataset to evaluate on): a run, or MODEL --checkpoint FILE."""
+    if not Path(args.source).exists():
+        if names_run_checkpoint(args.checkpoint):
+            load_weights_source(args, args.source)  # a model name without a file: it says what to give
+        if args.data is None:
+            raise ConfigError(f"{args.source} --checkpoint {args.checkpoint}: give the data to evaluate on with --data "
+                              "(e.g. --data cifar10 --data-dir ../shared/data)")
+        dataset = load_dataset(args.data, data_dir=args.data_dir)
+        return load_weights_source(args, args.source, dataset), dataset
+    run_ = load_weights_source(args, args.source)
+    config = run_.config
+    if args.data is None and args.data_dir is None:
+        return run_, run_.dataset
+    name = args.data or config["data"]
+    options = dict(config.get("data_options") or {}) if name == config["data"] else {}
+    dataset = load_dataset(name, data_dir=args.data_dir or (config.get("data_dir") if name == config["data"] else None),
+                           **options)
+    check_data_fits(config, dataset, f"the model of {args.source}")
+    return run_, dataset
 
 
 def run(args) -> int:
     if args.pretrained:
         return _run_pretrained(args)
-    run_ = load_run(args.source, args.checkpoint)
+    run_, dataset = _load(args)
     config = run_.config
-    if args.data is None and args.data_dir is None:
-        dataset = run_.dataset
-    else:
-        name = args.data or config["data"]
-        options = dict(config.get("data_options") or {}) if name == config["data"] else {}
-        dataset = load_dataset(name, data_dir=args.data_dir or (config.get("data_dir") if name == config["data"] else None),
-                               **options)
-    check_data_fits(config, dataset, f"the model of {args.source}")
     images = getattr(dataset, f"{args.split}_images")
     labels = getattr(dataset, f"{args.split}_labels")
     # Normalise with the statistics the model was trained with, whatever the data.
     result = evaluate(run_.model, images, labels, split=args.split, batch_size=args.batch_size,
                       device=resolve_device(args.device), mean=run_.mean, std=run_.std)
     if args.json:
+        weights = {key: config.get(key) for key in ("model_options", "weights_file", "mean", "std", "normalization")
+                   } if config.get("weights_file") else {}
         print(json.dumps({**result.to_dict(), "model": config["model"], "checkpoint": str(run_.checkpoint),
-                          "data": dataset.name}))
+                          "data": dataset.name, **weights}))
     else:
         print(f"{config['model']} [{run_.checkpoint}] on {dataset.name} {args.split} ({result.count} images): "
               f"accuracy {100 * result.accuracy:.2f}%, error {100 * result.error:.2f}%, loss {result.loss:.4f}")

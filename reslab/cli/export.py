@@ -3,6 +3,7 @@
     reslab export runs/r20 --format onnx                       # runs/r20/export/resnet20.onnx
     reslab export resnet20 --pretrained cifar10 --format torchscript -o r20.pt
     reslab export resnet50 --format exported-program --input-size 224
+    reslab export resnet18 --checkpoint resnet18-f37072fd.pth        # a state-dict file: ./resnet18-f37072fd.onnx
 
 The file takes normalised images ``(N, C, H, W)`` float32 with any batch size ``N`` and returns
 logits. After writing it, the command runs the file the way a deployment would (ONNX Runtime,
@@ -17,9 +18,13 @@ import os
 import sys
 from pathlib import Path
 
+from reslab.cli._weights import CHECKPOINT_HELP, add_weights_arguments, load_weights_source
 from reslab.errors import ConfigError
 from reslab.models import create_model
 from reslab.models.export import DEFAULT_SUFFIX, EXPORT_FORMATS, check_export, export_model
+from reslab.settings import parse_key_values
+from reslab.train.loading import names_run_checkpoint
+from reslab.train.transfer import weights_suffix
 
 
 def register(subparsers) -> None:
@@ -29,31 +34,44 @@ def register(subparsers) -> None:
                     "(ONNX in ONNX Runtime) on a batch of another size; the check is printed.",
     )
     parser.add_argument("source", metavar="RUN_OR_CHECKPOINT_OR_MODEL",
-                        help="a run directory, a checkpoint inside one, or a model name (fresh seeded weights, or "
-                             "--pretrained TAG)")
+                        help="a run directory, a checkpoint inside one, or a model name (fresh seeded weights, "
+                             "--pretrained TAG, or the weights of --checkpoint FILE)")
     parser.add_argument("--format", choices=EXPORT_FORMATS, default="onnx", help="(default onnx)")
     parser.add_argument("-o", "--output", metavar="FILE",
                         help="file to write (default: RUN/export/MODEL<suffix> for a run, ./MODEL<suffix> for a model)")
-    parser.add_argument("--checkpoint", default="last", help="for a run: last (default), init, ema, epoch_K")
+    parser.add_argument("--checkpoint", default="last", help=CHECKPOINT_HELP)
     parser.add_argument("--pretrained", metavar="TAG", help="for a model name: the shipped weights, e.g. cifar10")
     parser.add_argument("--num-classes", type=int, help="for a fresh model: classifier outputs")
-    parser.add_argument("--in-chans", type=int, help="for a fresh model: input channels (default 3)")
+    parser.add_argument("--in-chans", type=int, help="for a fresh model: input channels (default 3); for a weights "
+                                                      "file: adapt its first convolution to these (default: the file's)")
     parser.add_argument("--input-size", type=int, metavar="N",
                         help="image side used to build the graph (default: the run's; 32 for CIFAR models, 224 "
                              "for ImageNet ones); the batch size stays free")
     parser.add_argument("--tolerance", type=float, default=1e-4, help="largest accepted difference (default 1e-4)")
     parser.add_argument("--no-check", action="store_true", help="write the file without running it")
     parser.add_argument("--seed", type=int, default=0, help="seed of a fresh model's weights (default 0)")
+    add_weights_arguments(parser, normalization=False)
     parser.set_defaults(func=run)
+
+
+def _load_file(args):
+    """``_load`` of MODEL --checkpoint FILE: the classifier's size from the file, channels from it or --in-chans."""
+    if args.pretrained:
+        raise ConfigError("give --pretrained (the shipped weights) or --checkpoint FILE, not both")
+    if args.num_classes is not None:
+        raise ConfigError(f"--num-classes is for a fresh model; the classifier of {args.checkpoint} has the size its "
+                          "weights have")
+    loaded = load_weights_source(args, args.source, in_chans=args.in_chans)
+    file = Path(args.checkpoint)
+    stem = file.name[:-len(weights_suffix(file) or "")] or args.source
+    return loaded.model, args.source, Path(stem), loaded.image_size[0], str(file)
 
 
 def _load(args):
     """(model, name, default output path, input size, where the weights came from)."""
     source = Path(args.source)
     if source.exists():
-        from reslab.train import load_run  # noqa: PLC0415 - the train room is only needed for runs
-
-        loaded = load_run(args.source, args.checkpoint)
+        loaded = load_weights_source(args, args.source)
         name = loaded.config["model"]
         run_dir = loaded.run_dir
         size = (loaded.config.get("image_size") or [None])[0]
@@ -62,10 +80,13 @@ def _load(args):
         # Looks like a path, not a model name: say so rather than "unknown model".
         raise ConfigError(f"{args.source}: no such run directory or checkpoint file (a model name, e.g. resnet20, "
                           "needs no path)")
+    if not names_run_checkpoint(args.checkpoint):
+        return _load_file(args)
     import torch  # noqa: PLC0415
 
     torch.manual_seed(args.seed)
     options = {"pretrained": args.pretrained} if args.pretrained else {}
+    options.update(parse_key_values(args.model_option, "--model-option"))
     model = create_model(args.source, num_classes=args.num_classes, in_chans=args.in_chans or 3, **options)
     size = (getattr(model, "pretrained_cfg", None) or {}).get("input_size") or [None]
     spec = getattr(model, "spec", None)

@@ -28,7 +28,7 @@ def register(subparsers) -> None:
     )
     parser.add_argument("source", metavar="SOURCE",
                         help="a reslab run directory, a checkpoint (RUN/checkpoints/*.safetensors) or a state-dict file "
-                             "(.pth, .pt, .safetensors)")
+                             "(.pth, .pt, .pth.tar, .th, .bin, .safetensors)")
     parser.add_argument("--model", help="architecture of SOURCE (needed for a bare state-dict file; default: the run's)")
     parser.add_argument("--classes", help="keep only these classes of --data, at least 2, comma-separated names or "
                                           "indices (labels become 0..k-1 in this order)")

@@ -1,12 +1,20 @@
-"""``reslab predict CHECKPOINT_OR_RUN_DIR IMAGE_OR_FOLDER...``: top-k classes of image files."""
+"""``reslab predict CHECKPOINT_OR_RUN_DIR IMAGE_OR_FOLDER...``: top-k classes of image files.
+
+``reslab predict MODEL --checkpoint FILE IMAGES [--data NAME | --mean ... --std ...]`` classifies
+with a state-dict file from anywhere (class names from --data, else the class indices).
+"""
 
 from __future__ import annotations
 
 import csv
 import json
 import sys
+from pathlib import Path
 
-from reslab.train import load_run, predict
+from reslab.cli._weights import CHECKPOINT_HELP, add_weights_arguments, load_weights_source
+from reslab.errors import ConfigError
+from reslab.train import predict
+from reslab.train.loading import names_run_checkpoint
 from reslab.utils import atomic_path
 
 
@@ -21,16 +29,44 @@ def register(subparsers) -> None:
     parser.add_argument("source", metavar="CHECKPOINT_OR_RUN_DIR")
     parser.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER")
     parser.add_argument("--top-k", type=int, default=5, help="classes to show per image (default 5)")
-    parser.add_argument("--checkpoint", default="last", help="last (default), init, ema, epoch_K, or a .safetensors path")
+    parser.add_argument("--checkpoint", default="last", help=CHECKPOINT_HELP)
     parser.add_argument("--fast", action="store_true",
                         help="use the fastest inference path that passed its accuracy check in `reslab bench infer RUN` "
                              "(RUN/inference.json; BN folding + channels-last without one)")
     parser.add_argument("--data-dir", metavar="DIR", help="where the run's dataset is, when not where it was trained "
                                                           "(--fast calibrates an int8 path on its training images)")
+    parser.add_argument("--data", metavar="NAME",
+                        help="for MODEL --checkpoint FILE: the dataset the weights classify (its class names, image "
+                             "size and, without --mean/--std, its training statistics; default: class indices)")
     parser.add_argument("--json", action="store_true", help="print the predictions as JSON lines")
     parser.add_argument("--csv", metavar="FILE", help="also write the table to FILE (image, rank, class, probability, "
                                                       "conversions)")
+    add_weights_arguments(parser)
     parser.set_defaults(func=run)
+
+
+def _load(args):
+    """The weights to classify with: a run, or MODEL --checkpoint FILE (with --data's classes, if given)."""
+    if Path(args.source).exists():
+        if args.data:
+            raise ConfigError(f"--data is for MODEL --checkpoint FILE; the run {args.source} classifies its own "
+                              "classes (--data-dir says where its data is)")
+        run_ = load_weights_source(args, args.source)
+        if args.data_dir:
+            import dataclasses  # noqa: PLC0415
+
+            run_ = dataclasses.replace(run_, config={**run_.config, "data_dir": args.data_dir})
+        return run_
+    if not names_run_checkpoint(args.checkpoint) and args.data is None and args.mean is None:
+        raise ConfigError(f"the input normalisation of {args.checkpoint} is unknown: give the mean and std its weights "
+                          "were trained with (--mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 are ImageNet's) or "
+                          "--data, whose training statistics are then used")
+    dataset = None
+    if args.data:
+        from reslab.data import load_dataset  # noqa: PLC0415
+
+        dataset = load_dataset(args.data, data_dir=args.data_dir)
+    return load_weights_source(args, args.source, dataset)
 
 
 def _fast(run_):
@@ -51,11 +87,7 @@ def _fast(run_):
 
 
 def run(args) -> int:
-    run_ = load_run(args.source, args.checkpoint)
-    if args.data_dir:
-        import dataclasses  # noqa: PLC0415
-
-        run_ = dataclasses.replace(run_, config={**run_.config, "data_dir": args.data_dir})
+    run_ = _load(args)
     if args.fast:
         run_ = _fast(run_)
     predictions = predict(run_, args.images, top_k=args.top_k)

@@ -9,6 +9,8 @@ Every block in the family is one :class:`ResidualBlock`; the four kinds below on
                ``"C"`` 1×1 projection in every block,
                ``"none"`` no shortcut: the block is its plain twin's block.
 ``gated``      highway merge ``T(x)·F(x) + (1 − T(x))·shortcut(x)`` instead of a sum.
+``shortcut_pad`` option A's zero channels after the input's (``"back"``) or on both sides
+               (``"both"``, the public CIFAR ResNet code's convention).
 =============  ==========================================================================
 
 The merge is a small object (:class:`NoMerge` for the plain twin, :class:`SumMerge`,
@@ -123,6 +125,8 @@ class ResidualBlock(nn.Module):
         subsample_shortcut: with option ``"B"``, a block that changes only the resolution (same
             channels) takes every ``stride``-th pixel of its raw input instead of projecting
             (Keras' ResNet V2: a 1×1 max-pool with stride, ``downsample = nn.MaxPool2d(1, stride)``).
+        shortcut_pad: with option ``"A"``, where the zero channels go: ``"back"`` or ``"both"``
+            (see :data:`reslab.models.layers.SHORTCUT_PADS`).
 
     Subclasses define :meth:`branch` (F, from the pre-activated input), and pre-activation
     blocks also :meth:`preactivate` and :meth:`after_merge`.
@@ -141,6 +145,7 @@ class ResidualBlock(nn.Module):
         attention: str | None = None,
         drop_path: float = 0.0,
         subsample_shortcut: bool = False,
+        shortcut_pad: str = "back",
     ):
         super().__init__()
         if shortcut not in SHORTCUT_OPTIONS:
@@ -152,6 +157,7 @@ class ResidualBlock(nn.Module):
         self.residual = shortcut != "none"
         self.changes_shape = stride != 1 or in_planes != out_planes
         self.subsample_shortcut = subsample_shortcut and shortcut == "B" and stride != 1 and in_planes == out_planes
+        self.shortcut_pad = shortcut_pad
         self.branch_enabled = True
 
         # (Submodules are created in this order so that parameter initialisation draws the
@@ -171,7 +177,8 @@ class ResidualBlock(nn.Module):
 
     def _make_shortcut(self, option: str) -> nn.Module | None:
         if option == "A":
-            return ZeroPadShortcut(self.in_planes, self.out_planes, self.stride) if self.changes_shape else None
+            return (ZeroPadShortcut(self.in_planes, self.out_planes, self.stride, self.shortcut_pad)
+                    if self.changes_shape else None)
         if option == "B" and not self.changes_shape:
             return None
         if self.subsample_shortcut:

@@ -23,30 +23,42 @@ def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
 
 
+#: Where option A puts its new zero channels: ``"back"`` after the input's channels (reslab's
+#: default, which its shipped weights were trained with) or ``"both"``, half before and half after
+#: (the most-used public PyTorch CIFAR ResNet code, ``F.pad(..., (0, 0, 0, 0, planes // 4, planes // 4))``).
+#: A state dict cannot tell them apart (option A has no parameters), yet weights trained with one
+#: give near-chance accuracy with the other.
+SHORTCUT_PADS = ("back", "both")
+
+
 class ZeroPadShortcut(nn.Module):
     """Option A of He et al. 2015: a parameter-free shortcut.
 
-    Subsamples by taking every ``stride``-th pixel and appends zero channels, so the shortcut
-    adds nothing to the parameter count and a plain twin has exactly the same parameters.
+    Subsamples by taking every ``stride``-th pixel and adds zero channels, so the shortcut adds
+    nothing to the parameter count and a plain twin has exactly the same parameters. ``pad``
+    (:data:`SHORTCUT_PADS`) says where the zero channels go.
     """
 
-    def __init__(self, in_planes: int, out_planes: int, stride: int):
+    def __init__(self, in_planes: int, out_planes: int, stride: int, pad: str = "back"):
         super().__init__()
         if out_planes < in_planes:
             raise ValueError(f"option A cannot reduce channels ({in_planes} -> {out_planes})")
-        self.in_planes, self.out_planes, self.stride = in_planes, out_planes, stride
+        if pad not in SHORTCUT_PADS:
+            raise ValueError(f"pad must be one of {SHORTCUT_PADS}, got {pad!r}")
+        self.in_planes, self.out_planes, self.stride, self.pad = in_planes, out_planes, stride, pad
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride > 1:
             x = x[:, :, :: self.stride, :: self.stride]
         extra = self.out_planes - self.in_planes
         if extra:
+            front = extra // 2 if self.pad == "both" else 0
             # Pad the channel dimension: F.pad takes (W_left, W_right, H_top, H_bottom, C_front, C_back).
-            x = F.pad(x, (0, 0, 0, 0, 0, extra))
+            x = F.pad(x, (0, 0, 0, 0, front, extra - front))
         return x
 
     def extra_repr(self) -> str:
-        return f"{self.in_planes}, {self.out_planes}, stride={self.stride}"
+        return f"{self.in_planes}, {self.out_planes}, stride={self.stride}" + (", pad=both" if self.pad == "both" else "")
 
 
 def projection_shortcut(in_planes: int, out_planes: int, stride: int, with_bn: bool = True) -> nn.Sequential:

@@ -99,10 +99,12 @@ class ResNet(nn.Module):
         zero_init_last: start every branch at zero (last BN γ = 0), so blocks start as shortcuts.
         activation_checkpointing: recompute block activations in backward instead of storing
             them; needed to train 1000-layer networks in limited memory.
+        shortcut_pad: where option A's zero channels go, ``"back"`` (after the input's) or
+            ``"both"`` (half before, half after: the public CIFAR ResNet code's convention).
         name: recorded as ``model.model_name`` (default ``"ResNet-{depth}"``; :func:`create_model`
             passes the registered name).
         model_options: recorded as ``model.model_options`` (default: every option argument
-            above, ``shortcut`` … ``activation_checkpointing``). :func:`create_model` passes the
+            above, ``shortcut`` … ``shortcut_pad``). :func:`create_model` passes the
             options as given with the name's defaults; each must equal its argument.
 
     Input ``x: (N, in_chans, H, W)``, output ``(N, num_classes)``. Any ``H, W ≥ 1`` works.
@@ -120,6 +122,7 @@ class ResNet(nn.Module):
         drop_path: float = 0.0,
         zero_init_last: bool = False,
         activation_checkpointing: bool = False,
+        shortcut_pad: str = "back",
         *,
         name: str | None = None,
         model_options: Mapping[str, Any] | None = None,
@@ -127,7 +130,7 @@ class ResNet(nn.Module):
         super().__init__()
         options = {"shortcut": shortcut, "gated": gated, "attention": attention, "dropout": dropout,
                    "drop_path": drop_path, "zero_init_last": zero_init_last,
-                   "activation_checkpointing": activation_checkpointing}
+                   "activation_checkpointing": activation_checkpointing, "shortcut_pad": shortcut_pad}
         if model_options is not None:
             disagreeing = sorted(k for k, v in model_options.items() if k not in options or options[k] != v)
             if disagreeing:
@@ -150,6 +153,8 @@ class ResNet(nn.Module):
         # Keras' V2 subsamples where a block changes only the resolution; passed only there, so
         # every other network's blocks are built exactly as before.
         block_options = {"subsample_shortcut": True} if keras_v2 else {}
+        if shortcut_pad != "back":
+            block_options["shortcut_pad"] = shortcut_pad
 
         block_cls = BLOCKS[(spec.block, spec.preact)]
         total_blocks = spec.num_blocks

@@ -25,6 +25,7 @@ from torch import nn
 from reslab.errors import ModelConfigError
 from reslab.store.jsonfiles import natural_key
 from reslab.models.blocks import SHORTCUT_OPTIONS
+from reslab.models.layers import SHORTCUT_PADS
 from reslab.models.family import ModelFamily
 from reslab.models.network import NetworkSpec, ResNet, StageSpec
 from reslab.models.pretrained import load_pretrained, pretrained_weights
@@ -45,7 +46,8 @@ CIFAR_DEPTH_RULE = (
 WRN_DEPTH_RULE = "wide ResNets WRN-d-k have depth d = 6n+4 (e.g. 16, 22, 28, 40) and width k ≥ 1 (e.g. wrn_28_10)"
 
 # Options every model accepts, with their defaults (the family default for ``shortcut``).
-MODEL_OPTIONS = ("shortcut", "gated", "attention", "dropout", "drop_path", "zero_init_last", "activation_checkpointing")
+MODEL_OPTIONS = ("shortcut", "gated", "attention", "dropout", "drop_path", "zero_init_last", "activation_checkpointing",
+                 "shortcut_pad")
 #: Options of the convolution layout (Keras' ResNet v1): ``stride_in_1x1`` (bottleneck blocks
 #: stride their first 1×1 conv, as in the 2015 paper, instead of the 3×3), ``conv_bias`` (every
 #: conv has a bias) and ``bn_eps`` (BatchNorm epsilon; Keras uses 1.001e-5).
@@ -315,7 +317,8 @@ def create_model(name: str, num_classes: int | None = None, in_chans: int = 3, *
         num_classes: classifier outputs (default 10 for CIFAR models, 1000 for ImageNet ones).
         in_chans: input channels (3 for RGB, 1 for grayscale).
         **options: ``shortcut`` ("A", "B", "C", "none"), ``gated``, ``attention`` ("se", "cbam"),
-            ``dropout``, ``drop_path``, ``zero_init_last``, ``activation_checkpointing``, and for
+            ``dropout``, ``drop_path``, ``zero_init_last``, ``activation_checkpointing``,
+            ``shortcut_pad`` ("back" or "both": where option A puts its zero channels), and for
             generic CIFAR names ``block`` ("basic" or "bottleneck"); ``pretrained`` (a tag such as
             ``"cifar10"``, or ``True``) loads weights that ship with reslab (see
             :func:`reslab.models.pretrained.list_pretrained`; never a download) and returns the model
@@ -406,6 +409,13 @@ def _validate(name: str, spec: NetworkSpec, settings: dict, num_classes, in_chan
         value = settings.get(key, 0.0)
         if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
             raise ModelConfigError(f"{name}: {key} must be a probability in [0, 1), got {value!r}")
+    pad = settings.get("shortcut_pad", "back")
+    if pad not in SHORTCUT_PADS:
+        raise ModelConfigError(f"{name}: shortcut_pad must be one of {', '.join(SHORTCUT_PADS)} (where option A puts "
+                               f"its zero channels), got {pad!r}")
+    if pad != "back" and shortcut != "A":
+        raise ModelConfigError(f"{name}: shortcut_pad={pad!r} places option A's zero channels, but this model's "
+                               f"shortcut is {shortcut!r}; use it with shortcut='A' (resnet20 ... resnet1202)")
     if shortcut == "none" and settings.get("drop_path", 0.0) > 0:
         raise ModelConfigError(f"{name}: drop_path (stochastic depth) needs shortcuts; a plain net would lose whole layers")
     if shortcut == "none" and settings.get("gated"):

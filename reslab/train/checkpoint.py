@@ -43,8 +43,15 @@ def save_weights(path: str | Path, state: Mapping[str, torch.Tensor], metadata: 
         save_file(tensors, str(tmp), metadata=meta)
 
 
-def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Read a safetensors file: (state dict on CPU, metadata). CheckpointError if missing or corrupt."""
+RUN_CHECKPOINT_HINT = "use another checkpoint of the run (see list_checkpoints) or retrain"
+
+
+def load_weights(path: str | Path, hint: str = RUN_CHECKPOINT_HINT) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read a safetensors file: (state dict on CPU, metadata). CheckpointError if missing or corrupt.
+
+    ``hint`` ends the message about a damaged file with what to do (a run's checkpoint has
+    siblings to fall back on; a file on its own does not).
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
@@ -53,9 +60,41 @@ def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
             metadata = dict(handle.metadata() or {})
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"checkpoint {str(path)!r} is corrupt or not a safetensors file ({exc}); "
-                              "use another checkpoint of the run (see list_checkpoints) or retrain") from None
+        raise CheckpointError(f"checkpoint {str(path)!r} {safetensors_problem(path, exc)}; {hint}") from None
     return tensors, metadata
+
+
+def safetensors_problem(path: Path, exc: Exception) -> str:
+    """What is wrong with a safetensors file that does not load, in words (its layout: an 8-byte
+    little-endian header length, a JSON header giving each tensor's byte range, then the data)."""
+    import json  # noqa: PLC0415 - only a damaged file needs it
+
+    size = path.stat().st_size
+    if size == 0:
+        return "is empty (0 bytes)"
+    if size < 8:
+        return f"is {size} bytes long, too short for a safetensors file (which starts with an 8-byte header length)"
+    with open(path, "rb") as handle:
+        header_size = int.from_bytes(handle.read(8), "little")
+        start = handle.read(1)
+        if start != b"{":
+            return "is corrupt or not a safetensors file (it does not start with a header length and a JSON header)"
+        if header_size > size - 8:
+            return (f"is truncated: its header alone needs {header_size} bytes after the first 8, and the file has "
+                    f"{size - 8}")
+        handle.seek(8)
+        try:
+            header = json.loads(handle.read(header_size))
+        except ValueError:
+            return "has a damaged header (not valid JSON)"
+    ends = [entry["data_offsets"][1] for key, entry in header.items()
+            if key != "__metadata__" and isinstance(entry, dict) and len(entry.get("data_offsets") or []) == 2]
+    data = size - 8 - header_size
+    if ends and max(ends) > data:
+        return (f"is truncated: its header lists {len(ends)} tensors needing {max(ends)} bytes of data, the file "
+                f"holds {data} ({100 * data / max(ends):.0f} %); it was cut short, e.g. by an interrupted copy "
+                "or download")
+    return f"is corrupt ({exc})"
 
 
 def check_state_matches(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], what: str,

@@ -1,10 +1,14 @@
-"""Loading trained runs back: ``load_run`` (model + config + dataset) and ``predict``."""
+"""Loading trained weights back: ``load_run`` (a run: model + config + dataset), ``load_file`` (a model
+name and a weights file from anywhere: the same object), ``load_source`` (either, as the commands take
+them) and ``predict``."""
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -21,17 +25,30 @@ from reslab.train.checkpoint import (
 )
 from reslab.train.evaluation import Prediction, image_files, load_images, predict_images
 from reslab.train.rundir import read_config
+from reslab.train.transfer import (
+    classifier_name,
+    input_conv_name,
+    load_weights_file,
+    map_names,
+    read_source,
+    weights_suffix,
+)
 
 
 @dataclass
 class LoadedRun:
     """A trained run: ``model`` (eval mode, CPU), ``config`` (the run's ``config.json`` as a dict),
     ``dataset`` (loaded on first use from the config's data settings unless one was given),
-    ``run_dir`` and the ``checkpoint`` file the weights came from."""
+    ``run_dir`` and the ``checkpoint`` file the weights came from.
+
+    Weights from a file outside any run (:func:`load_file`) give the same object with ``run_dir``
+    ``None`` and a config built from the model, the file and the data: its ``weights_file`` entry
+    says what was read and how it was mapped, ``normalization`` where mean and std came from.
+    """
 
     model: nn.Module
     config: dict[str, Any]
-    run_dir: Path
+    run_dir: Path | None
     checkpoint: Path
     _dataset: Any = field(default=None, repr=False)
 
@@ -39,6 +56,9 @@ class LoadedRun:
     def dataset(self):
         """The run's :class:`~reslab.data.ImageDataset` (loaded once, on first access)."""
         if self._dataset is None:
+            if not self.config.get("data"):
+                raise ConfigError(f"the weights of {self.checkpoint} come with no data; give --data (the dataset to "
+                                  "use with them)")
             self._dataset = dataset_for_config(self.config)
         return self._dataset
 
@@ -51,11 +71,20 @@ class LoadedRun:
 
     @property
     def mean(self) -> tuple[float, ...]:
+        self.require_normalization()
         return tuple(self.config["mean"])
 
     @property
     def std(self) -> tuple[float, ...]:
+        self.require_normalization()
         return tuple(self.config["std"])
+
+    def require_normalization(self) -> None:
+        """ConfigError unless the mean and std of the model's inputs are known (a file's may not be)."""
+        if self.config.get("mean") is None or self.config.get("std") is None:
+            raise ConfigError(f"the input normalisation of {self.checkpoint} is unknown: give the mean and std its "
+                              "weights were trained with (--mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 are "
+                              "ImageNet's) or --data, whose training statistics are then used")
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -128,10 +157,11 @@ def model_for_config(config: dict[str, Any]) -> nn.Module:
 def _split_source(run_dir: str | Path, checkpoint: str | Path) -> tuple[Path, str | Path]:
     """Accept a checkpoint file in place of the run directory (``RUN/checkpoints/x.safetensors``)."""
     path = Path(run_dir)
-    if path.is_file() and path.suffix == ".safetensors":
-        if path.parent.name != CHECKPOINT_DIR:
-            raise CheckpointError(f"{str(path)!r} is not inside a run's {CHECKPOINT_DIR}/ folder, so its model "
-                                  "settings are unknown; give the run directory")
+    if path.is_file() and weights_suffix(path):
+        if path.suffix != ".safetensors" or path.parent.name != CHECKPOINT_DIR:
+            raise CheckpointError(f"{str(path)!r} is a weights file outside any run, so its architecture is unknown; "
+                                  f"give the model name and the file: MODEL --checkpoint {path} (e.g. resnet18 "
+                                  f"--checkpoint {path}), or the run directory it belongs to")
         return path.parent.parent, path
     return path, checkpoint
 
@@ -158,6 +188,146 @@ def load_run(run_dir: str | Path, checkpoint: str | Path = "last", dataset=None)
     load_into(model, state, repr(str(path)))
     model.eval()
     return LoadedRun(model=model, config=config, run_dir=run_dir, checkpoint=path, _dataset=dataset)
+
+
+#: What ``--checkpoint`` names in a run (a weights file with a model name is anything else).
+_RUN_CHECKPOINT = re.compile(r"last|init|ema|(?:epoch_?)?\d+")
+#: What a model-name source's messages tell the user to give instead.
+MODEL_FILE_HINT = ("give the architecture the file was saved from as MODEL (e.g. resnet50 for torchvision's "
+                   "resnet50)")
+
+
+def names_run_checkpoint(checkpoint: str | Path | None) -> bool:
+    """Whether ``checkpoint`` is one of a run's names (``last``, ``init``, ``ema``, ``epoch_K``), not a file."""
+    return checkpoint is None or bool(_RUN_CHECKPOINT.fullmatch(str(checkpoint)))
+
+
+def load_source(source: str | Path, checkpoint: str | Path = "last", *, dataset=None,
+                model_options: Mapping[str, Any] | None = None, mean: Sequence[float] | None = None,
+                std: Sequence[float] | None = None, in_chans: int | None = None,
+                check_classes: bool = True) -> LoadedRun:
+    """What every command that takes a run takes: ``RUN_DIR`` (or a checkpoint inside one) with
+    ``checkpoint`` a run's name, or ``MODEL`` with ``checkpoint`` a weights file (:func:`load_file`).
+
+    ``model_options``, ``mean``, ``std`` and ``in_chans`` belong to a weights file: a run keeps the
+    ones it was trained with, so they are refused with one. ``dataset`` is the run's data (its
+    classes and channels are checked) or the file's (see :func:`load_file`).
+    """
+    path = Path(source)
+    if path.exists():
+        given = [flag for flag, value in (("--model-option", model_options), ("--mean", mean), ("--std", std))
+                 if value]
+        if given:
+            raise ConfigError(f"{' and '.join(given)} describe the weights of MODEL --checkpoint FILE; {source} is a "
+                              "run, which keeps the options and normalisation it was trained with")
+        if dataset is not None:
+            check_data_fits(read_config(_split_source(path, checkpoint)[0]), dataset, f"the model of {source}")
+        return load_run(path, checkpoint, dataset=dataset)
+    if weights_suffix(path):
+        raise ConfigError(f"{source} does not exist; give a run directory, or a weights file as MODEL --checkpoint "
+                          "FILE")
+    if "/" in str(source):
+        return load_run(path, checkpoint, dataset=dataset)  # says the run directory does not exist
+    if names_run_checkpoint(checkpoint):
+        model_info(str(source))  # an unknown name is the first thing to say
+        raise ConfigError(f"{source} is a model name: give its weights with --checkpoint FILE (a state-dict file: "
+                          f".pth, .pt, .pth.tar, .bin, .safetensors), or a run directory instead of the name "
+                          f"(--checkpoint {checkpoint} names a checkpoint of a run)")
+    return load_file(str(source), checkpoint, dataset=dataset, model_options=model_options, mean=mean, std=std,
+                     in_chans=in_chans, check_classes=check_classes)
+
+
+def load_file(model: str, checkpoint: str | Path, *, dataset=None, model_options: Mapping[str, Any] | None = None,
+              mean: Sequence[float] | None = None, std: Sequence[float] | None = None, in_chans: int | None = None,
+              check_classes: bool = True) -> LoadedRun:
+    """``model`` with the weights of a state-dict file from anywhere (``MODEL --checkpoint FILE``).
+
+    The file is read as ``reslab finetune`` reads one (:func:`reslab.train.transfer.read_source`:
+    torchvision, timm and other state dicts, wrapper entries and prefixes, another classifier name),
+    and every tensor must match, the first that does not named with both shapes.
+
+    * The classifier's size comes from the file. With ``dataset``, its classes must agree
+      (``check_classes``; a benchmark that only compares outputs passes ``False``), and the model
+      reads the data's channels: the first convolution is adapted to them as fine-tuning does.
+      Without data, the channels are the file's (or ``in_chans``).
+    * ``mean``/``std``: the normalisation the weights were trained with (community weights differ:
+      ImageNet statistics on CIFAR images are common); without them, the data's training statistics.
+    * ``model_options``: ``create_model`` options, e.g. ``{"shortcut_pad": "both"}`` for weights of
+      the public CIFAR ResNet code (docs/models.md).
+
+    Returns a :class:`LoadedRun` with ``run_dir=None``; ``config["weights_file"]`` records the file,
+    the entry read, renamed tensors, the channel adaptation and notes, ``config["normalization"]``
+    where mean and std came from.
+    """
+    path = Path(checkpoint)
+    info = model_info(model)
+    options = dict(model_options or {})
+    if not path.is_file() or not weights_suffix(path):
+        raise ConfigError(f"--checkpoint {str(checkpoint)!r}: with a model name it must be a weights file on local disk "
+                          "(.safetensors, .pth, .pt, .pth.tar, .th, .bin or .ckpt); last, init, ema and epoch_K name "
+                          "the checkpoints of a run directory")
+    if dataset is not None:
+        check_model_reads(model, dataset)
+    if (mean is None) != (std is None):
+        raise ConfigError("give --mean and --std together (the normalisation the weights were trained with)")
+    source = read_source(path, what="--checkpoint")
+    where = f"--checkpoint {path}"
+    hint = (f"the file holds a {source.model}: give {source.model} as MODEL" if source.model and source.model != model
+            else MODEL_FILE_HINT)
+    # What the file decides (the classifier's size, its input channels), read off a shape-only model.
+    image_size = tuple(dataset.image_size) if dataset is not None else (info.default_input_size,) * 2
+    with torch.device("meta"):
+        probe = _create_sized(model, None, in_chans or 3, image_size, options)
+    state, _ = map_names(probe, source.state)
+    head = classifier_name(probe)
+    rows = state.get(f"{head}.weight")
+    if rows is None:
+        raise ConfigError(f"{where} has no classifier {head}.weight (nor linear/head/classifier) to size {model}'s head "
+                          f"from; {MODEL_FILE_HINT}")
+    num_classes = int(rows.shape[0])
+    conv = input_conv_name(probe)
+    file_chans = int(state[f"{conv}.weight"].shape[1]) if conv and f"{conv}.weight" in state else None
+    channels = dataset.in_chans if dataset is not None else in_chans or file_chans or 3
+    if dataset is not None and check_classes and num_classes != dataset.num_classes:
+        raise ConfigError(f"{where} has a {num_classes}-way classifier ({head}.weight {tuple(rows.shape)}), but "
+                          f"{dataset.name!r} has {dataset.num_classes} classes; use data with {num_classes} classes, "
+                          f"or fine-tune the file on {dataset.name} first (reslab finetune {path} --model {model} "
+                          f"--data {dataset.name})")
+    stats = _normalization(mean, std, channels, dataset)
+    net = _create_sized(model, num_classes, channels, image_size, options)
+    record = load_weights_file(net, source, where, hint)
+    net.eval()
+    names = (list(dataset.class_names) if dataset is not None and dataset.num_classes == num_classes
+             else [str(i) for i in range(num_classes)])
+    config = {
+        "model": model, "model_options": options, "num_classes": num_classes, "in_chans": channels,
+        "image_size": list(image_size), "mean": stats[0], "std": stats[1], "normalization": stats[2],
+        "class_names": names, "data": getattr(dataset, "name", None),
+        "data_options": dict(getattr(dataset, "options", {}) or {}) if dataset is not None else {},
+        "weights_file": {**source.origin, **record, "file_channels": file_chans},
+    }
+    return LoadedRun(model=net, config=config, run_dir=None, checkpoint=path, _dataset=dataset)
+
+
+def _normalization(mean, std, channels: int, dataset) -> tuple[list[float] | None, list[float] | None, str]:
+    """(mean, std, where they came from) of a weights file's inputs."""
+    if mean is None:
+        if dataset is None:
+            return None, None, "unknown (no --mean/--std, no --data)"
+        return ([float(v) for v in dataset.mean], [float(v) for v in dataset.std],
+                f"the training statistics of {dataset.name} (no --mean/--std given)")
+    values = []
+    for flag, given in (("--mean", mean), ("--std", std)):
+        numbers = [float(v) for v in given]
+        if len(numbers) == 1:
+            numbers *= channels
+        if len(numbers) != channels or not all(math.isfinite(v) for v in numbers):
+            raise ConfigError(f"{flag} {','.join(map(str, given))}: expected {channels} finite numbers (one per input "
+                              f"channel) or one for all, e.g. {flag} " + ",".join(["0.5"] * channels))
+        values.append(numbers)
+    if not all(v > 0 for v in values[1]):
+        raise ConfigError(f"--std {','.join(map(str, std))}: every standard deviation must be positive")
+    return values[0], values[1], "given with --mean/--std"
 
 
 def predict(source, images, top_k: int = 5, checkpoint: str | Path = "last") -> list[Prediction]:

@@ -408,6 +408,7 @@ class _Trainer:
                               f"{loaded['head']!r} for {self.dataset.num_classes} classes"
                               + (f"; frozen: {', '.join(frozen)}" if frozen else "")
                               + ("; all BN layers fixed" if c.freeze_bn else ""))
+            self.notes.extend(loaded["notes"])
         transfer.freeze(self.model, frozen)
         self.fixed_bn = transfer.fixed_bn_modules(self.model, frozen, c.freeze_bn)
 

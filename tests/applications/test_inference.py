@@ -208,23 +208,20 @@ def test_fast_model_without_a_record_is_exact(digits_run):
 
 def test_bench_infer_loads_a_torchvision_state_dict_file(tmp_path, capsys):
     torchvision = pytest.importorskip("torchvision")
-    from argparse import Namespace
-
-    from reslab.cli.bench import _model_from_file
     from reslab.errors import CheckpointError
+    from reslab.train.loading import load_file
 
     torch.manual_seed(0)
     theirs = torchvision.models.resnet18(num_classes=7).eval()
     file = tmp_path / "resnet18-custom.pth"
     torch.save(theirs.state_dict(), file)
-    args = Namespace(model="resnet18", checkpoint=str(file), pretrained=None)
-    ours = _model_from_file(args, {}).eval()
+    ours = load_file("resnet18", file).model  # what bench infer MODEL --checkpoint FILE builds
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(ours(x), theirs(x))  # the head's 7 classes come from the file
     with pytest.raises(CheckpointError, match=r"does not match resnet50: it has no tensor 'layer1\.0\.downsample\.0\.weight'.*as MODEL"):
-        _model_from_file(Namespace(model="resnet50", checkpoint=str(file), pretrained=None), {})
+        load_file("resnet50", file)
     with pytest.raises(SystemExit) as exit_info:
         main(["bench", "infer", "resnet18", "--checkpoint", str(tmp_path / "missing.pth")])
     assert exit_info.value.code != 0
-    assert "must be a state-dict file on local disk" in capsys.readouterr().err
+    assert "must be a weights file on local disk" in capsys.readouterr().err

@@ -61,7 +61,8 @@ def test_a_directly_built_resnet_records_its_name_and_options():
     model = ResNet(cifar_spec(20), num_classes=10, shortcut="A", dropout=0.1)
     assert model.model_name == "ResNet-20"
     assert model.model_options == {"shortcut": "A", "gated": False, "attention": None, "dropout": 0.1,
-                                   "drop_path": 0.0, "zero_init_last": False, "activation_checkpointing": False}
+                                   "drop_path": 0.0, "zero_init_last": False, "activation_checkpointing": False,
+                                   "shortcut_pad": "back"}
     named = ResNet(cifar_spec(20), name="mine", model_options={"shortcut": "B"})
     assert named.model_name == "mine" and named.model_options == {"shortcut": "B"}
     with pytest.raises(ValueError, match="shortcut"):

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import reslab
+from reslab.errors import ModelConfigError
 from reslab.models import blocks_removed, named_blocks, removable_blocks
 from reslab.models.blocks import GATE_BIAS_INIT
 from reslab.models.layers import DropPath, ZeroPadShortcut
@@ -103,6 +104,64 @@ def test_option_a_subsamples_and_zero_pads():
     torch.testing.assert_close(y[:, :16], x[:, :, ::2, ::2], rtol=0, atol=0)
     assert torch.count_nonzero(y[:, 16:]) == 0
     assert sum(p.numel() for p in shortcut.parameters()) == 0
+
+
+def test_option_a_both_puts_half_the_zero_channels_before_and_half_after():
+    shortcut = ZeroPadShortcut(16, 32, stride=2, pad="both")
+    x = torch.randn(2, 16, 7, 7)
+    y = shortcut(x)
+    torch.testing.assert_close(y[:, 8:24], x[:, :, ::2, ::2], rtol=0, atol=0)
+    assert torch.count_nonzero(y[:, :8]) == 0 and torch.count_nonzero(y[:, 24:]) == 0
+
+
+def _public_cifar_resnet():
+    """tests/public_cifar_resnet.py, the public code's way of writing a CIFAR ResNet (loaded by path)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("public_cifar_resnet",
+                                                  Path(__file__).parents[1] / "public_cifar_resnet.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_public_cifar_resnet_weights_give_their_logits_only_with_shortcut_pad_both():
+    """Weights of the public CIFAR ResNet code (zero channels on both sides, classifier `linear`)
+    load into reslab with every key matching but the classifier's name, and either convention loads
+    without complaint; only shortcut_pad="both" computes what they computed."""
+    theirs = _public_cifar_resnet().resnet(8, num_classes=10).eval()
+    with torch.no_grad():  # BN statistics other than 0/1, so every layer matters
+        for module in theirs.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+    state = {k.replace("linear.", "fc.", 1) if k.startswith("linear.") else k: v for k, v in theirs.state_dict().items()}
+    x = torch.randn(4, 3, 16, 16)
+    outputs = {}
+    for pad in ("both", "back"):
+        ours = reslab.create_model("cifar_resnet8", num_classes=10, shortcut_pad=pad).eval()
+        ours.load_state_dict(state)  # strict: the same names and shapes either way
+        with torch.no_grad():
+            outputs[pad] = ours(x)
+    with torch.no_grad():
+        expected = theirs(x)
+    torch.testing.assert_close(outputs["both"], expected, rtol=0, atol=1e-5)
+    assert (outputs["back"] - expected).abs().max() > 0.1
+
+
+def test_shortcut_pad_is_a_recorded_option_of_option_a_models_only():
+    model = reslab.create_model("resnet20", shortcut_pad="both")
+    assert model.model_options == {"shortcut": "A", "shortcut_pad": "both"}
+    assert reslab.create_model("resnet20").model_options == {"shortcut": "A"}  # the default changes nothing
+    assert model.layer2[0].downsample.pad == "both" and model.layer1[0].downsample is None
+    with pytest.raises(ModelConfigError, match="shortcut_pad must be one of back, both"):
+        reslab.create_model("resnet20", shortcut_pad="front")
+    with pytest.raises(ModelConfigError, match="shortcut is 'B'; use it with shortcut='A'"):
+        reslab.create_model("resnet18", shortcut_pad="both")
+    from reslab.analysis.common import twin_options
+
+    assert twin_options(model) == {"shortcut": "none"}  # a plain twin has no zero channels to place
 
 
 # -- highway gates -----------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from reslab.experiments.transfer import run_transfer
 from reslab.models import create_model
 from reslab.train import finetune, finetune_config, load_run, train
 from reslab.train.optim import build_optimizer
-from reslab.train.transfer import read_source
+from reslab.train.transfer import adapt_input_conv, load_backbone, read_source
 
 DATA = {"num_train": 128, "num_test": 32, "image_size": 8}
 
@@ -118,17 +118,17 @@ def test_torchvision_style_state_dict_files_load_with_model(tmp_path):
     with pytest.raises(ConfigError, match="give it with --model"):
         finetune_config(tmp_path / "r18.pth", data="synthetic")
     model = create_model("resnet18", num_classes=5)
-    from reslab.train.transfer import load_backbone
-
     done = load_backbone(model, source, "r18.pth")
     assert done["copied_tensors"] == len(reference.state_dict()) - 2
     assert torch.equal(model.layer3[0].downsample[0].weight, reference.layer3[0].downsample[0].weight)
     # another architecture: the first mismatching tensor and both shapes
     with pytest.raises(CheckpointError, match=r"no tensor 'layer1.2.conv1.weight' \(shape \(64, 64, 3, 3\)"):
         load_backbone(create_model("resnet34", num_classes=5), source, "r18.pth")
-    with pytest.raises(CheckpointError, match=r"conv1.weight has shape \(64, 3, 7, 7\) in the source and "
-                                              r"\(64, 1, 7, 7\)"):
-        load_backbone(create_model("resnet18", num_classes=5, in_chans=1), source, "r18.pth")
+    # the same architecture with another tensor shape: that tensor and both shapes
+    source.state["layer2.0.conv2.weight"] = source.state["layer2.0.conv2.weight"][:, :64]
+    with pytest.raises(CheckpointError, match=r"layer2.0.conv2.weight has shape \(128, 64, 3, 3\) in the source "
+                                              r"and \(128, 128, 3, 3\)"):
+        load_backbone(create_model("resnet18", num_classes=5), source, "r18.pth")
 
 
 def test_finetune_cli_end_to_end_and_its_errors(source_run, tmp_path, capsys):
@@ -182,10 +182,102 @@ def test_transfer_experiment_on_the_digits_writes_its_records_and_reuses_runs(tm
 
 
 def test_a_corrupt_state_dict_file_is_refused_without_torchs_unsafe_advice(tmp_path):
-    from reslab.train.transfer import read_source
-
     bad = tmp_path / "broken.pth"
     bad.write_text("not a checkpoint")
     with pytest.raises(CheckpointError, match="could not be read as a PyTorch state dict") as info:
         read_source(bad)
     assert "weights_only" not in str(info.value)
+
+
+def _run_cli(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
+
+
+# -- damaged files --------------------------------------------------------------------------------
+def test_empty_weights_file_is_refused_in_one_line_and_nothing_is_written(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty.pth").write_bytes(b"")
+    for argv in (["finetune", "empty.pth", "--model", "cifar_resnet8", "--data", "digits", "--out", "ft"],
+                 ["bench", "infer", "cifar_resnet8", "--checkpoint", "empty.pth"],
+                 ["eval", "cifar_resnet8", "--checkpoint", "empty.pth", "--data", "digits"]):
+        code, out, err = _run_cli(argv, capsys)
+        assert code == 2 and out == "", argv
+        assert err.count("\n") == 1 and "error: 'empty.pth' is empty (0 bytes), so it holds no weights" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.pth"]
+
+
+def test_a_truncated_pth_is_called_truncated_in_whole_words(tmp_path):
+    file = tmp_path / "cut.pth"
+    torch.save(create_model("cifar_resnet8").state_dict(), file)
+    file.write_bytes(file.read_bytes()[:3000])
+    with pytest.raises(CheckpointError) as info:
+        read_source(file)
+    message = str(info.value)
+    assert "could not be read as a PyTorch state dict: it is truncated or damaged" in message
+    assert "there is a high" not in message and "weights_only" not in message
+
+
+def test_a_pickled_module_is_refused_naming_the_class_it_holds(tmp_path):
+    torch.save(create_model("cifar_resnet8"), tmp_path / "whole_model.pth")
+    with pytest.raises(CheckpointError, match=r"holds a pickled reslab\.models\.network\.ResNet object"):
+        read_source(tmp_path / "whole_model.pth")
+
+
+def test_truncated_standalone_safetensors_says_what_is_wrong_with_the_file(tmp_path):
+    from safetensors.torch import save_file
+
+    file = tmp_path / "weights.safetensors"
+    save_file(create_model("cifar_resnet8").state_dict(), str(file))
+    file.write_bytes(file.read_bytes()[: file.stat().st_size // 2])
+    with pytest.raises(CheckpointError) as info:
+        read_source(file)
+    message = str(info.value)
+    assert "is truncated: its header lists" in message and "the file is not part of a run" in message
+    assert "list_checkpoints" not in message and "another checkpoint of the run" not in message
+
+
+# -- input channels -------------------------------------------------------------------------------
+def test_adapting_the_first_convolution_keeps_the_output_of_equal_channel_images():
+    """timm's in_chans rule: summed for one channel, repeated and scaled by 3/C for C channels, so an
+    image whose channels are all equal gives what the source gave for its 3 equal channels (exactly
+    for one channel and for multiples of 3)."""
+    weight = torch.randn(8, 3, 3, 3)
+    gray = torch.rand(2, 1, 6, 6)
+    expected = torch.nn.functional.conv2d(gray.expand(-1, 3, -1, -1), weight)
+    one, how = adapt_input_conv(weight, 1)
+    assert how == "its 3-channel filters summed into one channel"
+    torch.testing.assert_close(torch.nn.functional.conv2d(gray, one), expected)
+    six, how = adapt_input_conv(weight, 6)
+    assert six.shape == (8, 6, 3, 3) and how == "its 3-channel filters repeated to 6 channels and scaled by 3/6"
+    torch.testing.assert_close(torch.nn.functional.conv2d(gray.expand(-1, 6, -1, -1), six), expected)
+    four, _ = adapt_input_conv(weight, 4)
+    torch.testing.assert_close(four, torch.cat([weight, weight[:, :1]], dim=1) * 0.75)
+
+
+def test_channel_mismatch_is_adapted_not_blamed_on_the_architecture(tiny_config, tmp_path, capsys):
+    """A grayscale run fine-tuned on RGB data: its architecture is right, only the channels differ."""
+    gray = train(tiny_config("gray", data="digits", data_options={}, epochs=1, batch_size=64)).run_dir
+    source = load_run(gray).model
+    code, out, err = _run_cli(["finetune", str(gray), "--data", "synthetic", "--recipe", "digits-quick", "--epochs",
+                               "1", "--batch-size", "32", "--set", "data_options.num_train=64", "--set",
+                               "data_options.num_test=16", "--set", "data_options.image_size=8", "--out",
+                               str(tmp_path / "rgb"), "--device", "cpu"], capsys)
+    assert code == 0, err
+    assert ("input channels: fine-tuning source " in out + err
+            and "was trained on 1-channel images, cifar_resnet8 here reads 3" in out + err)
+    config = json.loads((tmp_path / "rgb" / "config.json").read_text())
+    adapted = config["transfer"]["input_conv"]
+    assert adapted["tensor"] == "conv1.weight" and adapted["source_channels"] == 1 and adapted["channels"] == 3
+    start = load_run(tmp_path / "rgb", "init").model.conv1.weight
+    torch.testing.assert_close(start, source.conv1.weight.repeat(1, 3, 1, 1) / 3)
+
+
+def test_another_architecture_is_refused_before_the_run_directory_is_made(source_run, tmp_path, capsys):
+    code, out, err = _run_cli(["finetune", str(source_run), "--model", "cifar_resnet14", "--data", "synthetic",
+                               "--out", str(tmp_path / "ft")], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert "does not match cifar_resnet14" in err and "the source is a cifar_resnet8: pass --model cifar_resnet8" in err
+    assert not (tmp_path / "ft").exists()
