@@ -353,3 +353,18 @@ def test_weights_fingerprint_follows_the_weights_not_the_object():
     assert weights_fingerprint(model) == weights_fingerprint(twin)
     next(m for m in twin.modules() if isinstance(m, BATCH_NORMS)).running_mean[0] += 1e-3  # one statistic moved
     assert weights_fingerprint(model) != weights_fingerprint(twin)
+
+
+def test_predict_fast_skips_paths_that_compile_in_every_process(digits_run, tmp_path, capsys):
+    code, _, err = _cli(["bench", "infer", str(digits_run), "--paths", "bn-fold", "--min-time", "0.01",
+                         "--check-images", "16"], capsys)
+    assert code == 0, err
+    record = json.loads((digits_run / "inference.json").read_text())
+    record["results"].append({"name": "compile", "precision": "fp32", "passed": True, "throughput": 1e9,
+                              "agreement": 1.0})
+    record["fastest"] = "compile"  # as if it had won the table
+    (digits_run / "inference.json").write_text(json.dumps(record))
+    code, _, err = _cli(["predict", str(digits_run), _digit_png(tmp_path / "d.png"), "--fast"], capsys)
+    fastest_usable = max((r for r in record["results"] if r["name"] != "compile"), key=lambda r: r["throughput"])
+    assert code == 0 and f"fast path: {fastest_usable['name']} (the fastest path that passed" in err
+    assert "compile, faster there, compiles for seconds in every process" in err
