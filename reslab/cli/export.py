@@ -112,8 +112,7 @@ def _check_arguments(args: argparse.Namespace) -> None:
 
 def _check_output(output, args: argparse.Namespace) -> Path:
     check_output_suffix(output, args.format)
-    return check_output_file(output, "-o", force=args.force, example=f"model{DEFAULT_SUFFIX[args.format]}",
-                             replace_hint="pass --force to replace it")
+    return check_output_file(output, "-o", force=args.force, example=f"model{DEFAULT_SUFFIX[args.format]}")
 
 
 def run(args: argparse.Namespace) -> int:
