@@ -1,6 +1,6 @@
 """``reslab predict --fast`` against plain ``reslab predict``: first and second call, same run.
 
-    python benchmarks/predict_fast.py [--model resnet20] [--images 5] [--repeats 3] [--json FILE]
+    python benchmarks/predict_fast.py [--model resnet20] [--images 5 256] [--repeats 5] [--json FILE]
 
 A one-epoch run of ``--model`` is trained on synthetic 32x32 RGB images in a temporary folder and
 measured by ``reslab bench infer RUN --paths eager bn-fold+cl ort-fp32 int8-ort``. Then, for each
@@ -14,8 +14,9 @@ this CPU — with the files ``bench infer`` kept removed:
 
 Each is timed as a fresh process (what a user waits for, Python and torch imports included) and
 in this process (``reslab.cli.main.main``, imports done: the command's own work); plain and the
-second call are the median of ``--repeats``. The rows for ``make bench`` compare the second call
-with plain predict in a fresh process.
+second call alternate, ``--repeats`` times each, and their medians count. Each call classifies
+``--images`` images (5, as a user classifying a handful; 256, where the inference itself weighs).
+The rows for ``make bench`` compare the second call with plain predict in a fresh process.
 """
 
 from __future__ import annotations
@@ -74,15 +75,16 @@ def _choose(run_dir: Path, path: str) -> None:
     shutil.rmtree(run_dir / ARTEFACT_DIR, ignore_errors=True)
 
 
-def _time(argv: list[str], repeats: int, fresh: bool) -> float:
-    return statistics.median((_fresh_process(argv) if fresh else _in_process(argv)[0]) for _ in range(repeats))
+def _call(argv: list[str], fresh: bool) -> float:
+    return _fresh_process(argv) if fresh else _in_process(argv)[0]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="resnet20")
-    parser.add_argument("--images", type=int, default=5, help="images classified per call (default 5)")
-    parser.add_argument("--repeats", type=int, default=3, help="calls timed for plain and the second call")
+    parser.add_argument("--images", type=int, nargs="+", default=[5, 256],
+                        help="images classified per call, one table row each (default 5 256)")
+    parser.add_argument("--repeats", type=int, default=5, help="calls timed of plain and of the second call (default 5)")
     parser.add_argument("--json", default=None, help="also write the summary rows to this JSON file")
     args = parser.parse_args(argv)
     import numpy as np  # noqa: PLC0415
@@ -97,33 +99,35 @@ def main(argv: list[str] | None = None) -> int:
         train(resolve_config("digits-quick", model=args.model, overrides={
             "out": str(run_dir), "epochs": 1, "batch_size": 32, "data": "synthetic", "quiet": True,
             "data_options": {"num_train": 128, "num_test": 64, "image_size": 32, "channels": 3, "num_classes": 10}}))
-        images = Path(tmp) / "images"
-        images.mkdir()
-        pixels = np.random.default_rng(0).integers(0, 256, (args.images, 32, 32, 3), dtype=np.uint8)
-        for index, image in enumerate(pixels):
-            Image.fromarray(image).save(images / f"{index}.png")
         _in_process(["bench", "infer", str(run_dir), "--paths", "eager", "bn-fold+cl", *ONNX_PATHS,
                      "--min-time", "0.2", "--check-images", "64", "--calibration-images", "64"])
-        plain = ["predict", str(run_dir), str(images)]
-        fast = [*plain, "--fast"]
-        print(f"{args.model}, {args.images} images of 32x32; seconds per call (plain and 2nd call: median of "
-              f"{args.repeats})")
-        print(f"{'path':<9} {'where':<15} {'plain':>7} {'--fast 1st':>10} {'--fast 2nd':>10} {'2nd vs plain':>12}")
-        for path in ONNX_PATHS:
-            for fresh in (True, False):
-                _choose(run_dir, path)
-                if not fresh:
-                    _in_process(plain)  # imports and first-use costs out of the way, as for a warm process
-                plain_s = _time(plain, args.repeats, fresh)
-                first_s = _fresh_process(fast) if fresh else _in_process(fast)[0]
-                second_s = _time(fast, args.repeats, fresh)
-                where = "fresh process" if fresh else "in process"
-                print(f"{path:<9} {where:<15} {plain_s:>7.2f} {first_s:>10.2f} {second_s:>10.2f} "
-                      f"{plain_s / second_s:>11.2f}x", flush=True)
-                if fresh:
-                    rows.append({"work": f"predict --fast ({path}), {args.images} images, 2nd call",
-                                 "peer": f"plain predict {plain_s:.2f} s", "reslab": f"{second_s:.2f} s",
-                                 "ratio": plain_s / second_s, "peak": None})
+        print(f"{args.model}, 32x32 images; seconds per call (plain and 2nd call: median of {args.repeats})")
+        print(f"{'path':<9} {'images':>6} {'where':<14} {'plain':>7} {'--fast 1st':>10} {'--fast 2nd':>10} "
+              f"{'2nd vs plain':>12}")
+        rng = np.random.default_rng(0)
+        for count in args.images:
+            images = Path(tmp) / f"images{count}"
+            images.mkdir()
+            for index, image in enumerate(rng.integers(0, 256, (count, 32, 32, 3), dtype=np.uint8)):
+                Image.fromarray(image).save(images / f"{index}.png")
+            plain = ["predict", str(run_dir), str(images)]
+            fast = [*plain, "--fast"]
+            for path in ONNX_PATHS:
+                for fresh in (True, False):
+                    _choose(run_dir, path)
+                    if not fresh:
+                        _in_process(plain)  # imports and first-use costs out of the way, as in a warm process
+                    first_s = _call(fast, fresh)
+                    # plain and second calls alternate, so that a shared machine's changing load meets both alike
+                    pairs = [(_call(plain, fresh), _call(fast, fresh)) for _ in range(args.repeats)]
+                    plain_s, second_s = (statistics.median(times) for times in zip(*pairs))
+                    where = "fresh process" if fresh else "in process"
+                    print(f"{path:<9} {count:>6} {where:<14} {plain_s:>7.2f} {first_s:>10.2f} {second_s:>10.2f} "
+                          f"{plain_s / second_s:>11.2f}x", flush=True)
+                    if fresh:
+                        rows.append({"work": f"predict --fast ({path}), {count} images, 2nd call",
+                                     "peer": f"plain predict {plain_s:.2f} s", "reslab": f"{second_s:.2f} s",
+                                     "ratio": plain_s / second_s, "peak": None})
         _, said = _in_process(fast)
         print(said.strip().splitlines()[-1])
     if args.json:
