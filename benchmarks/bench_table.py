@@ -1,12 +1,13 @@
 """Run every benchmark and print one table: work, peer, reslab, ratio, % of peak (``make bench``).
 
-    python benchmarks/bench_table.py [--only hessian landscape train infer] [--json FILE]
+    python benchmarks/bench_table.py [--only hessian landscape train infer predict] [--json FILE]
 
 Each benchmark runs in its own process (its full output goes to the terminal as it runs) and
 writes its summary rows as JSON; the table gathers them. The peers are benchmark-only
 dependencies (``pip install -e '.[bench]'``: PyHessian, loss-landscapes); a benchmark whose
 peer is missing still measures reslab and says so. The ratio is reslab's speed over the
-peer's, measured in the same run (ONNX Runtime for the inference rows); % of peak is the share of the machine's measured matmul rate
+peer's, measured in the same run (ONNX Runtime for the inference rows, plain ``reslab predict``
+for the ``predict --fast`` rows); % of peak is the share of the machine's measured matmul rate
 (fp32, or bf16 for bf16 rows) the reslab side reaches (``benchmarks/peak.py``).
 """
 
@@ -26,6 +27,7 @@ BENCHMARKS = {
     "landscape": "landscape_throughput.py",
     "train": "train_throughput.py",
     "infer": "infer_throughput.py",
+    "predict": "predict_fast.py",
 }
 
 

@@ -23,15 +23,19 @@
 output difference from eager and top-1 agreement with eager; a path *passes* when its outputs are
 within ``fp32_tolerance`` of eager's (times the largest eager logit where that exceeds 1: fp32 paths)
 or its agreement is at least ``int8_agreement`` (int8).
-``reslab bench infer`` prints the table; ``reslab predict --fast`` uses the fastest passing path.
+``reslab bench infer`` prints the table; ``reslab predict --fast`` uses the fastest passing path
+for the same weights (:func:`weights_fingerprint`), loading the files kept in the run (:func:`fast_model`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import importlib.util
 import math
+import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -43,7 +47,10 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from reslab.errors import ConfigError
+from reslab.errors import CheckpointError, ConfigError
+from reslab.models.export import output_scale
+from reslab.store.jsonfiles import read_json
+from reslab.utils import atomic_path
 from reslab.utils.cpu import cpu_features, describe_cpu, has_vnni, matmul_rate
 
 PATHS = ("eager", "bn-fold", "bn-fold+cl", "compile", "ort-fp32", "int8-pt2e", "int8-ort")
@@ -212,25 +219,38 @@ def ort_calibration_images(model: nn.Module, example: torch.Tensor, wanted: int)
     return max(1, min(wanted, ORT_CALIBRATION_BYTES // per_image))
 
 
+#: The files the ONNX Runtime paths build in their ``workdir`` (and find there again: see :func:`build_path`).
+ONNX_FILE = "model.onnx"
+INT8_ONNX_FILE = "model.int8.onnx"
+
+
 def _int8_ort(fp32_path: Path, workdir: Path, calibration: Sequence[torch.Tensor], threads: int) -> Runner:
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static  # noqa: PLC0415
     from onnxruntime.quantization.shape_inference import quant_pre_process  # noqa: PLC0415
 
-    prepared = workdir / "model.pre.onnx"
-    quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
-    int8 = workdir / "model.int8.onnx"
-    import onnx  # noqa: PLC0415
+    int8 = workdir / INT8_ONNX_FILE
+    # Quantised in a scratch folder and renamed into place: a kept workdir never holds half a file.
+    with tempfile.TemporaryDirectory(prefix=".int8-", dir=workdir) as scratch:
+        prepared, built = Path(scratch) / "model.pre.onnx", Path(scratch) / INT8_ONNX_FILE
+        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+        import onnx  # noqa: PLC0415
 
-    name = onnx.load(str(prepared), load_external_data=False).graph.input[0].name
-    # u8 activations × s8 weights: the combination VNNI's instructions (and ORT's fast kernels) take.
-    quantize_static(str(prepared), str(int8), _Calibration(calibration, name), quant_format=QuantFormat.QDQ,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
+        name = onnx.load(str(prepared), load_external_data=False).graph.input[0].name
+        # u8 activations × s8 weights: the combination VNNI's instructions (and ORT's fast kernels) take.
+        quantize_static(str(prepared), str(built), _Calibration(calibration, name), quant_format=QuantFormat.QDQ,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
+        os.replace(built, int8)
     return _ort_session(int8, threads)
 
 
 def build_path(name: str, model: nn.Module, example: torch.Tensor, calibration: Sequence[torch.Tensor],
                workdir: Path, threads: int | None = None) -> Runner:
-    """The runner of path ``name`` (see the module doc); raises PathUnavailable when it cannot be built."""
+    """The runner of path ``name`` (see the module doc); raises PathUnavailable when it cannot be built.
+
+    The ONNX Runtime paths write their files (:data:`ONNX_FILE`, :data:`INT8_ONNX_FILE`) in
+    ``workdir`` and use the ones already there instead of exporting or calibrating again: a
+    ``workdir`` kept for one model's weights and input shape (:func:`artefact_dir`) makes them
+    load in a fraction of a second."""
     if name not in PATHS:
         raise ConfigError(f"unknown inference path {name!r}; paths are {', '.join(PATHS)}")
     missing = [p for p in _NEEDS.get(name, ()) if importlib.util.find_spec(p) is None]
@@ -249,7 +269,9 @@ def build_path(name: str, model: nn.Module, example: torch.Tensor, calibration: 
     if name in ("ort-fp32", "int8-ort"):
         from reslab.models.export import export_onnx  # noqa: PLC0415
 
-        fp32 = workdir / "model.onnx"
+        if name == "int8-ort" and (workdir / INT8_ONNX_FILE).is_file():
+            return _ort_session(workdir / INT8_ONNX_FILE, threads)
+        fp32 = workdir / ONNX_FILE
         if not fp32.is_file():
             with warnings.catch_warnings(), contextlib.redirect_stdout(None):
                 warnings.simplefilter("ignore")
@@ -298,6 +320,7 @@ class InferenceBench:
     gflops_per_image: float | None = None  # forward FLOPs (torch.utils.flop_counter), in GFLOP
     peak_fp32_gflops: float | None = None  # the machine's measured fp32 matmul rate, same threads
     output_scale: float = 1.0  # max(1, largest |eager logit|): fp32 paths pass within fp32_tolerance times it
+    weights_fingerprint: str | None = None  # of the weights measured (weights_fingerprint): predict --fast checks it
     results: list[PathResult] = field(default_factory=list)
 
     def percent_of_peak(self, result: PathResult) -> float | None:
@@ -414,11 +437,14 @@ def bench_inference(model: nn.Module, check_images: torch.Tensor, calibration: t
                     paths: Sequence[str] = PATHS, batch: int = 16, min_time: float = 1.0,
                     fp32_tolerance: float = 1e-4, int8_agreement: float = 0.99, model_name: str | None = None,
                     check_source: str = "", measure_peak: bool = True,
-                    say: Callable[[str], None] | None = None) -> InferenceBench:
+                    say: Callable[[str], None] | None = None, keep: Path | None = None) -> InferenceBench:
     """Build and measure every path in ``paths`` (``eager`` is always measured first, as the reference).
 
     check_images: normalised images ``(N, C, H, W)`` float32 for the output check and agreement.
     calibration: normalised training images for the int8 paths (a few hundred).
+    keep: a run directory: the files the ONNX Runtime paths built (the ones measured) are kept in
+        its ``inference/FINGERPRINT-CxHxW/`` (:func:`artefact_dir`), where ``predict --fast`` loads
+        them instead of building them again.
     """
     say = say or (lambda message: None)
     unknown = [p for p in paths if p not in PATHS]
@@ -433,7 +459,7 @@ def bench_inference(model: nn.Module, check_images: torch.Tensor, calibration: t
         input_shape=list(check_images.shape[1:]), batch=batch, threads=threads,
         check_images=int(check_images.shape[0]), check_source=check_source,
         calibration_images=int(calibration.shape[0]), fp32_tolerance=fp32_tolerance, int8_agreement=int8_agreement,
-        cpu=describe_cpu(), cpu_features=cpu_features())
+        cpu=describe_cpu(), cpu_features=cpu_features(), weights_fingerprint=weights_fingerprint(model))
     one, many = check_images[:1].clone(), _batch_of(check_images, batch)
     bench.gflops_per_image = forward_gflops(model, one)
     bench.peak_fp32_gflops = matmul_rate(torch.float32) if measure_peak else None
@@ -468,10 +494,7 @@ def bench_inference(model: nn.Module, check_images: torch.Tensor, calibration: t
                 result.calibration_images = int(calibration.shape[0])
             if reference is None:
                 reference = outputs
-                # fp32 tolerance: absolute for logits up to 1, relative to the largest logit beyond:
-                # re-ordered float32 sums in a deep net differ by ~1e-6 of the output's size (1.2e-4 on
-                # a fresh ResNet-50's logits of 98, measured), which is rounding, not a wrong path.
-                bench.output_scale = max(1.0, float(reference.abs().max()))
+                bench.output_scale = output_scale(reference)  # the criterion reslab export's check uses too
             result.max_abs_diff = float((outputs - reference).abs().max())
             result.agreement = float((outputs.argmax(1) == reference.argmax(1)).float().mean())
             result.passed = (result.agreement >= int8_agreement if precision == "int8"
@@ -480,7 +503,17 @@ def bench_inference(model: nn.Module, check_images: torch.Tensor, calibration: t
             result.throughput = batch / time_call(run, many, min_time)
             say(f"{name}: {result.latency_ms:.2f} ms at batch 1, {result.throughput:.1f} images/s at batch {batch}, "
                 f"max |diff| {result.max_abs_diff:.1e}, agreement {100 * result.agreement:.2f}%")
+        if keep is not None:
+            _keep_files(Path(tmp), artefact_dir(Path(keep), bench.weights_fingerprint, one))
     return bench
+
+
+def _keep_files(workdir: Path, keep: Path) -> None:
+    """Copy the ONNX Runtime paths' files from ``workdir`` into ``keep``, each atomically."""
+    for name in (ONNX_FILE, INT8_ONNX_FILE):
+        if (workdir / name).is_file():
+            with atomic_path(keep / name) as tmp:
+                shutil.copyfile(workdir / name, tmp)
 
 
 def forward_gflops(model: nn.Module, x: torch.Tensor) -> float | None:
@@ -507,11 +540,63 @@ __all__ = ["PATHS", "INT8_PATHS", "PathUnavailable", "build_path", "fold_batch_n
            "InferenceBench", "PathResult", "time_call"]
 
 
-# -- a trained run: its data for the checks, its saved choice for predict --fast -------------------
+# -- a trained run: its data for the checks, its saved choice and files for predict --fast -------
 #: Where ``reslab bench infer`` leaves a run's measurements (read by ``reslab predict --fast``).
 RESULT_FILE = "inference.json"
-#: What ``predict --fast`` uses when a run has no measurements: exact, and needs nothing beyond torch.
+#: Where the built files of a run's paths are kept, one folder per weights and input shape.
+ARTEFACT_DIR = "inference"
+#: What ``predict --fast`` uses when a run has no measurements of its weights: exact, and needs nothing beyond torch.
 DEFAULT_FAST_PATH = "bn-fold+cl"
+#: The paths ``predict --fast`` may choose: those that load ready to run. ``compile`` and
+#: ``int8-pt2e`` compile with inductor in every new process (seconds to minutes), which a call
+#: classifying a few images never earns back.
+PREDICT_PATHS = ("eager", "bn-fold", "bn-fold+cl", "ort-fp32", "int8-ort")
+
+
+def weights_fingerprint(model: nn.Module) -> str:
+    """A short hash of ``model``'s state dict (names, dtypes, shapes and bytes of every tensor).
+
+    The same weights give the same fingerprint however they were loaded; any trained step, another
+    checkpoint or another model changes it. ``bench infer`` records it; ``predict --fast`` trusts a
+    measurement, and a kept file, only for the weights it was made from.
+    """
+    # SHA-256: the CPU's SHA instructions make it the fastest of hashlib's here (0.06 s for ResNet-50's
+    # 100 MB, against 0.15 s for BLAKE2b, measured), and a predict call pays it every time.
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()[:20]
+
+
+def artefact_dir(run_dir: Path, fingerprint: str, example: torch.Tensor) -> Path:
+    """``RUN/inference/FINGERPRINT-CxHxW``: the files built for these weights at this input shape."""
+    shape = "x".join(str(side) for side in example.shape[1:])
+    return Path(run_dir) / ARTEFACT_DIR / f"{fingerprint}-{shape}"
+
+
+def read_record(run_dir: Path) -> dict[str, Any] | None:
+    """``RUN/inference.json`` as written by ``reslab bench infer`` (``None`` when there is none).
+
+    Raises:
+        CheckpointError: the file is damaged (not JSON, or not a benchmark's record), naming it and
+            the command that writes it again.
+    """
+    record = Path(run_dir) / RESULT_FILE
+    if not record.is_file():
+        return None
+    again = f"measure again with: reslab bench infer {run_dir} (which rewrites it), or delete it"
+    try:
+        data = read_json(record, error=CheckpointError, what="the record of reslab bench infer")
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc}; {again}") from None
+    results = data.get("results") if isinstance(data, dict) else None
+    fine = isinstance(results, list) and all(isinstance(r, dict) and isinstance(r.get("name"), str) for r in results)
+    if not fine or (data.get("fastest") is not None and data["fastest"] not in [r["name"] for r in results]):
+        raise CheckpointError(f"{record} is not a record of reslab bench infer (no list of measured paths with the "
+                              f"fastest among them); {again}")
+    return data
 
 
 class RunnerModule(nn.Module):
@@ -526,35 +611,96 @@ class RunnerModule(nn.Module):
         return self._run(x)
 
 
-def fast_model(model: nn.Module, run_dir: Path | None, calibration: Callable[[], torch.Tensor],
-               example: torch.Tensor, say: Callable[[str], None] | None = None) -> RunnerModule:
-    """The fastest path that passed its check in ``run_dir/inference.json`` (``bn-fold+cl`` without one),
-    built for ``model``. ``calibration()`` gives normalised training images when an int8 path is chosen."""
-    say = say or (lambda message: None)
-    import json  # noqa: PLC0415
+def _choose(data: dict[str, Any] | None, record: Path | None, fingerprint: str, measure: str
+            ) -> tuple[str, str, str | None]:
+    """(path, why, a note to print first) from a run's record of ``bench infer``."""
+    default_why = f"{DEFAULT_FAST_PATH} is exact and needs nothing beyond torch"
+    if data is None:
+        return DEFAULT_FAST_PATH, f"no {RESULT_FILE} in the run (measure with: {measure}); {default_why}", None
+    if data.get("weights_fingerprint") != fingerprint:
+        if data.get("weights_fingerprint"):
+            note = (f"{record} measured other weights (checkpoint {data.get('checkpoint', '?')!r}, fingerprint "
+                    f"{data['weights_fingerprint']}) than these ({fingerprint}): trained further since, or another "
+                    f"checkpoint; its choice and check do not hold for them; measure these with: {measure}")
+        else:
+            note = (f"{record} holds no fingerprint of the weights it measured (an older reslab wrote it), so its "
+                    f"choice and check may not hold for these; measure them with: {measure}")
+        return DEFAULT_FAST_PATH, f"{default_why}; {RESULT_FILE} is not a record of these weights", note
+    usable = [r for r in data["results"] if r.get("passed") and r["name"] in PREDICT_PATHS
+              and isinstance(r.get("throughput"), (int, float))]
+    if not usable:
+        return DEFAULT_FAST_PATH, f"no path that loads ready to run passed its check in {record}; {default_why}", None
+    # the record's own verdict where predict can use it; otherwise the fastest of those it can
+    recorded = [r for r in usable if r["name"] == data.get("fastest")]
+    best = recorded[0] if recorded else max(usable, key=lambda r: r["throughput"])
+    why = (f"the fastest path that passed its check in {record}: {best['throughput']:.0f} images/s at batch "
+           f"{data.get('batch', '?')}, top-1 agreement {100 * float(best.get('agreement') or 0):.2f}% with eager")
+    if data.get("fastest") not in (None, best["name"]):
+        why += f"; {data['fastest']}, faster there, compiles for seconds in every process"
+    return best["name"], why, None
 
-    choice, why = DEFAULT_FAST_PATH, (f"no {RESULT_FILE} in the run (measure with: reslab bench infer "
-                                      f"{run_dir}); {DEFAULT_FAST_PATH} is exact and needs nothing beyond torch")
-    record = run_dir / RESULT_FILE if run_dir is not None else None
-    if record is not None and record.is_file():
-        data = json.loads(record.read_text(encoding="utf-8"))
-        if data.get("fastest"):
-            fastest = next(r for r in data["results"] if r["name"] == data["fastest"])
-            choice = data["fastest"]
-            why = (f"the fastest path that passed its check in {record}: {fastest['throughput']:.0f} images/s at "
-                   f"batch {data['batch']}, top-1 agreement {100 * fastest['agreement']:.2f}% with eager")
-    with tempfile.TemporaryDirectory(prefix="reslab-fast-") as tmp:
-        images = calibration() if choice in INT8_PATHS else example
-        try:
-            run = build_path(choice, model, example, list(images.split(16)), Path(tmp))
-        except PathUnavailable as exc:
-            say(f"fast path {choice} is not available here ({exc}); using {DEFAULT_FAST_PATH}")
-            choice, run = DEFAULT_FAST_PATH, build_path(DEFAULT_FAST_PATH, model, example, [], Path(tmp))
-            why = "the fallback"
+
+def fast_model(model: nn.Module, run_dir: Path | None, calibration: Callable[[], torch.Tensor],
+               example: torch.Tensor, say: Callable[[str], None] | None = None,
+               checkpoint: str = "last") -> RunnerModule:
+    """The fastest path that passed its check in ``run_dir/inference.json`` for these very weights
+    (``bn-fold+cl`` without such a record), built for ``model``.
+
+    The record is trusted only when its weights' fingerprint is ``model``'s: after more training,
+    or for another checkpoint, the path is ``bn-fold+cl`` and ``say`` is told which ``reslab bench
+    infer`` command measures these weights. The ONNX Runtime paths load their files from
+    ``RUN/inference/FINGERPRINT-CxHxW/`` (kept by ``bench infer``, or built and kept here on the
+    first call). ``calibration()`` gives normalised training images when an int8 file must be built.
+
+    Raises:
+        CheckpointError: the record is damaged.
+    """
+    say = say or (lambda message: None)
+    fingerprint = weights_fingerprint(model)
+    measure = f"reslab bench infer {run_dir}" + (f" --checkpoint {checkpoint}" if checkpoint != "last" else "")
+    data = read_record(run_dir) if run_dir is not None else None
+    record = Path(run_dir) / RESULT_FILE if run_dir is not None else None
+    choice, why, note = _choose(data, record, fingerprint, measure)
+    if note:
+        say(note)
+    missing = [p for p in _NEEDS.get(choice, ()) if importlib.util.find_spec(p) is None]
+    if missing:
+        say(f"fast path {choice} is not available here (needs {', '.join(missing)}); using {DEFAULT_FAST_PATH}")
+        choice, why = DEFAULT_FAST_PATH, "the fallback"
+    if choice not in ("ort-fp32", "int8-ort"):
+        run = build_path(choice, model, example, [], Path(tempfile.gettempdir()))  # builds no file
         say(f"fast path: {choice} ({why})")
-        if choice in ("ort-fp32", "int8-ort"):
+        return RunnerModule(run, choice)
+    file_name = ONNX_FILE if choice == "ort-fp32" else INT8_ONNX_FILE
+    with contextlib.ExitStack() as stack:
+        workdir, kept = _workdir(run_dir, fingerprint, example, file_name, stack, say)
+        found = (workdir / file_name).is_file()
+        images = calibration() if choice == "int8-ort" and not found else example
+        run = build_path(choice, model, example, list(images.split(16)), workdir)
+        if not kept:
             run(example)  # the session holds the file open; build it before the folder goes
+        where = (f"loaded {workdir / file_name}" if found else f"built and kept in {workdir / file_name}" if kept
+                 else "built for this call only")
+        say(f"fast path: {choice} ({why}; {where})")
     return RunnerModule(run, choice)
 
 
-__all__ += ["RESULT_FILE", "DEFAULT_FAST_PATH", "RunnerModule", "fast_model"]
+def _workdir(run_dir: Path | None, fingerprint: str, example: torch.Tensor, file_name: str,
+             stack: contextlib.ExitStack, say: Callable[[str], None]) -> tuple[Path, bool]:
+    """(the folder ``file_name`` is found or built in, whether that folder is kept in the run)."""
+    if run_dir is not None:
+        folder = artefact_dir(run_dir, fingerprint, example)
+        if (folder / file_name).is_file():
+            return folder, True
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            if not os.access(folder, os.W_OK):
+                raise PermissionError(13, "permission denied")
+            return folder, True
+        except OSError as exc:
+            say(f"cannot keep built files in {folder} ({exc.strerror or exc}); building them for this call only")
+    return Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="reslab-fast-"))), False
+
+
+__all__ += ["RESULT_FILE", "ARTEFACT_DIR", "DEFAULT_FAST_PATH", "PREDICT_PATHS", "RunnerModule", "artefact_dir",
+            "fast_model", "read_record", "weights_fingerprint"]

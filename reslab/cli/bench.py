@@ -9,12 +9,15 @@ Paths: eager, BN folding, channels-last, torch.compile (freezing), ONNX Runtime 
 (torchao, x86 inductor quantizer) and int8 ONNX Runtime (QDQ). Printed: latency at batch 1 and
 throughput at --batch as ratios to eager and to ONNX Runtime fp32, largest output difference and
 top-1 agreement with eager, and the CPU's features. For a run the result is also written to
-RUN/inference.json, where ``reslab predict --fast`` finds the fastest path that passed.
+RUN/inference.json, with a fingerprint of the weights measured, and the ONNX Runtime paths' files
+to RUN/inference/: ``reslab predict --fast`` uses the fastest path that passed for those weights.
+--json prints the measurements as JSON on stdout instead of the table; -o FILE writes them to FILE.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -24,7 +27,8 @@ from reslab.applications.inference import PATHS, RESULT_FILE, bench_inference
 from reslab.cli._weights import CHECKPOINT_HELP, add_weights_arguments, load_weights_source
 from reslab.errors import ConfigError
 from reslab.settings import parse_key_values
-from reslab.store.jsonfiles import write_json
+from reslab.store import check_output_file
+from reslab.store.jsonfiles import json_ready, write_json
 
 
 def register(subparsers) -> None:
@@ -51,7 +55,12 @@ def register(subparsers) -> None:
                        help="training images the int8 paths are calibrated on (default 256)")
     infer.add_argument("--min-time", type=float, default=2.0, help="seconds each timing runs at least (default 2)")
     infer.add_argument("--threads", type=int, help="torch / ONNX Runtime threads (default: torch's)")
-    infer.add_argument("--json", metavar="FILE", help="also write the measurements as JSON")
+    infer.add_argument("--json", action="store_true",
+                       help="print the measurements as JSON on stdout instead of the table (which goes to stderr), "
+                            "as every reslab command's --json; -o FILE writes them to a file")
+    infer.add_argument("-o", "--output", metavar="FILE", help="also write the measurements to FILE as JSON; an "
+                                                               "existing FILE only with --force")
+    infer.add_argument("--force", action="store_true", help="replace an existing -o FILE")
     infer.add_argument("--seed", type=int, default=0, help="seed of a fresh model's weights and random images")
     add_weights_arguments(infer)
     infer.set_defaults(func=run_infer)
@@ -121,28 +130,51 @@ def _images(args, model, dataset, size, config_stats):
     return check, calibration, f"{dataset.name} {split} images 1-{count}"
 
 
-def run_infer(args: argparse.Namespace) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
+def _check_arguments(args: argparse.Namespace) -> None:
+    """Refuse, before anything is loaded or measured, a flag that would be ignored and an output
+    that could not be written."""
     if args.batch < 1 or args.check_images < 0 or args.calibration_images < 1:
         raise ConfigError("--batch and --calibration-images must be at least 1, --check-images at least 0")
+    if args.input_size is not None and args.input_size < 1:
+        raise ConfigError(f"--input-size must be at least 1, got {args.input_size}")
+    if args.min_time < 0 or (args.threads is not None and args.threads < 1):
+        raise ConfigError("--min-time must be at least 0 and --threads at least 1")
+    source = Path(args.model)
+    if source.exists() and args.pretrained:
+        raise ConfigError(f"--pretrained {args.pretrained} is for a model name; {args.model} is a run, whose weights "
+                          "are its checkpoints (--checkpoint last, ema, epoch_K)")
+    if args.output:
+        check_output_file(args.output, "-o", force=args.force, example="inference.json")
+    if source.is_dir():
+        # the run's record is replaced by design; only whether it can be written is in question
+        check_output_file(source / RESULT_FILE, "the record", force=True)
+
+
+def run_infer(args: argparse.Namespace) -> int:
+    _check_arguments(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     model, name, run_dir, dataset, size, stats, weights = _load(args)
     size = args.input_size or size
     check, calibration, where = _images(args, model, dataset, size, stats)
     say = lambda message: print(f"reslab bench infer: {message}", file=sys.stderr, flush=True)  # noqa: E731
     bench = bench_inference(model, check, calibration, paths=args.paths, batch=args.batch, min_time=args.min_time,
-                            model_name=name, check_source=where, say=say)
-    print(bench.table())
+                            model_name=name, check_source=where, say=say, keep=run_dir)
+    text = sys.stderr if args.json else sys.stdout  # under --json, stdout holds the JSON alone
+    print(bench.table(), file=text)
     data = bench.to_dict()
     if weights is not None:
         data.update(weights)
     if run_dir is not None:
         data["checkpoint"] = args.checkpoint
         write_json(run_dir / RESULT_FILE, data)
-        print(f"wrote {run_dir / RESULT_FILE} (reslab predict {run_dir} IMAGES --fast uses its fastest passing path)")
+        print(f"wrote {run_dir / RESULT_FILE} (reslab predict {run_dir} IMAGES --fast uses its fastest passing path "
+              f"for these weights, fingerprint {bench.weights_fingerprint})", file=text)
+    if args.output:
+        write_json(args.output, data)
+        print(f"wrote {args.output}", file=text)
     if args.json:
-        write_json(args.json, data)
-        print(f"wrote {args.json}")
+        print(json.dumps(json_ready(data)))
     return 0 if not any(r.error and not r.error.startswith("needs ") for r in bench.results) else 1
 
 

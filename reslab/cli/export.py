@@ -8,7 +8,10 @@
 The file takes normalised images ``(N, C, H, W)`` float32 with any batch size ``N`` and returns
 logits. After writing it, the command runs the file the way a deployment would (ONNX Runtime,
 ``torch.jit.load``, ``torch.export.load``) on a batch of another size and prints the largest
-difference from PyTorch; above ``--tolerance`` (1e-4) it fails.
+difference from PyTorch, absolute and relative to the largest output; it fails (exit 1) above
+``--tolerance`` (1e-4) times max(1, largest |output|), the criterion of ``reslab bench infer``.
+The output file is checked before anything is loaded: a directory, an unwritable place, a suffix
+of another format and an existing file (without ``--force``) are refused.
 """
 
 from __future__ import annotations
@@ -21,8 +24,16 @@ from pathlib import Path
 from reslab.cli._weights import CHECKPOINT_HELP, add_weights_arguments, load_weights_source
 from reslab.errors import ConfigError
 from reslab.models import create_model
-from reslab.models.export import DEFAULT_SUFFIX, EXPORT_FORMATS, check_export, export_model
+from reslab.models.export import (
+    DEFAULT_SUFFIX,
+    EXPORT_FORMATS,
+    check_export,
+    check_output_suffix,
+    default_input_size,
+    export_model,
+)
 from reslab.settings import parse_key_values
+from reslab.store import check_output_file
 from reslab.train.loading import names_run_checkpoint
 from reslab.train.transfer import weights_suffix
 
@@ -31,23 +42,28 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "export", help="export a run, checkpoint or model to ONNX, TorchScript or torch.export, and check it",
         description=__doc__.split("\n\n")[0].split(": ", 1)[1] + " The written file is checked against PyTorch "
-                    "(ONNX in ONNX Runtime) on a batch of another size; the check is printed.",
+                    "(ONNX in ONNX Runtime) on a batch of another size; the check is printed. An existing output "
+                    "file is replaced only with --force.",
     )
     parser.add_argument("source", metavar="RUN_OR_CHECKPOINT_OR_MODEL",
                         help="a run directory, a checkpoint inside one, or a model name (fresh seeded weights, "
                              "--pretrained TAG, or the weights of --checkpoint FILE)")
     parser.add_argument("--format", choices=EXPORT_FORMATS, default="onnx", help="(default onnx)")
     parser.add_argument("-o", "--output", metavar="FILE",
-                        help="file to write (default: RUN/export/MODEL<suffix> for a run, ./MODEL<suffix> for a model)")
+                        help="file to write (default: RUN/export/MODEL<suffix> for a run, ./MODEL<suffix> for a model; "
+                             "suffixes: .onnx, .pt/.pth/.torchscript, .pt2 — another format's suffix is refused)")
+    parser.add_argument("--force", action="store_true", help="replace an existing output file")
     parser.add_argument("--checkpoint", default="last", help=CHECKPOINT_HELP)
     parser.add_argument("--pretrained", metavar="TAG", help="for a model name: the shipped weights, e.g. cifar10")
     parser.add_argument("--num-classes", type=int, help="for a fresh model: classifier outputs")
     parser.add_argument("--in-chans", type=int, help="for a fresh model: input channels (default 3); for a weights "
                                                       "file: adapt its first convolution to these (default: the file's)")
     parser.add_argument("--input-size", type=int, metavar="N",
-                        help="image side used to build the graph (default: the run's; 32 for CIFAR models, 224 "
-                             "for ImageNet ones); the batch size stays free")
-    parser.add_argument("--tolerance", type=float, default=1e-4, help="largest accepted difference (default 1e-4)")
+                        help="image side used to build the graph (default: the run's; for a model its family's: 32 "
+                             "for CIFAR models — ResNets, DenseNets, U-Nets on a CIFAR encoder —, 224 for ImageNet "
+                             "ones, 64 for U-Nets on an ImageNet encoder); the batch size stays free")
+    parser.add_argument("--tolerance", type=float, default=1e-4,
+                        help="largest accepted difference, times max(1, largest |output|) (default 1e-4)")
     parser.add_argument("--no-check", action="store_true", help="write the file without running it")
     parser.add_argument("--seed", type=int, default=0, help="seed of a fresh model's weights (default 0)")
     add_weights_arguments(parser, normalization=False)
@@ -89,30 +105,56 @@ def _load(args):
     options.update(parse_key_values(args.model_option, "--model-option"))
     model = create_model(args.source, num_classes=args.num_classes, in_chans=args.in_chans or 3, **options)
     size = (getattr(model, "pretrained_cfg", None) or {}).get("input_size") or [None]
-    spec = getattr(model, "spec", None)
-    default_size = size[0] or (32 if spec is not None and spec.stem == "cifar" else 224)
+    default_size = size[0] or default_input_size(model, args.source)
     origin = f"pretrained={args.pretrained!r}" if args.pretrained else f"fresh weights, seed {args.seed}"
     return model, args.source, Path(args.source), default_size, origin
 
 
+def _check_arguments(args: argparse.Namespace) -> None:
+    """Refuse, before anything is loaded, a flag that would be ignored and an output file that could
+    not be written, would replace one, or names another format."""
+    if args.input_size is not None and args.input_size < 1:
+        raise ConfigError(f"--input-size must be at least 1, got {args.input_size}")
+    for flag, value in (("--num-classes", args.num_classes), ("--in-chans", args.in_chans)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{flag} must be at least 1, got {value}")
+    if not args.tolerance > 0:
+        raise ConfigError(f"--tolerance must be a positive number, got {args.tolerance:g}")
+    if Path(args.source).exists():
+        ignored = [flag for flag, value in (("--pretrained", args.pretrained), ("--num-classes", args.num_classes),
+                                            ("--in-chans", args.in_chans)) if value is not None]
+        if ignored:
+            raise ConfigError(f"{' and '.join(ignored)} {'is' if len(ignored) == 1 else 'are'} for a model name; "
+                              f"{args.source} is a run (or a checkpoint in one), whose weights and shape are its own: "
+                              "drop the flag, or give a model name")
+    if args.output:
+        _check_output(args.output, args)
+
+
+def _check_output(output, args: argparse.Namespace) -> Path:
+    check_output_suffix(output, args.format)
+    return check_output_file(output, "-o", force=args.force, example=f"model{DEFAULT_SUFFIX[args.format]}")
+
+
 def run(args: argparse.Namespace) -> int:
+    _check_arguments(args)
     model, name, stem, size, origin = _load(args)
-    input_size = args.input_size or size or 32
-    output = Path(args.output) if args.output else stem.with_name(stem.name + DEFAULT_SUFFIX[args.format])
-    output.parent.mkdir(parents=True, exist_ok=True)
+    input_size = args.input_size or size or default_input_size(model, name)
+    output = _check_output(args.output or stem.with_name(stem.name + DEFAULT_SUFFIX[args.format]), args)
     in_chans = getattr(model, "in_chans", None)
     path = export_model(model, output, args.format, input_size, in_chans)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB): {name} ({origin}) as {args.format}, input "
           f"(N, {in_chans or 3}, {input_size}, {input_size}) normalised images, dynamic batch N")
     if args.no_check:
         return 0
-    difference = check_export(model, path, args.format, input_size, in_chans)
+    check = check_export(model, path, args.format, input_size, in_chans)
     runner = {"onnx": "ONNX Runtime", "torchscript": "torch.jit.load", "exported-program": "torch.export.load"}
-    verdict = "OK" if difference <= args.tolerance else "FAILED"
-    print(f"check: {runner[args.format]} vs PyTorch on a batch of 3: max |difference| {difference:.2e} "
-          f"(tolerance {args.tolerance:g}) {verdict}")
+    verdict = "OK" if check.passed(args.tolerance) else "FAILED"
+    print(f"check: {runner[args.format]} vs PyTorch on a batch of 3: max |difference| {check.max_abs_diff:.2e}, "
+          f"relative {check.relative:.1e} (largest |output| {check.largest_output:.3g}; passes up to "
+          f"{args.tolerance:g} x max(1, {check.largest_output:.3g})) {verdict}")
     if verdict != "OK":
-        print(f"reslab export: the exported file differs from the model by {difference:.2e} > {args.tolerance:g}",
-              file=sys.stderr)
+        print(f"reslab export: the exported file differs from the model by {check.max_abs_diff:.2e} > "
+              f"{args.tolerance:g} x {check.scale:.3g}", file=sys.stderr)
         return 1
     return 0

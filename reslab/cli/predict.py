@@ -13,6 +13,7 @@ from pathlib import Path
 
 from reslab.cli._weights import CHECKPOINT_HELP, add_weights_arguments, load_weights_source
 from reslab.errors import ConfigError
+from reslab.store import check_output_file
 from reslab.train import predict
 from reslab.train.loading import names_run_checkpoint
 from reslab.utils import atomic_path
@@ -31,16 +32,22 @@ def register(subparsers) -> None:
     parser.add_argument("--top-k", type=int, default=5, help="classes to show per image (default 5)")
     parser.add_argument("--checkpoint", default="last", help=CHECKPOINT_HELP)
     parser.add_argument("--fast", action="store_true",
-                        help="use the fastest inference path that passed its accuracy check in `reslab bench infer RUN` "
-                             "(RUN/inference.json; BN folding + channels-last without one)")
+                        help="classify with the fastest inference path that passed its check in `reslab bench infer "
+                             "RUN` for these very weights (RUN/inference.json records their fingerprint), among the "
+                             "paths that load ready to run (all but compile and int8-pt2e); an ONNX Runtime path's "
+                             "file is kept in RUN/inference/ and loaded by later calls. Without such a record (none, "
+                             "or one of other weights: trained further since, another checkpoint) BN folding + "
+                             "channels-last, which is exact, and the bench infer command that measures these weights")
     parser.add_argument("--data-dir", metavar="DIR", help="where the run's dataset is, when not where it was trained "
                                                           "(--fast calibrates an int8 path on its training images)")
     parser.add_argument("--data", metavar="NAME",
                         help="for MODEL --checkpoint FILE: the dataset the weights classify (its class names, image "
                              "size and, without --mean/--std, its training statistics; default: class indices)")
-    parser.add_argument("--json", action="store_true", help="print the predictions as JSON lines")
+    parser.add_argument("--json", action="store_true", help="print the predictions as JSON lines (on stdout, as "
+                                                            "every reslab command's --json)")
     parser.add_argument("--csv", metavar="FILE", help="also write the table to FILE (image, rank, class, probability, "
-                                                      "conversions)")
+                                                      "conversions); an existing FILE only with --force")
+    parser.add_argument("--force", action="store_true", help="replace an existing --csv FILE")
     add_weights_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -82,11 +89,26 @@ def _fast(run_):
     example = torch.zeros(16, int(run_.config["in_chans"]), h, w)
     calibration = lambda: normalize(run_.dataset.train_images[:256], run_.mean, run_.std).float()  # noqa: E731
     say = lambda message: print(f"reslab predict: {message}", file=sys.stderr)  # noqa: E731
-    model = fast_model(run_.model, run_.run_dir, calibration, example, say)
+    model = fast_model(run_.model, run_.run_dir, calibration, example, say, checkpoint=_checkpoint_name(run_))
     return dataclasses.replace(run_, model=model)
 
 
+def _checkpoint_name(run_) -> str:
+    """The --checkpoint that names the weights loaded (what `reslab bench infer RUN --checkpoint` takes)."""
+    stem = run_.checkpoint.stem
+    if stem.startswith("epoch_") and stem[len("epoch_"):].isdigit():
+        return f"epoch_{int(stem[len('epoch_'):])}"
+    return stem if stem in ("last", "init", "ema") else str(run_.checkpoint)
+
+
+def _check_outputs(args) -> None:
+    """Refuse an output that cannot be written, before any model is loaded."""
+    if args.csv:
+        check_output_file(args.csv, "--csv", force=args.force, example="predictions.csv")
+
+
 def run(args) -> int:
+    _check_outputs(args)
     run_ = _load(args)
     if args.fast:
         run_ = _fast(run_)
@@ -111,5 +133,6 @@ def run(args) -> int:
                 for rank, (index, name, probability) in enumerate(prediction.top, start=1):
                     writer.writerow([prediction.source, rank, index, name, f"{probability:.6f}",
                                      "; ".join(prediction.notes)])
-        print(f"wrote {args.csv}")
+        # stdout holds only JSON lines under --json
+        print(f"wrote {args.csv}", file=sys.stderr if args.json else sys.stdout)
     return 0

@@ -15,6 +15,7 @@ import importlib.util
 import io
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -22,6 +23,7 @@ import torch
 from torch import nn
 
 from reslab.errors import ConfigError, ModelConfigError
+from reslab.models.registry import model_info
 from reslab.utils import atomic_write_bytes
 
 # protobuf cannot serialise a single message of 2 GiB or more.
@@ -95,6 +97,48 @@ def _input_hw(input_size) -> tuple[int, int]:
 # -- TorchScript and torch.export, and the check every format gets -------------------------------
 EXPORT_FORMATS = ("onnx", "torchscript", "exported-program")
 DEFAULT_SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "exported-program": ".pt2"}
+#: The suffixes that say which format a file holds; a file named with another format's suffix is refused.
+FORMAT_SUFFIXES = {"onnx": (".onnx",), "torchscript": (".pt", ".pth", ".torchscript"), "exported-program": (".pt2",)}
+_FORMAT_NAMES = {"onnx": "an ONNX", "torchscript": "a TorchScript", "exported-program": "an ExportedProgram"}
+
+
+def check_output_suffix(path: str | os.PathLike, fmt: str, flag: str | None = "-o") -> None:
+    """ConfigError when ``path``'s suffix belongs to another format than ``fmt`` (TorchScript under
+    ``.onnx``), or when ``fmt`` is ``exported-program`` and ``path`` does not end in ``.pt2`` (the one
+    suffix ``torch.export.load`` reads). Other suffixes are the user's choice. ``flag`` names the
+    argument in the message."""
+    if fmt not in FORMAT_SUFFIXES:
+        raise ConfigError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
+    path = Path(path)
+    named = f"{flag} {path}" if flag else str(path)
+    suffix = path.suffix.lower()
+    wanted = path.with_name((path.name[:-len(path.suffix)] if path.suffix else path.name) + DEFAULT_SUFFIX[fmt])
+    if fmt == "exported-program" and suffix != ".pt2":
+        raise ConfigError(f"{named}: an ExportedProgram file must end in .pt2 (torch.export.load reads only those); "
+                          f"name it {wanted}")
+    owner = next((other for other, suffixes in FORMAT_SUFFIXES.items() if suffix in suffixes), fmt)
+    if owner != fmt:
+        asked, instead = (f"--format is {fmt}", f"pass --format {owner}") if flag else (f"the format is {fmt!r}",
+                                                                                      f"export as {owner!r}")
+        raise ConfigError(f"{named}: the suffix {path.suffix} says {_FORMAT_NAMES[owner]} file, but {asked}; name "
+                          f"the file {wanted}, or {instead}")
+
+
+def default_input_size(model: nn.Module, name: str | None = None) -> int:
+    """The image side to trace ``model`` at when none is given: its family's — 32 for CIFAR networks
+    (ResNets, DenseNets, U-Nets on a CIFAR encoder), 224 for ImageNet ones, the registry's default for
+    other families (64 for a U-Net on an ImageNet encoder)."""
+    spec = getattr(model, "spec", None)
+    if spec is not None:
+        return 32 if spec.stem == "cifar" else 224
+    encoder = getattr(model, "encoder_name", None)
+    name = name or getattr(model, "model_name", None)
+    try:
+        if encoder is not None and model_info(encoder).family == "cifar":
+            return 32
+        return int(model_info(name).default_input_size) if name else 224
+    except ModelConfigError:
+        return 224
 
 
 def _eval_copy(model: nn.Module) -> nn.Module:
@@ -136,8 +180,7 @@ def export_program(model: nn.Module, path: str | os.PathLike, input_size, in_cha
     """Write ``model`` as a ``torch.export`` ExportedProgram (``.pt2``, ``torch.export.load``),
     with a dynamic batch dimension."""
     path = Path(path)
-    if path.suffix != ".pt2":
-        raise ConfigError(f"{path}: an ExportedProgram file must end in .pt2 (torch.export.load reads only those)")
+    check_output_suffix(path, "exported-program", flag=None)
     example = _example_input(model, input_size, in_chans)
     copied = _eval_copy(model)
     with torch.no_grad():
@@ -153,7 +196,9 @@ def _to_bytes(write) -> bytes:
 
 
 def export_model(model: nn.Module, path: str | os.PathLike, fmt: str, input_size, in_chans: int | None = None) -> Path:
-    """Export in ``fmt`` (one of :data:`EXPORT_FORMATS`)."""
+    """Export in ``fmt`` (one of :data:`EXPORT_FORMATS`) to ``path``, whose suffix must not be another
+    format's (:func:`check_output_suffix`)."""
+    check_output_suffix(path, fmt, flag=None)
     if fmt == "onnx":
         return export_onnx(model, path, input_size, in_chans)
     if fmt == "torchscript":
@@ -183,10 +228,42 @@ def run_exported(path: str | os.PathLike, fmt: str, x: torch.Tensor) -> torch.Te
         return torch.export.load(str(path)).module()(x)
 
 
+def output_scale(reference: torch.Tensor) -> float:
+    """``max(1, largest |output|)``: what an fp32 difference is measured against.
+
+    Absolute for outputs up to 1, relative to the largest output beyond: re-ordered float32 sums in
+    a deep network differ by about 1e-6 of the output's size (1.2e-4 on a fresh ResNet-50's logits
+    of 98, 1.4e-4 on a U-Net's of 43, measured), which is rounding, not a wrong export or path.
+    ``reslab export`` and ``reslab bench infer`` both pass a difference up to ``tolerance`` times it.
+    """
+    return max(1.0, float(reference.detach().abs().max())) if reference.numel() else 1.0
+
+
+@dataclass(frozen=True)
+class ExportCheck:
+    """The exported file against the model: the largest absolute difference of their outputs, and
+    the largest |output| of the model (what :func:`output_scale` measures the difference against)."""
+
+    max_abs_diff: float
+    largest_output: float
+
+    @property
+    def scale(self) -> float:
+        return max(1.0, self.largest_output)
+
+    @property
+    def relative(self) -> float:
+        """The difference as a share of the largest |output| (of 1 where the outputs are smaller)."""
+        return self.max_abs_diff / self.scale
+
+    def passed(self, tolerance: float) -> bool:
+        return self.max_abs_diff <= tolerance * self.scale
+
+
 def check_export(model: nn.Module, path: str | os.PathLike, fmt: str, input_size, in_chans: int | None = None,
-                 batch: int = 3, seed: int = 0) -> float:
-    """Max absolute difference between the exported file and the model (eval mode) on a random
-    batch of ``batch`` images — a batch size other than the one traced, to test that it is free."""
+                 batch: int = 3, seed: int = 0) -> ExportCheck:
+    """The exported file against the model (eval mode) on a random batch of ``batch`` images — a
+    batch size other than the one traced, to test that it is free."""
     x = _example_input(model, input_size, in_chans, batch, torch.Generator().manual_seed(seed))
     with torch.no_grad():
         expected = _eval_copy(model)(x)
@@ -194,4 +271,5 @@ def check_export(model: nn.Module, path: str | os.PathLike, fmt: str, input_size
     if got.shape != expected.shape:
         raise ConfigError(f"the exported {fmt} file gives shape {tuple(got.shape)} for a batch of {batch}, the model "
                           f"{tuple(expected.shape)}")
-    return float((got - expected).abs().max())
+    return ExportCheck(max_abs_diff=float((got - expected).abs().max()),
+                       largest_output=float(expected.abs().max()) if expected.numel() else 0.0)

@@ -34,6 +34,7 @@ from reslab.report.html import (
     page_html,
     section_html,
 )
+from reslab.store import check_output_file
 from reslab.store.jsonfiles import natural_key
 from reslab.utils import atomic_write_text
 
@@ -131,9 +132,8 @@ def build_report(paths: Sequence[str | Path], output: str | Path, title: str | N
     """Write the HTML report of ``paths`` (run and/or experiment directories) to ``output``."""
     files.start_report()
 
-    output = Path(output)
-    if output.exists() and output.is_dir():
-        raise ConfigError(f"-o {output} is a directory; give a file name such as {output / 'report.html'}")
+    # A report is drawn from saved files and made again at will: an existing one is replaced.
+    output = check_output_file(output, "-o", force=True, example="report.html")
     run_dirs, experiment_dirs = collect_dirs(paths)
     result = ReportResult(path=output, run_dirs=run_dirs, experiment_dirs=experiment_dirs)
     built: list[tuple[str, str, str]] = []

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -156,19 +158,26 @@ def test_unknown_paths_and_bad_images_are_refused():
     assert PATHS[0] == "eager"
 
 
-@pytest.fixture
-def digits_run(tmp_path):
+@pytest.fixture(scope="module")
+def trained_once(tmp_path_factory):
     from reslab.train import resolve_config, train
 
+    out = tmp_path_factory.mktemp("digits") / "run"
     config = resolve_config("digits-quick", model="cifar_resnet8", data="digits",
-                            overrides={"epochs": 2, "quiet": True, "device": "cpu", "out": str(tmp_path / "run")})
+                            overrides={"epochs": 2, "quiet": True, "device": "cpu", "out": str(out)})
     return train(config).run_dir
+
+
+@pytest.fixture
+def digits_run(trained_once, tmp_path):
+    """A trained run of its own for each test (a copy: tests write records and files into it)."""
+    return Path(shutil.copytree(trained_once, tmp_path / "run"))
 
 
 def test_bench_infer_cli_writes_the_run_choice_and_predict_fast_uses_it(digits_run, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["bench", "infer", str(digits_run), "--paths", "bn-fold", "ort-fp32", "int8-ort", "--min-time", "0.01",
-              "--check-images", "0", "--calibration-images", "64", "--json", str(tmp_path / "b.json")])
+              "--check-images", "0", "--calibration-images", "64", "-o", str(tmp_path / "b.json")])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "digits test images 1-" in out and "int8-ort" in out and "fastest passing path" in out
@@ -192,6 +201,8 @@ def test_bench_infer_cli_writes_the_run_choice_and_predict_fast_uses_it(digits_r
     captured = capsys.readouterr()
     fast = json.loads(captured.out)
     assert "fast path: int8-ort" in captured.err
+    kept = next((digits_run / "inference").glob("*-1x8x8")) / "model.int8.onnx"
+    assert f"loaded {kept}" in captured.err  # the file bench infer measured, not a new calibration
     assert fast["top"][0]["class"] == plain["top"][0]["class"]
     assert fast["top"][0]["probability"] == pytest.approx(plain["top"][0]["probability"], abs=0.1)
 
@@ -225,3 +236,132 @@ def test_bench_infer_loads_a_torchvision_state_dict_file(tmp_path, capsys):
         main(["bench", "infer", "resnet18", "--checkpoint", str(tmp_path / "missing.pth")])
     assert exit_info.value.code != 0
     assert "must be a weights file on local disk" in capsys.readouterr().err
+
+
+def _cli(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
+
+
+def _digit_png(path):
+    from PIL import Image
+
+    from reslab.data import load_dataset
+
+    Image.fromarray(load_dataset("digits").test_images[0, 0].numpy()).save(path)
+    return str(path)
+
+
+def _no_bench(*args, **kwargs):
+    raise AssertionError("the benchmark ran before its arguments were checked")
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["-o", "out_dir/"], "-o out_dir/: names a directory; give a file name, such as out_dir/inference.json"),
+    (["--pretrained", "cifar10"], "--pretrained cifar10 is for a model name; run is a run"),
+    (["--input-size", "0"], "--input-size must be at least 1, got 0"),
+])
+def test_bench_infer_refuses_outputs_and_ignored_flags_before_measuring(tmp_path, capsys, monkeypatch, flags,
+                                                                         message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "run").mkdir()  # refused before the run is read
+    (tmp_path / "out_dir").mkdir()
+    monkeypatch.setattr("reslab.cli.bench.bench_inference", _no_bench)
+    code, out, err = _cli(["bench", "infer", "run", *flags], capsys)
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1 and message in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out_dir", "run"] and not any((tmp_path / "run").iterdir())
+
+
+def test_bench_infer_json_prints_the_measurements_and_o_writes_them(tmp_path, capsys):
+    written = tmp_path / "bench.json"
+    code, out, err = _cli(["bench", "infer", "cifar_resnet8", "--input-size", "8", "--paths", "bn-fold", "--min-time",
+                           "0.01", "--check-images", "4", "--calibration-images", "4", "--json", "-o", str(written)],
+                          capsys)
+    assert code == 0, err
+    printed = json.loads(out)  # stdout holds the JSON alone; the table went to stderr
+    assert [r["name"] for r in printed["results"]] == ["eager", "bn-fold"] and "fastest passing path" in err
+    assert json.loads(written.read_text()) == printed and f"wrote {written}" in err
+    code, _, err = _cli(["bench", "infer", "cifar_resnet8", "-o", str(written)], capsys)
+    assert code == 2 and "the file exists; pass --force to replace it" in err
+
+
+@pytest.mark.parametrize("damage, message", [
+    ('{"results": [', "is corrupt (not valid JSON"),
+    ('{"fastest": "ort-fp32", "results": []}', "is not a record of reslab bench infer"),
+    ("[1, 2]", "is not a record of reslab bench infer"),
+])
+def test_damaged_inference_record_is_refused_in_one_line(digits_run, tmp_path, capsys, damage, message):
+    (digits_run / "inference.json").write_text(damage)
+    code, out, err = _cli(["predict", str(digits_run), _digit_png(tmp_path / "d.png"), "--fast"], capsys)
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("reslab predict: error: ") and message in err
+    assert f"measure again with: reslab bench infer {digits_run} (which rewrites it), or delete it" in err
+
+
+def test_stale_inference_record_is_not_trusted_after_more_training_or_for_another_checkpoint(digits_run, tmp_path,
+                                                                                              capsys):
+    image = _digit_png(tmp_path / "d.png")
+    code, _, err = _cli(["bench", "infer", str(digits_run), "--paths", "ort-fp32", "--min-time", "0.01",
+                         "--check-images", "64"], capsys)
+    assert code == 0, err
+    record = json.loads((digits_run / "inference.json").read_text())
+    assert record["checkpoint"] == "last" and len(record["weights_fingerprint"]) == 20
+    code, _, err = _cli(["predict", str(digits_run), image, "--fast"], capsys)
+    assert code == 0 and "fast path: ort-fp32 (the fastest path that passed" in err
+    code, _, err = _cli(["predict", str(digits_run), image, "--fast", "--checkpoint", "init"], capsys)
+    assert code == 0 and "measured other weights (checkpoint 'last', fingerprint" in err
+    assert f"measure these with: reslab bench infer {digits_run} --checkpoint init" in err
+    assert "fast path: bn-fold+cl" in err and "100.00%" not in err
+    code, _, err = _cli(["train", "--resume", str(digits_run), "--epochs", "3", "--quiet"], capsys)
+    assert code == 0, err
+    code, _, err = _cli(["predict", str(digits_run), image, "--fast"], capsys)
+    assert code == 0 and "measured other weights" in err and "trained further since" in err
+    assert f"measure these with: reslab bench infer {digits_run}\n" in err and "fast path: bn-fold+cl" in err
+
+
+def test_predict_fast_keeps_the_built_onnx_file_and_loads_it_on_the_second_call(digits_run, tmp_path, capsys):
+    image = _digit_png(tmp_path / "d.png")
+    code, _, err = _cli(["bench", "infer", str(digits_run), "--paths", "ort-fp32", "--min-time", "0.01",
+                         "--check-images", "64"], capsys)
+    assert code == 0, err
+    (kept,) = (digits_run / "inference").iterdir()
+    assert kept.name.startswith(json.loads((digits_run / "inference.json").read_text())["weights_fingerprint"])
+    shutil.rmtree(digits_run / "inference")
+    code, plain, _ = _cli(["predict", str(digits_run), image, "--json"], capsys)
+    code, first, err = _cli(["predict", str(digits_run), image, "--json", "--fast"], capsys)
+    assert code == 0 and f"built and kept in {kept / 'model.onnx'}" in err
+    modified = (kept / "model.onnx").stat().st_mtime_ns
+    code, second, err = _cli(["predict", str(digits_run), image, "--json", "--fast"], capsys)
+    assert code == 0 and f"loaded {kept / 'model.onnx'}" in err and (kept / "model.onnx").stat().st_mtime_ns == modified
+    assert [p["class"] for p in json.loads(first)["top"]] == [p["class"] for p in json.loads(plain)["top"]]
+    assert json.loads(second) == json.loads(first)
+    assert sorted(p.name for p in kept.iterdir()) == ["model.onnx"]  # nothing half-written left beside it
+
+
+def test_weights_fingerprint_follows_the_weights_not_the_object():
+    import copy
+
+    from reslab.applications.inference import weights_fingerprint
+
+    model = create_model("cifar_resnet8")
+    twin = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    assert weights_fingerprint(model) == weights_fingerprint(twin)
+    next(m for m in twin.modules() if isinstance(m, BATCH_NORMS)).running_mean[0] += 1e-3  # one statistic moved
+    assert weights_fingerprint(model) != weights_fingerprint(twin)
+
+
+def test_predict_fast_skips_paths_that_compile_in_every_process(digits_run, tmp_path, capsys):
+    code, _, err = _cli(["bench", "infer", str(digits_run), "--paths", "bn-fold", "--min-time", "0.01",
+                         "--check-images", "16"], capsys)
+    assert code == 0, err
+    record = json.loads((digits_run / "inference.json").read_text())
+    record["results"].append({"name": "compile", "precision": "fp32", "passed": True, "throughput": 1e9,
+                              "agreement": 1.0})
+    record["fastest"] = "compile"  # as if it had won the table
+    (digits_run / "inference.json").write_text(json.dumps(record))
+    code, _, err = _cli(["predict", str(digits_run), _digit_png(tmp_path / "d.png"), "--fast"], capsys)
+    fastest_usable = max((r for r in record["results"] if r["name"] != "compile"), key=lambda r: r["throughput"])
+    assert code == 0 and f"fast path: {fastest_usable['name']} (the fastest path that passed" in err
+    assert "compile, faster there, compiles for seconds in every process" in err

@@ -52,3 +52,23 @@ def test_export_argument_errors(tmp_path):
         export_onnx(model, tmp_path / "m.onnx", input_size=(32,))
     with pytest.raises(reslab.ReslabError, match="in_chans=3 does not match"):
         export_onnx(model, tmp_path / "m.onnx", input_size=32, in_chans=3)
+
+
+def test_default_input_size_follows_the_models_family():
+    from reslab.models.export import default_input_size
+
+    expected = {"resnet20": 32, "densenet_bc_52_12": 32, "unet_resnet20": 32, "unet_cifar_resnet8": 32,
+                "resnet18": 224, "unet_resnet18": 64}
+    with torch.device("meta"):  # shapes only: no weights are made
+        sizes = {name: default_input_size(reslab.create_model(name), name) for name in expected}
+    assert sizes == expected
+
+
+def test_a_file_named_for_another_format_is_refused(tmp_path):
+    from reslab.models.export import check_output_suffix, export_model
+
+    with pytest.raises(ConfigError, match=r"m\.onnx: the suffix \.onnx says an ONNX file, but the format is "
+                                          r"'torchscript'; name the file .*m\.torchscript\.pt, or export as 'onnx'"):
+        export_model(reslab.create_model("cifar_resnet8"), tmp_path / "m.onnx", "torchscript", 8)
+    assert not any(tmp_path.iterdir())
+    check_output_suffix("model.bin", "onnx")  # a suffix of no format is the user's choice

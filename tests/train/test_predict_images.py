@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -70,3 +71,21 @@ def test_cli_predicts_a_folder_into_a_csv_and_names_what_is_wrong(run_dir, tmp_p
             main(["predict", str(run_dir), str(target)])
         err = capsys.readouterr().err.strip().splitlines()
         assert exit_info.value.code == 2 and len(err) == 1 and message in err[0], err
+
+
+def test_predict_csv_refuses_an_existing_file_unless_force_and_json_keeps_stdout_json(run_dir, tmp_path, capsys):
+    _images(tmp_path / "imgs", np.full((8, 8), 60, np.uint8))
+    table = tmp_path / "p.csv"
+    table.write_text("mine")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", str(run_dir), str(tmp_path / "imgs"), "--csv", str(table)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(err) == 1 and "the file exists; pass --force to replace it" in err[0]
+    assert table.read_text() == "mine"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", str(run_dir), str(tmp_path / "imgs"), "--csv", str(table), "--force", "--json"])
+    captured = capsys.readouterr()
+    assert exit_info.value.code == 0 and f"wrote {table}" in captured.err
+    assert [json.loads(line)["image"].rsplit("/", 1)[-1] for line in captured.out.splitlines()] == [
+        "a_gray.png", "b_16bit.png", "c_rgba.png", "d_big_colour.png"]  # stdout: JSON lines only
+    assert len(list(csv.DictReader(table.open()))) == 4 * 3
