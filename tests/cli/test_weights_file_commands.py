@@ -83,7 +83,7 @@ def test_predict_export_and_bench_take_a_state_dict_file(public_file, tmp_path, 
     assert (tmp_path / "r8.torchscript.pt").is_file() and "(N, 1, 8, 8)" in out
     code, out, err = _run(["bench", "infer", "cifar_resnet8", "--checkpoint", str(path), "--data", "digits", "--paths",
                            "eager", "--min-time", "0.01", "--check-images", "16", "--calibration-images", "4",
-                           "--json", "bench.json", *FILE_ARGS], capsys)
+                           "-o", "bench.json", *FILE_ARGS], capsys)
     assert code == 0, err
     record = json.loads((tmp_path / "bench.json").read_text())
     assert record["mean"] == [0.5] and record["model_options"] == {"shortcut_pad": "both"}

@@ -158,8 +158,13 @@ def test_predict_fast_finds_a_moved_dataset_with_data_dir(tmp_path, make_cifar10
                             overrides={"data_dir": str(old.parent), "epochs": 1, "batch_size": 8, "quiet": True,
                                        "device": "cpu", "out": str(tmp_path / "run")})
     run_dir = train(config).run_dir
+    from reslab.applications.inference import weights_fingerprint
+    from reslab.train import load_run
+
+    fingerprint = weights_fingerprint(load_run(run_dir).model)  # a record of these very weights
     (run_dir / "inference.json").write_text(json.dumps(
-        {"fastest": "int8-ort", "batch": 16, "results": [{"name": "int8-ort", "throughput": 1.0, "agreement": 1.0}]}))
+        {"fastest": "int8-ort", "batch": 16, "checkpoint": "last", "weights_fingerprint": fingerprint,
+         "results": [{"name": "int8-ort", "throughput": 1.0, "agreement": 1.0, "passed": True}]}))
     new = tmp_path / "new"
     shutil.move(str(old.parent), str(new))
     Image.new("RGB", (32, 32), (120, 40, 200)).save(tmp_path / "x.png")
