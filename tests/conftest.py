@@ -17,3 +17,16 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 def _seeded():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(scope="session")
+def public_cifar_resnet():
+    """tests/public_cifar_resnet.py: a CIFAR ResNet written the public code's way (its own module,
+    loaded by path, so no test imports it through reslab)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("public_cifar_resnet", Path(__file__).parent / "public_cifar_resnet.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

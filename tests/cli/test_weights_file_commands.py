@@ -4,9 +4,7 @@ names, zero channels on both sides) and the embedded digits."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -24,14 +22,10 @@ def _one_thread():
 
 
 @pytest.fixture
-def public_file(tmp_path):
+def public_file(tmp_path, public_cifar_resnet):
     """A public-style ResNet-8 for the digits, saved as that code saves it (``.th``)."""
-    spec = importlib.util.spec_from_file_location("public_cifar_resnet",
-                                                  Path(__file__).parents[1] / "public_cifar_resnet.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     torch.manual_seed(0)
-    model = module.resnet(8, num_classes=10, in_chans=1).eval()
+    model = public_cifar_resnet.resnet(8, num_classes=10, in_chans=1).eval()
     path = tmp_path / "r8.th"
     torch.save({"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()},
                 "best_prec1": torch.tensor(90.0)}, path)

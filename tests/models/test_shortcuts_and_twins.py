@@ -114,23 +114,11 @@ def test_option_a_both_puts_half_the_zero_channels_before_and_half_after():
     assert torch.count_nonzero(y[:, :8]) == 0 and torch.count_nonzero(y[:, 24:]) == 0
 
 
-def _public_cifar_resnet():
-    """tests/public_cifar_resnet.py, the public code's way of writing a CIFAR ResNet (loaded by path)."""
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location("public_cifar_resnet",
-                                                  Path(__file__).parents[1] / "public_cifar_resnet.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_public_cifar_resnet_weights_give_their_logits_only_with_shortcut_pad_both():
+def test_public_cifar_resnet_weights_give_their_logits_only_with_shortcut_pad_both(public_cifar_resnet):
     """Weights of the public CIFAR ResNet code (zero channels on both sides, classifier `linear`)
     load into reslab with every key matching but the classifier's name, and either convention loads
     without complaint; only shortcut_pad="both" computes what they computed."""
-    theirs = _public_cifar_resnet().resnet(8, num_classes=10).eval()
+    theirs = public_cifar_resnet.resnet(8, num_classes=10).eval()
     with torch.no_grad():  # BN statistics other than 0/1, so every layer matters
         for module in theirs.modules():
             if isinstance(module, nn.BatchNorm2d):

@@ -4,9 +4,9 @@ models on the embedded digits)."""
 
 from __future__ import annotations
 
-import argparse
-import importlib.util
 from pathlib import Path
+
+import argparse
 
 import pytest
 import torch
@@ -19,20 +19,11 @@ from reslab.train import load_run
 from reslab.train.loading import load_file, load_source
 
 
-def _public_cifar_resnet():
-    """tests/public_cifar_resnet.py: a CIFAR ResNet written the public code's way (loaded by path)."""
-    spec = importlib.util.spec_from_file_location("public_cifar_resnet",
-                                                  Path(__file__).parents[1] / "public_cifar_resnet.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
-def theirs():
+def theirs(public_cifar_resnet):
     """A public-style ResNet-8 for the digits (1 channel, 10 classes) with BN statistics that matter."""
     torch.manual_seed(1)
-    model = _public_cifar_resnet().resnet(8, num_classes=10, in_chans=1).eval()
+    model = public_cifar_resnet.resnet(8, num_classes=10, in_chans=1).eval()
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, nn.BatchNorm2d):
