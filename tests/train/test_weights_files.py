@@ -4,9 +4,8 @@ models on the embedded digits)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import argparse
+from pathlib import Path
 
 import pytest
 import torch
