@@ -660,7 +660,12 @@ def fast_model(model: nn.Module, run_dir: Path | None, calibration: Callable[[],
     measure = f"reslab bench infer {run_dir}" + (f" --checkpoint {checkpoint}" if checkpoint != "last" else "")
     data = read_record(run_dir) if run_dir is not None else None
     record = Path(run_dir) / RESULT_FILE if run_dir is not None else None
-    choice, why, note = _choose(data, record, fingerprint, measure)
+    if run_dir is None:
+        # Weights outside a run have nowhere to keep a record of bench infer, so none can name a faster path.
+        choice, why, note = DEFAULT_FAST_PATH, (f"weights outside a run have no record of reslab bench infer; "
+                                                f"{DEFAULT_FAST_PATH} is exact and needs nothing beyond torch"), None
+    else:
+        choice, why, note = _choose(data, record, fingerprint, measure)
     if note:
         say(note)
     missing = [p for p in _NEEDS.get(choice, ()) if importlib.util.find_spec(p) is None]

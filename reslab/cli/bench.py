@@ -157,6 +157,8 @@ def run_infer(args: argparse.Namespace) -> int:
     model, name, run_dir, dataset, size, stats, weights = _load(args)
     size = args.input_size or size
     check, calibration, where = _images(args, model, dataset, size, stats)
+    with torch.no_grad():  # an input the model refuses (a size a U-Net cannot pool) is one line, before any timing
+        model.eval()(check[:1])
     say = lambda message: print(f"reslab bench infer: {message}", file=sys.stderr, flush=True)  # noqa: E731
     bench = bench_inference(model, check, calibration, paths=args.paths, batch=args.batch, min_time=args.min_time,
                             model_name=name, check_source=where, say=say, keep=run_dir)

@@ -13,6 +13,7 @@ from reslab.cli._weights import CHECKPOINT_HELP, add_weights_arguments, load_wei
 from reslab.data import load_dataset
 from reslab.errors import ConfigError
 from reslab.models import create_model
+from reslab.store.jsonfiles import json_ready
 from reslab.train import evaluate
 from reslab.train.loading import check_data_fits, names_run_checkpoint
 from reslab.utils import resolve_device
@@ -77,8 +78,8 @@ def run(args) -> int:
     if args.json:
         weights = {key: config.get(key) for key in ("model_options", "weights_file", "mean", "std", "normalization")
                    } if config.get("weights_file") else {}
-        print(json.dumps({**result.to_dict(), "model": config["model"], "checkpoint": str(run_.checkpoint),
-                          "data": dataset.name, **weights}))
+        print(json.dumps(json_ready({**result.to_dict(), "model": config["model"], "checkpoint": str(run_.checkpoint),
+                                     "data": dataset.name, **weights})))
     else:
         print(f"{config['model']} [{run_.checkpoint}] on {dataset.name} {args.split} ({result.count} images): "
               f"accuracy {100 * result.accuracy:.2f}%, error {100 * result.error:.2f}%, loss {result.loss:.4f}")
@@ -97,8 +98,8 @@ def _run_pretrained(args) -> int:
                       device=resolve_device(args.device), mean=record["mean"], std=record["std"])
     source = f"pretrained={args.pretrained!r}"
     if args.json:
-        print(json.dumps({**result.to_dict(), "model": args.source, "pretrained": args.pretrained,
-                          "recorded_test_accuracy": record.get("test_accuracy"), "data": dataset.name}))
+        print(json.dumps(json_ready({**result.to_dict(), "model": args.source, "pretrained": args.pretrained,
+                                     "recorded_test_accuracy": record.get("test_accuracy"), "data": dataset.name})))
     else:
         print(f"{args.source} [{source}] on {dataset.name} {args.split} ({result.count} images): "
               f"accuracy {100 * result.accuracy:.2f}%, error {100 * result.error:.2f}%, loss {result.loss:.4f} "

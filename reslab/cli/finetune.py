@@ -33,8 +33,8 @@ def register(subparsers) -> None:
     parser.add_argument("--classes", help="keep only these classes of --data, at least 2, comma-separated names or "
                                           "indices (labels become 0..k-1 in this order)")
     parser.add_argument("--per-class", type=int, metavar="N", help="at most N training images of each class")
-    parser.add_argument("--freeze", metavar="MODULES",
-                        help="modules kept fixed, comma-separated: stem, layer1, layer2, ... or a block such as "
+    parser.add_argument("--freeze", metavar="MODULES", nargs="+",
+                        help="modules kept fixed, comma- or space-separated: stem, layer1, layer2, ... or a block such as "
                              "layer1.0 (e.g. --freeze stem,layer1; their BN layers keep the source's statistics)")
     parser.add_argument("--freeze-bn", action="store_true", default=None,
                         help="every BN layer keeps the source's statistics and affine parameters")
@@ -64,9 +64,9 @@ def run(args: argparse.Namespace) -> int:
         overrides["data_options"] = {**overrides.get("data_options", {}), **subset}
     if args.freeze is not None:
         # The syntax of `reslab experiment transfer --freeze`: commas, and spaces too.
-        overrides["freeze"] = args.freeze.replace(",", " ").split()
+        overrides["freeze"] = " ".join(args.freeze).replace(",", " ").split()
         if not overrides["freeze"]:
-            raise ConfigError(f"--freeze {args.freeze!r} names no module; give module names, comma-separated "
+            raise ConfigError(f"--freeze {' '.join(args.freeze)!r} names no module; give module names, comma-separated "
                               "(e.g. --freeze stem,layer1), or leave --freeze out to train every layer")
     if args.freeze_bn:
         overrides["freeze_bn"] = True

@@ -14,6 +14,7 @@ from pathlib import Path
 from reslab.cli._weights import CHECKPOINT_HELP, add_weights_arguments, load_weights_source
 from reslab.errors import ConfigError
 from reslab.store import check_output_file
+from reslab.store.jsonfiles import json_ready
 from reslab.train import predict
 from reslab.train.loading import names_run_checkpoint
 from reslab.utils import atomic_path
@@ -116,8 +117,9 @@ def run(args) -> int:
     size = "x".join(map(str, run_.image_size))
     for prediction in predictions:
         if args.json:
-            print(json.dumps({"image": prediction.source, "converted": prediction.notes,
-                              "top": [{"index": i, "class": name, "probability": p} for i, name, p in prediction.top]}))
+            print(json.dumps(json_ready({"image": prediction.source, "converted": prediction.notes,
+                                         "top": [{"index": i, "class": name, "probability": p}
+                                                 for i, name, p in prediction.top]})))
         else:
             ranked = ", ".join(f"{name} {100 * p:.1f}%" for _, name, p in prediction.top)
             converted = f"  [{'; '.join(prediction.notes)}]" if prediction.notes else ""

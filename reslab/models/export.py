@@ -199,6 +199,12 @@ def export_model(model: nn.Module, path: str | os.PathLike, fmt: str, input_size
     """Export in ``fmt`` (one of :data:`EXPORT_FORMATS`) to ``path``, whose suffix must not be another
     format's (:func:`check_output_suffix`)."""
     check_output_suffix(path, fmt, flag=None)
+    if fmt not in EXPORT_FORMATS:
+        raise ConfigError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
+    # One eager forward first: an input the model refuses (a size a U-Net cannot pool) is the model's
+    # own one-line error here, not wrapped deep inside an exporter's traceback.
+    with torch.no_grad():
+        _eval_copy(model)(_example_input(model, input_size, in_chans, batch=1))
     if fmt == "onnx":
         return export_onnx(model, path, input_size, in_chans)
     if fmt == "torchscript":

@@ -229,7 +229,10 @@ def load_source(source: str | Path, checkpoint: str | Path = "last", *, dataset=
     if "/" in str(source):
         return load_run(path, checkpoint, dataset=dataset)  # says the run directory does not exist
     if names_run_checkpoint(checkpoint):
-        model_info(str(source))  # an unknown name is the first thing to say
+        try:
+            model_info(str(source))
+        except ReslabError as exc:  # neither a run on disk nor a model name: say both
+            raise ConfigError(f"no run directory {str(source)!r} here, and it is no model name either ({exc})") from None
         raise ConfigError(f"{source} is a model name: give its weights with --checkpoint FILE (a state-dict file: "
                           f".pth, .pt, .pth.tar, .bin, .safetensors), or a run directory instead of the name "
                           f"(--checkpoint {checkpoint} names a checkpoint of a run)")

@@ -212,8 +212,8 @@ def _check_context(config: TrainConfig, model: nn.Module, dataset: TextDataset) 
     model_context = getattr(model, "model_options", {}).get("context")
     if model_context is not None and dataset.context > model_context:
         raise ConfigError(f"the data's windows ({dataset.context} characters) are longer than model "
-                          f"{config.model!r} accepts (context {model_context}); use --data-option "
-                          f"context={model_context} or --model-option context={dataset.context}")
+                          f"{config.model!r} accepts (context {model_context}); use --set "
+                          f"data_options.context={model_context} or --set model_options.context={dataset.context}")
 
 
 def _summary_writer_class():

@@ -192,8 +192,13 @@ def _unwrap(loaded: Any, path: Path) -> tuple[dict[str, torch.Tensor], str | Non
             else f"it holds {type(loaded).__name__ if not isinstance(loaded, Mapping) else 'an empty mapping'}"
         raise CheckpointError(f"{str(path)!r} holds no state dict (a mapping of parameter names to tensors; {held}); "
                               f"expected one at the top or under {', '.join(_NESTED_KEYS[:4])}")
-    if all(k.startswith("module.") for k in state):  # saved from a DDP/DataParallel wrapper
-        state = {k[len("module."):]: v for k, v in state.items()}
+    # A NaN or infinite weight computes NaN everywhere downstream: a useless file, refused by name.
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise CheckpointError(f"{str(path)!r}: tensor {key!r} holds {bad} non-finite value(s) (NaN or infinity) "
+                                  f"of {tensor.numel()}, so every output would be NaN; the weights are damaged (a "
+                                  "run that diverged, or a bad copy): use another file")
     return state, ".".join(entries) or None
 
 

@@ -365,3 +365,9 @@ def test_predict_fast_skips_paths_that_compile_in_every_process(digits_run, tmp_
     fastest_usable = max((r for r in record["results"] if r["name"] != "compile"), key=lambda r: r["throughput"])
     assert code == 0 and f"fast path: {fastest_usable['name']} (the fastest path that passed" in err
     assert "compile, faster there, compiles for seconds in every process" in err
+
+
+def test_bench_infer_refuses_an_input_size_the_model_cannot_take_before_measuring(capsys, monkeypatch):
+    monkeypatch.setattr("reslab.cli.bench.bench_inference", _no_bench)
+    code, out, err = _cli(["bench", "infer", "unet_resnet20", "--input-size", "30", "--check-images", "2"], capsys)
+    assert code == 2 and out == "" and err.count("\n") == 1 and "input 30×30 does not fit" in err, err

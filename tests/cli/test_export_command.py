@@ -131,3 +131,12 @@ def test_export_refuses_flags_it_would_ignore(tmp_path, capsys, monkeypatch, fla
 def test_export_of_a_missing_path_says_so(tmp_path, capsys):
     code, _, err = _run(["export", str(tmp_path / "runs" / "missing")], capsys)
     assert code == 2 and "no such run directory or checkpoint file" in err
+
+
+def test_an_input_size_the_model_refuses_is_one_line_before_any_export(tmp_path, capsys):
+    """A U-Net pools by 4: 30x30 is its own one-line error, not an exporter's page-long traceback."""
+    for fmt, name in (("onnx", "u.onnx"), ("torchscript", "u.torchscript.pt")):
+        code, out, err = _run(["export", "unet_resnet20", "--format", fmt, "--input-size", "30",
+                               "-o", str(tmp_path / name)], capsys)
+        assert code == 2 and err.count("\n") == 1 and "input 30×30 does not fit" in err, err
+        assert not (tmp_path / name).exists()

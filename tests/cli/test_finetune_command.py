@@ -61,10 +61,12 @@ def test_a_bad_finetune_setting_leaves_no_run_directory(source_run, tmp_path, ca
     assert not out.exists()
 
 
-@pytest.mark.parametrize("freeze", ["stem,layer1", "stem, layer1", "stem layer1"])
+@pytest.mark.parametrize("freeze", [["stem,layer1"], ["stem, layer1"], ["stem layer1"], ["stem", "layer1"],
+                                    ["stem,", "layer1"]])
 def test_freeze_takes_commas_and_spaces_alike(source_run, tmp_path, capsys, freeze):
+    """``--freeze stem layer1`` (separate words, as `experiment transfer` takes them) as well as commas."""
     out = tmp_path / "ft"
-    code, _, _ = run_cli(finetune(source_run, out, "--classes", "0,1", "--freeze", freeze), capsys)
+    code, _, _ = run_cli(finetune(source_run, out, "--classes", "0,1", "--freeze", *freeze), capsys)
     config = json.loads((out / "config.json").read_text())
     assert code == 0 and config["freeze"] == ["stem", "layer1"] and config["transfer"]["frozen"] == [
         "conv1", "bn1", "layer1"]

@@ -109,3 +109,41 @@ def test_a_weights_file_given_as_the_run_says_how_to_give_it(public_file, capsys
     for argv in (["export", str(path)], ["eval", str(path)], ["analyze", "responses", str(path)]):
         code, _, err = _run(argv, capsys)
         assert code == 2 and err.count("\n") == 1 and "--checkpoint" in err, (argv, err)
+
+
+def test_a_weights_file_with_a_nan_is_refused_naming_the_tensor(public_file, tmp_path, capsys):
+    path, model = public_file
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    state["layer1.0.conv1.weight"][0, 0, 0, 0] = float("nan")
+    torch.save(state, tmp_path / "nan.pth")
+    for argv in (["eval", "cifar_resnet8", "--checkpoint", str(tmp_path / "nan.pth"), "--data", "digits"],
+                 ["finetune", str(tmp_path / "nan.pth"), "--model", "cifar_resnet8", "--data", "digits", "--out",
+                  str(tmp_path / "ft")]):
+        code, out, err = _run(argv, capsys)
+        assert code == 2 and err.count("\n") == 1 and "tensor 'layer1.0.conv1.weight' holds 1 non-finite" in err
+    assert not (tmp_path / "ft").exists()
+
+
+def test_a_module_prefix_is_dropped_with_a_note(public_file, capsys):
+    path, _ = public_file  # saved with DataParallel's module. prefix
+    code, _, err = _run(["eval", "cifar_resnet8", "--checkpoint", str(path), "--data", "digits", *FILE_ARGS], capsys)
+    assert code == 0 and "dropped the prefix 'module.' of every tensor" in err
+
+
+def test_predict_fast_of_a_weights_file_says_there_is_no_record_to_use(public_file, tmp_path, capsys, monkeypatch):
+    from PIL import Image
+
+    path, _ = public_file
+    monkeypatch.chdir(tmp_path)
+    Image.fromarray(load_dataset("digits").test_images[0, 0].numpy()).save(tmp_path / "digit.png")
+    code, _, err = _run(["predict", "cifar_resnet8", "digit.png", "--checkpoint", str(path), "--data", "digits",
+                         "--fast", *FILE_ARGS], capsys)
+    assert code == 0 and "weights outside a run have no record of reslab bench infer" in err
+    assert "None" not in err
+
+
+def test_a_name_that_is_neither_a_run_nor_a_model_says_both(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = _run(["eval", "resnt20"], capsys)
+    assert code == 2 and "no run directory 'resnt20' here, and it is no model name either" in err
+    assert "did you mean resnet20" in err
