@@ -131,9 +131,10 @@ def _open_h5(path: Path):
     if path.suffix != ".keras":
         return _open_hdf5(h5py, path, str(path), head), None
     if not zipfile.is_zipfile(path):
-        if head.startswith(_ZIP_SIGNATURE):
-            problem = "is a truncated or damaged zip archive (its table of contents is missing or unreadable)"
-        elif head.startswith(_HDF5_SIGNATURE):
+        if head.startswith(_ZIP_SIGNATURE):  # a zip's table of contents is at its end: the part cut off
+            raise CheckpointError(f"{path} is a truncated or damaged zip archive (its table of contents is missing "
+                                  "or unreadable): saving or downloading it was cut short; save or download it again")
+        if head.startswith(_HDF5_SIGNATURE):
             problem = ("is an HDF5 file, not the zip archive a .keras file is; if it holds weights from "
                        "model.save_weights, name it .weights.h5")
         else:
