@@ -42,6 +42,7 @@ import io
 import json
 import re
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,21 +71,90 @@ class _FileLayer:
     variables: list[np.ndarray]
 
 
+# The first bytes of an HDF5 file (at offset 0 unless a user block precedes them) and of a zip archive.
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+_ZIP_SIGNATURE = b"PK"
+_WHAT_TO_PASS = "pass the .weights.h5 file Keras' model.save_weights writes, or the .keras archive of model.save"
+
+
+def _check_file(path: Path) -> None:
+    """Refuse what cannot be a weights file before h5py or zipfile say so in their own words."""
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory, not a Keras weights file; {_WHAT_TO_PASS}")
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file; {_WHAT_TO_PASS}")
+    if not path.is_file():
+        raise CheckpointError(f"{path} is not a regular file; {_WHAT_TO_PASS}")
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise CheckpointError(f"{path} cannot be read ({exc.strerror or exc})") from None
+    if size == 0:
+        raise CheckpointError(f"{path} is empty (0 bytes): saving or downloading it was cut short; "
+                              "save or download it again")
+
+
+def _head(path: Path) -> bytes:
+    try:
+        with path.open("rb") as file:
+            return file.read(len(_HDF5_SIGNATURE))
+    except OSError as exc:
+        raise CheckpointError(f"{path} cannot be read ({exc.strerror or exc})") from None
+
+
+def _open_hdf5(h5py, source, name: str, head: bytes):
+    """``h5py.File(source)``; a file h5py cannot open is a CheckpointError saying what is wrong with it."""
+    try:
+        return h5py.File(source, "r")
+    except OSError as exc:
+        reason = str(exc)
+        if "truncated" in reason:  # HDF5's own word when the file is shorter than its header records
+            raise CheckpointError(f"{name} is truncated: saving or downloading it was cut short; save or download "
+                                  "it again") from None
+        elif head.startswith(_ZIP_SIGNATURE):
+            problem = "is a zip archive, not an HDF5 file; a .keras archive is read when its name ends in .keras"
+        elif not head.startswith(_HDF5_SIGNATURE):
+            problem = "is not an HDF5 file (it does not start with the HDF5 signature)"
+        else:
+            problem = f"is a damaged HDF5 file ({reason})"
+        raise CheckpointError(f"{name} {problem}; {_WHAT_TO_PASS}") from None
+
+
 def _open_h5(path: Path):
     """The weights file as an h5py handle, and Keras' layer config (``None`` for a ``.weights.h5``)."""
     try:
         import h5py  # noqa: PLC0415
     except ImportError:
         raise ConfigError("reading Keras weights needs h5py: pip install h5py") from None
-    if path.suffix == ".keras":
+    _check_file(path)
+    head = _head(path)
+    if path.suffix != ".keras":
+        return _open_hdf5(h5py, path, str(path), head), None
+    if not zipfile.is_zipfile(path):
+        if head.startswith(_ZIP_SIGNATURE):  # a zip's table of contents is at its end: the part cut off
+            raise CheckpointError(f"{path} is a truncated or damaged zip archive (its table of contents is missing "
+                                  "or unreadable): saving or downloading it was cut short; save or download it again")
+        if head.startswith(_HDF5_SIGNATURE):
+            problem = ("is an HDF5 file, not the zip archive a .keras file is; if it holds weights from "
+                       "model.save_weights, name it .weights.h5")
+        else:
+            problem = "is not a zip archive, which a .keras file is"
+        raise CheckpointError(f"{path} {problem}; {_WHAT_TO_PASS}")
+    try:
         with zipfile.ZipFile(path) as archive:
             if "model.weights.h5" not in archive.namelist():
                 raise CheckpointError(f"{path}: a .keras file should hold model.weights.h5; found "
                                       f"{', '.join(archive.namelist())}")
             data = archive.read("model.weights.h5")
-            config = json.loads(archive.read("config.json")) if "config.json" in archive.namelist() else None
-        return h5py.File(io.BytesIO(data), "r"), config
-    return h5py.File(path, "r"), None
+            config_text = archive.read("config.json") if "config.json" in archive.namelist() else None
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+        raise CheckpointError(f"{path} is a damaged zip archive ({exc}); save or download it again") from None
+    try:
+        config = json.loads(config_text) if config_text is not None else None
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: its config.json is not valid JSON ({exc}); save or download it "
+                              "again") from None
+    return _open_hdf5(h5py, io.BytesIO(data), f"{path}: its model.weights.h5", data[:len(_HDF5_SIGNATURE)]), config
 
 
 def _layer_names(config) -> dict[str, str]:
@@ -206,11 +276,14 @@ def from_keras(path: str | Path, pooling: str | None = FROM_FILE) -> nn.Module:
         raise ConfigError(f"from_keras: pooling must be 'avg', 'max' or None (Keras' pooling= of a top-less "
                           f"model), got {pooling!r}")
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such file")
     handle, config = _open_h5(path)
-    with handle:
-        file_layers = _layers_by_kind(handle, _layer_names(config))
+    try:
+        with handle:
+            file_layers = _layers_by_kind(handle, _layer_names(config))
+    except OSError as exc:
+        # h5py opens a file by its header; a part cut off or overwritten further in shows on reading.
+        raise CheckpointError(f"{path} is damaged: its weights cannot be read ({exc}); save or download it "
+                              "again") from None
     convs, norms = file_layers.get("conv2d", []), file_layers.get("batch_normalization", [])
     dense = file_layers.get("dense", [])
     depth, version = _detect(path, len(convs), len(norms))

@@ -411,13 +411,19 @@ def parse_value(text: str) -> Any:
         return text.strip()
 
 
+# The example a malformed pair's error shows, by the flag it was given to: a key that flag takes.
+KEY_VALUE_EXAMPLES = {"--model-option": "shortcut=B", "--data-option": "num_train=256", "--set": "lr=0.2"}
+
+
 def parse_key_values(pairs: Iterable[str] | None, flag: str, *, tables: Iterable[str] = (),
-                     example: str = "num_train=256") -> dict[str, Any]:
+                     example: str | None = None) -> dict[str, Any]:
     """``["a=1", "b=x"]`` → ``{"a": 1, "b": "x"}`` (values by :func:`parse_value`).
 
     Dotted keys ``TABLE.KEY=VALUE`` fill a nested dict for the names in ``tables`` (e.g.
-    ``model_options.shortcut=B``). ConfigError naming ``flag`` for a pair without ``=``.
+    ``model_options.shortcut=B``). ConfigError naming ``flag`` for a pair without ``=``, with
+    ``flag example`` as the way to write it (by default :data:`KEY_VALUE_EXAMPLES`' for ``flag``).
     """
+    example = example or KEY_VALUE_EXAMPLES.get(flag, "name=value")
     out: dict[str, Any] = {}
     allowed_tables = set(tables)
     for pair in pairs or []:

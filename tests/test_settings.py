@@ -104,3 +104,20 @@ def test_an_experiments_command_parses_back_into_its_settings(tmp_path):
 
     saved = json.loads(path.read_text())
     assert saved["command"] == command and saved["settings"]["planes"] == ["random"]
+
+
+@pytest.mark.parametrize("flag, example", [("--model-option", "--model-option shortcut=B"),
+                                           ("--data-option", "--data-option num_train=256"),
+                                           ("--set", "--set lr=0.2")])
+def test_a_malformed_key_value_shows_an_example_of_its_own_flag(flag, example):
+    with pytest.raises(ConfigError, match=rf"{flag} 'shortcut_pad': expected KEY=VALUE, e.g. {example}$"):
+        parse_key_values(["shortcut_pad"], flag)
+
+
+def test_a_model_option_without_value_is_refused_with_a_model_option_example(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["analyze", "gradients", "cifar_resnet8", "--data", "digits", "--model-option", "shortcut_pad"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("--model-option 'shortcut_pad': expected KEY=VALUE, e.g. --model-option shortcut=B")
+    assert "num_train" not in err and len(err.splitlines()) == 1

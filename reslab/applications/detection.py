@@ -124,7 +124,11 @@ def mean_average_precision(predictions: list[dict], targets: list[dict], iou_thr
 
     ``predictions[i]`` (``boxes``, ``labels``, ``scores``) and ``targets[i]`` (``boxes``,
     ``labels``) describe the same image, so both lists must be as long, and within each dict
-    every image's boxes, labels and scores as many; an AnalysisError says where they are not."""
+    every image's boxes, labels and scores as many; an AnalysisError says where they are not.
+    ``iou_threshold`` is in (0, 1] (an overlap above 1 cannot happen, so a larger threshold would
+    score every detection a miss; 0 would count every detection a hit), boxes are ``(N, 4)``
+    ``(x1, y1, x2, y2)`` and every box and score a finite number."""
+    _check_threshold(iou_threshold)
     _check_detections(predictions, targets)
     classes = sorted({int(c) for t in targets for c in t["labels"].tolist()})
     aps = []
@@ -172,6 +176,20 @@ def mean_average_precision(predictions: list[dict], targets: list[dict], iou_thr
     return float(sum(aps) / len(aps)) if aps else 0.0
 
 
+def _check_threshold(iou_threshold) -> None:
+    try:
+        # A NumPy or 0-d torch number is as good as a float; text and True/False are not numbers here.
+        value = None if isinstance(iou_threshold, (bool, str, bytes)) else float(iou_threshold)
+    except (TypeError, ValueError, RuntimeError):
+        value = None
+    if value is None:
+        raise AnalysisError(f"mean_average_precision: iou_threshold must be a number in (0, 1], got "
+                            f"{iou_threshold!r}; 0.5 is VOC's, 0.75 COCO's strict one")
+    if not 0 < value <= 1:  # NaN fails this too
+        raise AnalysisError(f"mean_average_precision: iou_threshold must be in (0, 1] (a box overlaps another by "
+                            f"at most 1), got {iou_threshold}; 0.5 is VOC's, 0.75 COCO's strict one")
+
+
 def _check_detections(predictions: list[dict], targets: list[dict]) -> None:
     """Refuse lists that would pair images wrongly or silently drop some (``zip`` stops at the shorter)."""
     if len(predictions) != len(targets):
@@ -188,6 +206,15 @@ def _check_detections(predictions: list[dict], targets: list[dict]) -> None:
             if len(set(counts.values())) > 1:
                 raise AnalysisError(f"mean_average_precision: {what}[{index}] has "
                                     f"{', '.join(f'{n} {key}' for key, n in counts.items())}; one of each per box")
+            boxes = torch.as_tensor(item["boxes"])
+            if counts["boxes"] and (boxes.ndim != 2 or boxes.shape[1] != 4):
+                raise AnalysisError(f"mean_average_precision: {what}[{index}]['boxes'] has shape {tuple(boxes.shape)}; "
+                                    "expected (N, 4), one (x1, y1, x2, y2) row per box")
+            for key in ("boxes", "scores"):
+                if key in keys and counts[key] and not torch.isfinite(torch.as_tensor(item[key]).double()).all():
+                    raise AnalysisError(f"mean_average_precision: {what}[{index}]['{key}'] holds NaN or infinite "
+                                        "values; a detector that produced them has diverged — every box and score "
+                                        "must be a finite number")
 
 
 __all__ = ["DetectionBackbone", "detection_backbone", "mean_average_precision"]

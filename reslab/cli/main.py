@@ -3,15 +3,19 @@
 Each command module defines ``register(subparsers)``, which adds its parser and sets
 ``func=run`` (a function taking the parsed arguments and returning an exit code or ``None``).
 User mistakes raise :class:`reslab.errors.ReslabError`; they are printed as one line on stderr
-with exit status 2, never as a traceback.
+with exit status 2, never as a traceback. Warnings of reslab's own types (such as
+:class:`reslab.store.jsonfiles.PartialLineWarning`) are printed as one line too,
+``reslab COMMAND: warning: MESSAGE``; warnings of other libraries keep Python's format.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
+import warnings
 
 from reslab import __version__
 from reslab.errors import ReslabError
@@ -60,6 +64,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _is_reslab_warning(category: type[Warning]) -> bool:
+    """A warning type defined in reslab: its message is written for the user, like an error's."""
+    module = getattr(category, "__module__", "") or ""
+    return module == "reslab" or module.startswith("reslab.")
+
+
+@contextlib.contextmanager
+def warnings_in_one_line(command: str):
+    """While a command runs, print reslab's own warnings as ``reslab COMMAND: warning: MESSAGE``.
+
+    Python's format (the source file and line of the ``warnings.warn`` call, then that line) tells
+    a user of the command nothing; what the message says about their files is all they need.
+    Which warnings are shown, and how often, is still decided by the warnings filters.
+    """
+    original = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if not _is_reslab_warning(category):
+            original(message, category, filename, lineno, file, line)
+            return
+        stream = file if file is not None else sys.stderr
+        try:
+            print(f"reslab {command}: warning: {message}", file=stream)
+        except OSError:
+            pass  # stderr closed: a warning is not worth failing the command for, as in Python's own
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = original
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -67,7 +104,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.print_help()
         sys.exit(2)
     try:
-        code = args.func(args)
+        with warnings_in_one_line(args.command):
+            code = args.func(args)
     except ReslabError as exc:
         print(f"reslab {args.command}: error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -25,7 +25,14 @@ def run(args) -> int:
     result = build_report(args.paths, args.output, title=args.title)
     for warning in result.warnings:
         print(f"reslab report: warning: {warning}", file=sys.stderr)
-    shown = ", ".join(result.sections) if result.sections else "none (no run, analysis or experiment files found)"
+    if result.sections:
+        shown = ", ".join(result.sections)
+    elif result.skipped:
+        shown = "none"
+    else:
+        shown = "none (no run, analysis or experiment files found)"
+    if result.skipped:
+        shown += f"; skipped: {', '.join(result.skipped)} (could not be built, see the warnings above)"
     print(f"wrote {result.path} ({len(result.run_dirs)} runs, {len(result.experiment_dirs)} experiments; "
           f"sections: {shown})")
     return 0

@@ -43,10 +43,15 @@ DEFAULT_TITLE = "reslab report"
 
 @dataclass
 class ReportResult:
-    """What :func:`build_report` wrote: the file, the sections shown, and problems met."""
+    """What :func:`build_report` wrote: the file, the sections built, those skipped, and problems met.
+
+    ``sections`` are the sections built from their files; ``skipped`` those whose files were there
+    but could not be built (the report shows a warning in their place, ``warnings`` says why).
+    """
 
     path: Path
     sections: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
     run_dirs: list[Path] = field(default_factory=list)
     experiment_dirs: list[Path] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -144,12 +149,14 @@ def build_report(paths: Sequence[str | Path], output: str | Path, title: str | N
         except Exception as exc:  # noqa: BLE001 - one broken section must not cost the whole report
             message = f"section {name!r} could not be built: {type(exc).__name__}: {exc}"
             result.warnings.append(message)
+            result.skipped.append(name)
             detail = traceback.format_exception_only(type(exc), exc)[-1].strip()
             fragment = section_html(name, note_html(f"This section could not be built ({detail}).", "warning"),
                                     anchor=_anchor(module))
         if fragment:
             built.append((_anchor(module), name, fragment))
-            result.sections.append(name)
+            if name not in result.skipped:
+                result.sections.append(name)
     title = title or DEFAULT_TITLE
     html = page_html(title, _header(run_dirs, experiment_dirs), built, footer=_footer())
     atomic_write_text(output, html)

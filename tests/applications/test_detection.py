@@ -101,3 +101,23 @@ def test_map_refuses_prediction_and_target_lists_of_different_lengths():
     with pytest.raises(AnalysisError, match=r"targets\[0\] has no labels"):
         mean_average_precision([perfect], [{"boxes": target["boxes"]}])
     assert mean_average_precision([perfect] * 4, [target] * 4) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("threshold", [1.5, 0, -0.5, float("nan"), "0.5", True, None])
+def test_map_refuses_an_iou_threshold_outside_zero_to_one(threshold):
+    target = {"boxes": torch.tensor([[0.0, 0, 10, 10]]), "labels": torch.tensor([1])}
+    perfect = {**target, "scores": torch.tensor([0.9])}
+    with pytest.raises(AnalysisError, match=r"iou_threshold must be (a number )?in \(0, 1\]"):
+        mean_average_precision([perfect], [target], iou_threshold=threshold)
+    assert mean_average_precision([perfect], [target], iou_threshold=1) == pytest.approx(1.0)
+
+
+def test_map_refuses_boxes_of_the_wrong_shape_and_non_finite_scores():
+    target = {"boxes": torch.tensor([[0.0, 0, 10, 10]]), "labels": torch.tensor([1])}
+    perfect = {**target, "scores": torch.tensor([0.9])}
+    with pytest.raises(AnalysisError, match=r"predictions\[0\]\['boxes'\] has shape \(1, 3\); expected \(N, 4\)"):
+        mean_average_precision([{**perfect, "boxes": torch.tensor([[0.0, 0, 10]])}], [target])
+    with pytest.raises(AnalysisError, match=r"predictions\[0\]\['scores'\] holds NaN or infinite values"):
+        mean_average_precision([{**perfect, "scores": torch.tensor([float("nan")])}], [target])
+    with pytest.raises(AnalysisError, match=r"targets\[0\]\['boxes'\] holds NaN or infinite values"):
+        mean_average_precision([perfect], [{**target, "boxes": torch.tensor([[0.0, 0, float("inf"), 10]])}])

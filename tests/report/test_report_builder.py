@@ -113,3 +113,31 @@ def test_a_folder_of_experiments_and_analysis_outputs_is_expanded(experiment_dir
     runs, experiments = collect_dirs([tmp_path])
     assert experiments == [experiment_dir]
     assert analysis_only_dir in runs and len(runs) == 7
+
+
+def test_cli_lists_a_section_that_failed_as_skipped_not_as_built(single_run, tmp_path, capsys):
+    # Text where numbers belong: the sections drawn from metrics.jsonl cannot be built.
+    metrics = single_run / "metrics.jsonl"
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+    metrics.write_text("".join(json.dumps({**row, "test_error": "abc"}) + "\n" for row in rows))
+    result = build_report([single_run], tmp_path / "r.html")
+    assert "Training curves" in result.skipped and "Training curves" not in result.sections
+    with pytest.raises(SystemExit) as exit_info:
+        main(["report", str(single_run), "-o", str(tmp_path / "cli.html")])
+    assert exit_info.value.code == 0
+    captured = capsys.readouterr()
+    wrote = captured.out.strip().splitlines()[-1]
+    built, _, skipped = wrote.partition("; skipped: ")
+    assert "Training curves" not in built and "Training curves" in skipped
+    assert "section 'Training curves' could not be built" in captured.err
+
+
+def test_partial_last_metrics_line_is_one_warning_line_in_the_cli(single_run, tmp_path, capsys):
+    with (single_run / "metrics.jsonl").open("a") as file:
+        file.write('{"epoch": 7, "iter')
+    with pytest.raises(SystemExit) as exit_info:
+        main(["report", str(single_run), "-o", str(tmp_path / "r.html")])
+    assert exit_info.value.code == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"reslab report: warning: {single_run / 'metrics.jsonl'}: skipped line 7, "
+                   "which is still being written or was cut short"]
