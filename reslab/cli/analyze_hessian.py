@@ -22,7 +22,6 @@ from reslab.cli._analysis import (
     print_written,
 )
 from reslab.cli.analyze_landscape import resolve_target, set_threads
-from reslab.report.landscape_plots import save_hessian_plots
 from reslab.settings import add_arguments, given
 
 
@@ -91,6 +90,8 @@ def run(args) -> int:
         if path.with_suffix(".npz").exists():
             written.append(path.with_suffix(".npz"))
         if not args.no_plots:
+            from reslab.report.landscape_plots import save_hessian_plots  # noqa: PLC0415 - lazy: the report draws with matplotlib, which `reslab --help` need not import
+
             written.extend(save_hessian_plots(path))
         trace = "–" if result.trace is None else f"{result.trace:.4g}±{result.trace_std_error:.2g}"
         top = ", ".join(f"{v:.4g}" for v in result.top_eigenvalues)

@@ -1,0 +1,26 @@
+"""``reslab --help`` and every ``reslab COMMAND --help`` answer without importing matplotlib or the
+report room: they run in a fresh interpreter, since this test session has imported both already."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+PROBE = """
+import contextlib, io, sys
+from reslab.cli.main import main
+for argv in (["--help"], {commands}):
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            main(list(argv))
+    except SystemExit:
+        pass
+print(sorted(m for m in ("matplotlib", "reslab.report") if m in sys.modules))
+"""
+
+
+def test_reslab_help_imports_neither_matplotlib_nor_the_report_room():
+    commands = ", ".join(repr([name, "--help"]) for name in ("train", "analyze", "experiment", "bench", "export"))
+    done = subprocess.run([sys.executable, "-c", PROBE.replace("{commands}", commands)], capture_output=True,
+                          text=True, timeout=300, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout + done.stderr
