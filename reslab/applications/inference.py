@@ -656,16 +656,15 @@ def fast_model(model: nn.Module, run_dir: Path | None, calibration: Callable[[],
         CheckpointError: the record is damaged.
     """
     say = say or (lambda message: None)
-    fingerprint = weights_fingerprint(model)
-    measure = f"reslab bench infer {run_dir}" + (f" --checkpoint {checkpoint}" if checkpoint != "last" else "")
-    data = read_record(run_dir) if run_dir is not None else None
-    record = Path(run_dir) / RESULT_FILE if run_dir is not None else None
     if run_dir is None:
         # Weights outside a run have nowhere to keep a record of bench infer, so none can name a faster path.
-        choice, why, note = DEFAULT_FAST_PATH, (f"weights outside a run have no record of reslab bench infer; "
-                                                f"{DEFAULT_FAST_PATH} is exact and needs nothing beyond torch"), None
+        fingerprint, note = None, None
+        choice, why = DEFAULT_FAST_PATH, (f"weights outside a run have no record of reslab bench infer; "
+                                          f"{DEFAULT_FAST_PATH} is exact and needs nothing beyond torch")
     else:
-        choice, why, note = _choose(data, record, fingerprint, measure)
+        fingerprint = weights_fingerprint(model)
+        measure = f"reslab bench infer {run_dir}" + (f" --checkpoint {checkpoint}" if checkpoint != "last" else "")
+        choice, why, note = _choose(read_record(run_dir), Path(run_dir) / RESULT_FILE, fingerprint, measure)
     if note:
         say(note)
     missing = [p for p in _NEEDS.get(choice, ()) if importlib.util.find_spec(p) is None]
@@ -690,7 +689,7 @@ def fast_model(model: nn.Module, run_dir: Path | None, calibration: Callable[[],
     return RunnerModule(run, choice)
 
 
-def _workdir(run_dir: Path | None, fingerprint: str, example: torch.Tensor, file_name: str,
+def _workdir(run_dir: Path | None, fingerprint: str | None, example: torch.Tensor, file_name: str,
              stack: contextlib.ExitStack, say: Callable[[str], None]) -> tuple[Path, bool]:
     """(the folder ``file_name`` is found or built in, whether that folder is kept in the run)."""
     if run_dir is not None:
