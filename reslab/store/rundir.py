@@ -44,6 +44,11 @@ CHECKPOINT_DIR = "checkpoints"
 STATE_FILE = "last.state.pt"
 ANALYSIS_DIRNAME = "analysis"
 
+#: The kinds of run (``config["task"]``); :mod:`reslab.tasks` defines what each one does.
+TASK_CLASSIFY = "classify"
+TASK_SEGMENT = "segment"
+TASK_LANGUAGE_MODEL = "language-model"
+
 KIND_RESIDUAL = "residual"
 KIND_PLAIN = "plain"
 
@@ -148,6 +153,21 @@ def config_model(config: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]
     return (model if isinstance(model, str) else None), dict(config.get("model_options") or {})
 
 
+def config_task(config: Mapping[str, Any]) -> str:
+    """The task of a run: its config's ``"task"``; for runs written before that key existed, what
+    their data says (``text`` is a language model, segmentation data or a U-Net a segmenter)."""
+    task = config.get("task")
+    if isinstance(task, str) and task:
+        return task
+    data = str(config_dataset(config) or "").lower()
+    name, _ = config_model(config)
+    if data == "text" or data.startswith("text:"):
+        return TASK_LANGUAGE_MODEL
+    if data == "shapes" or data.startswith("segfolder") or (name or "").startswith("unet_"):
+        return TASK_SEGMENT
+    return TASK_CLASSIFY
+
+
 def config_dataset(config: Mapping[str, Any]) -> str | None:
     """The dataset name recorded in a run's config."""
     for key in ("data", "dataset"):
@@ -210,7 +230,7 @@ def experiment_runs(experiment_dir: str | Path) -> list[Path]:
 __all__ = [
     "ANALYSIS_DIRNAME", "CHECKPOINT_DIR", "CONFIG_FILE", "IDENTITY_KEYS", "KIND_PLAIN", "KIND_RESIDUAL",
     "LOCK_FILE", "METRIC_COLUMNS", "METRICS_CSV", "METRICS_JSONL", "STATE_FILE", "analysis_dir", "checkpoints_dir",
-    "config_dataset", "config_kind", "config_model", "config_source", "config_value", "experiment_runs",
+    "TASK_CLASSIFY", "TASK_LANGUAGE_MODEL", "TASK_SEGMENT", "config_dataset", "config_kind", "config_model", "config_source", "config_task", "config_value", "experiment_runs",
     "is_experiment_dir", "is_run_dir", "read_config", "read_metrics", "same_training", "state_path",
     "training_identity", "write_config", "write_metrics",
 ]
