@@ -290,11 +290,13 @@ def _check_range(value: Any, option: Option, name: str) -> None:
 # -- the command line -----------------------------------------------------------------------------
 def add_arguments(parser, cls: type[Settings], *, include: Iterable[str] | None = None,
                   exclude: Iterable[str] = (), defaults: Mapping[str, str] | None = None,
-                  helps: Mapping[str, str] | None = None) -> list[str]:
+                  helps: Mapping[str, str] | None = None, unset: str | None = None) -> list[str]:
     """Add one flag per field of ``cls`` to ``parser`` (or an argument group); returns their names.
 
     Each flag's default is the class default (``None`` where an experiment's budget decides),
     and its help ends with it — or with ``defaults[name]``, the text saying what decides.
+    ``unset``: flags not given stay out of the parsed namespace (another source, such as a
+    recipe, fills them) and every help ends with ``(default: {unset})``.
     """
     hints = typing.get_type_hints(cls)
     chosen = set(include) if include is not None else None
@@ -308,7 +310,10 @@ def add_arguments(parser, cls: type[Settings], *, include: Iterable[str] | None 
         shown = (defaults or {}).get(f.name)
         if shown is None:
             shown = _default_text(cls.default(f.name))
-        kwargs: dict[str, Any] = {"dest": f.name, "default": cls.default(f.name),
+        if unset is not None:
+            shown = unset
+        kwargs: dict[str, Any] = {"dest": f.name,
+                                  "default": argparse.SUPPRESS if unset is not None else cls.default(f.name),
                                   "help": f"{text} (default {shown})" if shown else text}
         base = _without_none(hint)
         if base is bool:

@@ -44,7 +44,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not args.data:
+    if not getattr(args, "data", None):
         raise ConfigError("give the data to fine-tune on with --data (e.g. --data cifar10 --data-dir ../shared/data, "
                           "or --data imagefolder --data-dir DIR)")
     overrides = training_overrides(args)

@@ -1,8 +1,9 @@
 """``reslab train MODEL --data NAME ...``: train a model into a run directory (or resume one).
 
-The command is a thin layer over :func:`reslab.train.train`: it turns the recipe, the common
-flags and ``--set KEY=VALUE`` into a :class:`~reslab.train.TrainConfig`, trains, and prints a
-one-line summary with the test accuracy. Under ``torchrun`` every process runs this command;
+The command is a thin layer over :func:`reslab.train.train`: it turns the recipe, one flag per
+engine setting (from :class:`~reslab.train.TrainConfig`), the option tables and ``--set KEY=VALUE``
+into settings, trains whatever the task (classify, segment, language-model), and prints a one-line
+summary of the test numbers. Under ``torchrun`` every process runs this command;
 rank 0 alone writes and prints.
 """
 
@@ -15,6 +16,8 @@ import sys
 from reslab.data import DATASETS
 from reslab.data.segmentation import SEGMENTATION_DATA
 from reslab.errors import ConfigError
+from reslab.settings import add_arguments, parse_key_values
+from reslab.tasks import task_names
 from reslab.train import (
     apply_overrides,
     list_recipes,
@@ -23,35 +26,29 @@ from reslab.train import (
     resolve_config,
     train,
 )
-from reslab.train.config import TrainConfig
+from reslab.train.config import TABLES, TrainConfig
+from reslab.store.rundir import config_task
 from reslab.train.rundir import read_config
-
-# Flags that map straight onto TrainConfig fields (flag dest -> field).
-_FLAG_FIELDS = {
-    "data": "data", "data_dir": "data_dir", "epochs": "epochs", "iterations": "iterations",
-    "batch_size": "batch_size", "lr": "lr", "out": "out", "device": "device", "seed": "seed",
-    "save_every": "save_every", "eval_every": "eval_every", "threads": "threads",
-}
-_BOOL_FLAGS = ("download", "quiet", "tensorboard", "compile", "ema", "channels_last", "bf16", "test_flip")
 
 
 def register(subparsers) -> None:
     recipes = ", ".join(list_recipes())
     parser = subparsers.add_parser(
-        "train", help="train a model on a dataset (recipes, resume, torchrun)",
+        "train", help="train a model on a dataset: classify, segment, language-model (recipes, resume, torchrun)",
         description=(
             "Train MODEL on a dataset and write a run directory (config.json, metrics.jsonl/.csv, "
-            "checkpoints/). Settings come from a recipe (--recipe; default digits-quick for --data digits, text-char for --data text, "
-            f"else cifar10-fast; recipes: {recipes}), then the flags below, then --set KEY=VALUE. "
+            "checkpoints/). The task is chosen from the model and the data: a U-Net on segmentation data "
+            "segments, a sequence model on text is a language model, the rest classifies (--task where it is "
+            "ambiguous). Settings come from a recipe (--recipe; default: the task's — digits-quick for --data "
+            f"digits, text-char for text, shapes-unet for segmentation, else cifar10-fast; recipes: {recipes}), "
+            "then the flags below, then --set KEY=VALUE. "
             "Ctrl-C (SIGINT) or SIGTERM saves a checkpoint; continue with --resume RUN_DIR. "
             "Many processes: torchrun --nproc_per_node N -m reslab train ..."),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("model", nargs="?", help="model name, e.g. resnet20, plain56, resnet18 (see reslab profile)")
+    parser.add_argument("model", nargs="?", help="model name, e.g. resnet20, plain56, resnet18, unet_resnet20, "
+                                                 "transformer4 (see reslab profile)")
     add_training_flags(parser)
-    parser.add_argument("--task", choices=("classify", "segment"), default="classify",
-                        help="classify (default), or segment: a U-Net (unet_resnet18, unet_plain18, ...) on images "
-                             "with per-pixel masks, --data shapes (default) or segfolder:DIR; see docs/applications.md")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR exactly where it stopped")
     parser.add_argument("--stop-after", type=int, metavar="EPOCHS",
                         help="save and stop once this many epochs are done (resume later with --resume)")
@@ -65,60 +62,43 @@ def dataset_names() -> str:
 
 
 def segmentation_data_names() -> str:
-    """The names ``--data`` takes with ``--task segment``, from the segmentation registry."""
+    """The names ``--data`` takes for segmentation, from the segmentation registry."""
     return ", ".join(f"{name}:DIR" if name == "segfolder" else name for name in SEGMENTATION_DATA)
 
 
 def add_training_flags(parser, *, data_help: str | None = None) -> None:
-    """The flags of every command that trains (``train``, ``finetune``): data, recipe, length, speed, ``--set``."""
+    """The flags of every command that trains (``train``, ``finetune``): one per engine setting
+    (:class:`~reslab.train.TrainConfig`), the recipe, the option tables and ``--set``."""
     recipes = ", ".join(list_recipes())
-    parser.add_argument("--data", help=data_help or f"dataset: {dataset_names()} (default: the recipe's); with "
-                                                    f"--task segment: {segmentation_data_names()} (default "
-                                                    f"{SEGMENTATION_DATA[0]})")
-    parser.add_argument("--data-dir", help="where the dataset's files are (default $RESLAB_DATA, then ./data); for "
-                                           "imagefolder the folder of class folders, for text one UTF-8 text file "
-                                           "(default: Python's own help topics)")
-    parser.add_argument("--download", action="store_true", default=None,
-                        help="download CIFAR if its files are missing (never done otherwise)")
     parser.add_argument("--recipe", help=f"recipe name ({recipes}) or a path to a .toml file")
-    parser.add_argument("--epochs", type=int, help="epochs to train (replaces the recipe's length)")
-    parser.add_argument("--iterations", type=int, help="optimizer steps to train (replaces the recipe's length)")
-    parser.add_argument("--batch-size", type=int, help="global batch size (split across processes)")
-    parser.add_argument("--lr", type=float, help="peak / initial learning rate")
-    parser.add_argument("--out", help="run directory to create (default runs/MODEL-DATA)")
-    parser.add_argument("--device", help="auto (default), cpu, cuda, cuda:1")
-    parser.add_argument("--seed", type=int, help="random seed (same seed on CPU: identical weights)")
-    parser.add_argument("--save-every", type=int, help="save checkpoints/epoch_K.safetensors every N epochs (0 = never)")
-    parser.add_argument("--eval-every", type=int, help="evaluate on the test split every N epochs")
-    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: one per core)")
-    for flag in _BOOL_FLAGS:
-        helps = {
-            "download": None, "quiet": "no progress bar or per-epoch lines, only the final summary",
-            "tensorboard": "also write TensorBoard logs to RUN_DIR/tensorboard",
-            "compile": "torch.compile the model", "ema": "keep an EMA of the weights and evaluate it too",
-            "channels_last": "channels-last memory format", "bf16": "bf16 autocast (CUDA, or a CPU with bf16 units: AVX512-BF16/AMX)",
-            "test_flip": "also report test accuracy with test-time flips",
-        }
-        if flag == "download":
-            continue
-        parser.add_argument(f"--{flag.replace('_', '-')}", action="store_true", default=None, help=helps[flag])
+    add_arguments(parser, TrainConfig, unset="the recipe's", helps={
+        "data": data_help or f"dataset: {dataset_names()}; for segmentation {segmentation_data_names()}",
+        "task": f"what the run learns: {', '.join(task_names())} (default: chosen from the model and the data; "
+                "needed only where both would fit)"})
+    parser.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="an option of the model, e.g. --model-option shortcut=B (repeatable)")
+    parser.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="an option of the data, e.g. --data-option num_train=256 (repeatable; see docs/data.md)")
+    parser.add_argument("--task-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="an option of the task, e.g. --task-option vflip=true for segment (repeatable)")
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                         help="any setting, e.g. --set schedule=cosine --set milestones=[40,60] "
                              "--set model_options.shortcut=B (repeatable; see docs/training.md)")
 
 
 def training_overrides(args) -> dict:
-    """The TrainConfig fields the flags of :func:`add_training_flags` set (``--set`` last)."""
-    overrides = {}
-    for dest, key in _FLAG_FIELDS.items():
-        value = getattr(args, dest)
-        if value is not None:
-            overrides[key] = value
-    for flag in _BOOL_FLAGS:
-        if getattr(args, flag):
-            overrides[flag] = True
+    """The settings the flags of :func:`add_training_flags` set: each flag given, then the option
+    tables, then ``--set`` (a later one wins; tables are merged)."""
+    # Only flags given are in the namespace (``unset``); MODEL is the positional argument, not a flag.
+    overrides = {name: getattr(args, name) for name in TrainConfig.field_names()
+                 if name not in ("model", "recipe") and getattr(args, name, None) is not None}
+    for flag, table in (("model_option", "model_options"), ("data_option", "data_options"),
+                        ("task_option", "task_options")):
+        values = parse_key_values(getattr(args, flag, None), "--" + flag.replace("_", "-"))
+        if values:
+            overrides[table] = values
     for key, value in parse_overrides(args.settings).items():
-        if key in ("model_options", "data_options") and key in overrides:
+        if key in TABLES and key in overrides:
             overrides[key] = {**overrides[key], **value}
         else:
             overrides[key] = value
@@ -130,18 +110,16 @@ def run(args) -> int:
         for name in list_recipes():
             print(f"{name:16s} {recipe_description(name)}")
         return 0
-    from reslab.cli import _train_segment  # noqa: PLC0415 - the segmentation side of this command
-
-    if _train_segment.wants_segmentation(args):
-        return _train_segment.run(args)
-    _train_segment.check_classify(args)
     overrides = training_overrides(args)
     if args.resume:
         if args.recipe:
             raise ConfigError("--recipe cannot be combined with --resume: a resumed run keeps its settings")
         if overrides.get("out") not in (None, args.resume):
             raise ConfigError("--out cannot be combined with --resume: the run continues in its own directory")
-        saved = TrainConfig.from_dict(read_config(args.resume), source=f"{args.resume}/config.json")
+        saved_config = read_config(args.resume)
+        if "format" not in saved_config and config_task(saved_config) == "segment":
+            return finish(train(resume=args.resume))  # the trainer says why such a run cannot resume
+        saved = TrainConfig.from_dict(saved_config, source=f"{args.resume}/config.json")
         if args.model and args.model != saved.model:
             raise ConfigError(f"--resume {args.resume} holds a {saved.model} run, not {args.model}")
         config = apply_overrides(saved, overrides)

@@ -42,6 +42,15 @@ METRICS_JSONL = "metrics.jsonl"
 METRICS_CSV = "metrics.csv"
 CHECKPOINT_DIR = "checkpoints"
 STATE_FILE = "last.state.pt"
+INIT_WEIGHTS = "init.safetensors"
+LAST_WEIGHTS = "last.safetensors"
+EMA_WEIGHTS = "ema.safetensors"
+#: Checkpoints a command may name by a short word (``--checkpoint last``).
+NAMED_WEIGHTS = {"init": INIT_WEIGHTS, "last": LAST_WEIGHTS, "ema": EMA_WEIGHTS}
+
+#: The layout of ``config.json``: ``format`` 2 records ``task`` and each derived fact once (runs
+#: without ``format`` are read by the same readers; :func:`config_task` infers their task).
+CONFIG_FORMAT = 2
 ANALYSIS_DIRNAME = "analysis"
 
 #: The kinds of run (``config["task"]``); :mod:`reslab.tasks` defines what each one does.
@@ -229,7 +238,7 @@ def experiment_runs(experiment_dir: str | Path) -> list[Path]:
 
 __all__ = [
     "ANALYSIS_DIRNAME", "CHECKPOINT_DIR", "CONFIG_FILE", "IDENTITY_KEYS", "KIND_PLAIN", "KIND_RESIDUAL",
-    "LOCK_FILE", "METRIC_COLUMNS", "METRICS_CSV", "METRICS_JSONL", "STATE_FILE", "analysis_dir", "checkpoints_dir",
+    "CONFIG_FORMAT", "EMA_WEIGHTS", "INIT_WEIGHTS", "LAST_WEIGHTS", "LOCK_FILE", "METRIC_COLUMNS", "NAMED_WEIGHTS", "METRICS_CSV", "METRICS_JSONL", "STATE_FILE", "analysis_dir", "checkpoints_dir",
     "TASK_CLASSIFY", "TASK_LANGUAGE_MODEL", "TASK_SEGMENT", "config_dataset", "config_kind", "config_model", "config_source", "config_task", "config_value", "experiment_runs",
     "is_experiment_dir", "is_run_dir", "read_config", "read_metrics", "same_training", "state_path",
     "training_identity", "write_config", "write_metrics",

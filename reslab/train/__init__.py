@@ -24,8 +24,8 @@ from reslab.train.config import (
 from reslab.train.evaluation import EvalResult, Prediction, evaluate, load_images
 from reslab.train.loading import LoadedRun, list_run_checkpoints, load_run, predict
 from reslab.train.schedules import LRSchedule, build_schedule
-from reslab.train.trainer import TrainResult, train
-from reslab.train.transfer import finetune, finetune_config
+from reslab.train.trainer import TrainResult, finetune, train
+from reslab.train.transfer import finetune_config
 
 __all__ = [
     "TrainConfig", "RESUMABLE_KEYS", "resolve_config", "apply_overrides", "parse_overrides", "list_recipes",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -15,94 +14,15 @@ from reslab.data import DeviceLoader, ImageDataset, normalize
 from reslab.data.imagefolder import IMAGE_SUFFIXES, decode_image
 from reslab.errors import ConfigError, DatasetError
 from reslab.store.jsonfiles import natural_key
-
-
-@dataclass
-class EvalResult:
-    """Mean cross-entropy ``loss``, top-1 ``error`` and ``accuracy`` (fractions) over ``count`` images."""
-
-    loss: float
-    error: float
-    accuracy: float
-    count: int
-    split: str = "test"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def autocast_context(device: torch.device, bf16: bool):
-    """bf16 autocast (CUDA or CPU) when asked; a no-op otherwise.
-
-    Whether bf16 pays off on a CPU is the caller's decision (:func:`bf16_available`): autocast
-    itself works on any CPU, but without bf16 units oneDNN emulates it, slower than float32.
-    """
-    if bf16 and device.type in ("cuda", "cpu"):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def bf16_available(device: torch.device) -> tuple[bool, str]:
-    """``(use bf16?, why not)`` for bf16 autocast on ``device``: CUDA always, CPUs with native bf16 units."""
-    if device.type == "cuda":
-        return True, ""
-    if device.type == "cpu":
-        from reslab.utils.cpu import has_native_bf16  # noqa: PLC0415 - reads /proc/cpuinfo once
-
-        if has_native_bf16():
-            return True, ""
-        return False, ("this CPU has no native bf16 (neither AVX512-BF16 nor AMX-BF16): emulated bf16 would be "
-                       "slower than float32, so training in float32")
-    return False, f"bf16 autocast is not supported on {device.type}; training in float32"
-
-
-def model_device(model: nn.Module) -> torch.device:
-    for tensor in model.parameters():
-        return tensor.device
-    return torch.device("cpu")
-
-
-def flat_outputs(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits ``(N, K)`` and targets ``(N,)``: a sequence model's ``(B, T, V)`` and ``(B, T)`` flattened,
-    so one loss and one error count serve images and tokens alike."""
-    if logits.ndim > 2:
-        return logits.reshape(-1, logits.shape[-1]), y.reshape(-1)
-    return logits, y
-
-
-@torch.no_grad()
-def eval_sums(model: nn.Module, batches, bf16: bool = False, flip: bool = False) -> torch.Tensor:
-    """Sum of losses, number of errors and count over ``batches`` of (x, y): float64 (3,) on the model's device.
-
-    ``flip``: test-time augmentation — the logits are the mean of the image's and its mirror
-    image's (images ``(N, C, H, W)`` only; token batches are evaluated as they are).
-
-    The sums stay on the device (no per-batch sync); callers all-reduce them across ranks.
-    """
-    device = model_device(model)
-    sums = torch.zeros(3, dtype=torch.float64, device=device)
-    was_training = model.training
-    model.eval()
-    try:
-        for x, y in batches:
-            with autocast_context(device, bf16):
-                logits = model(x).float()
-                if flip and x.ndim == 4:
-                    logits = (logits + model(x.flip(3)).float()) / 2
-            logits, y = flat_outputs(logits, y)
-            sums[0] += F.cross_entropy(logits, y, reduction="sum")
-            sums[1] += (logits.argmax(dim=1) != y).sum()
-            sums[2] += y.numel()
-    finally:
-        model.train(was_training)
-    return sums
-
-
-def result_from_sums(sums: torch.Tensor, split: str = "test") -> EvalResult:
-    loss_sum, errors, count = (float(v) for v in sums.tolist())
-    if count == 0:
-        return EvalResult(float("nan"), float("nan"), float("nan"), 0, split)
-    return EvalResult(loss_sum / count, errors / count, 1.0 - errors / count, int(count), split)
+from reslab.tasks.common import (  # noqa: F401 - the evaluation primitives, also used from here
+    EvalResult,
+    autocast_context,
+    bf16_available,
+    eval_sums,
+    flat_outputs,
+    model_device,
+    result_from_sums,
+)
 
 
 def evaluate(model: nn.Module, data, labels: torch.Tensor | None = None, *, split: str = "test",

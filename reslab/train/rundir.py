@@ -2,8 +2,7 @@
 the refusal to start a new run where one already is.
 
 The layout, readers and writers live in :mod:`reslab.store.rundir` (one home for every room);
-they are re-exported here because ``reslab.train.rundir`` is where the trainer's users have
-always found them.
+the ones the trainer's users call are re-exported here.
 """
 
 from __future__ import annotations
@@ -30,7 +29,10 @@ from reslab.store.rundir import (
 
 
 def default_run_dir(model: str, data: str) -> Path:
-    return Path("runs") / f"{model}-{data}"
+    """``runs/MODEL-DATA`` (data with a folder, ``segfolder:path/to/dir``, gives ``segfolder-dir``)."""
+    kind, _, rest = str(data).partition(":")
+    name = f"{kind}-{Path(rest).name}" if rest else kind
+    return Path("runs") / f"{model}-{name}"
 
 
 def check_fresh(run_dir: Path) -> None:

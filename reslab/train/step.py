@@ -7,7 +7,7 @@ import contextlib
 import torch
 from torch import nn
 
-from reslab.train.evaluation import autocast_context, flat_outputs
+from reslab.tasks.common import autocast_context, flat_outputs
 
 
 class TrainStep:
@@ -25,18 +25,22 @@ class TrainStep:
         ema: a :class:`~reslab.train.ema.ModelEMA` to update after each step, or None.
         ddp: the DistributedDataParallel wrapper when there is one (its ``no_sync`` skips the
             all-reduce of all but the last micro-batch).
+        flatten: the task's view of outputs and targets as ``(n, K)`` logits and ``(n,)`` targets
+            (:meth:`reslab.tasks.Task.flatten`; default: images and tokens).
 
     Returns ``(loss·n, wrong)`` as 0-d tensors on the device: the caller sums them without a
     host sync and reads them only now and then.
     """
 
     def __init__(self, net: nn.Module, model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Module, *,
-                 accumulate: int = 1, grad_clip: float = 0.0, bf16: bool = False, ema=None, ddp=None) -> None:
+                 accumulate: int = 1, grad_clip: float = 0.0, bf16: bool = False, ema=None, ddp=None,
+                 flatten=flat_outputs) -> None:
         self.net, self.model, self.optimizer, self.criterion = net, model, optimizer, criterion
+        self.flatten = flatten
         self.accumulate, self.grad_clip, self.bf16, self.ema, self.ddp = accumulate, grad_clip, bf16, ema, ddp
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x: float (B, C, H, W) on the device and y: int64 (B,); or tokens x, y: int64 (B, T)."""
+        """x: float (B, C, H, W) on the device and y: int64 (B,); tokens x, y: int64 (B, T); masks y: (B, H, W)."""
         self.optimizer.zero_grad(set_to_none=True)
         parts = self.accumulate
         loss_sum = torch.zeros((), device=x.device)
@@ -46,7 +50,7 @@ class TrainStep:
             skip_sync = self.ddp is not None and j < parts - 1
             with self.ddp.no_sync() if skip_sync else contextlib.nullcontext():
                 with autocast_context(x.device, self.bf16):
-                    logits, yj = flat_outputs(self.net(xj).float(), yj)
+                    logits, yj = self.flatten(self.net(xj).float(), yj)
                     loss = self.criterion(logits, yj)
                 (loss / parts).backward()
             loss_sum += loss.detach() * yj.numel()

@@ -36,18 +36,19 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from reslab.data import AugmentConfig, DeviceLoader, SequenceLoader, TextDataset, load_dataset
 from reslab.errors import ConfigError, ReslabError, TrainingError
 from reslab.models import weight_layers
+from reslab.store import rundir as schema
 from reslab.store.lock import RunDirLock, check_unlocked
+from reslab.tasks import Task, choose_task
+from reslab.tasks.classify import is_oom as _is_oom
+from reslab.tasks.common import bf16_available
 from reslab.train import checkpoint as ckpt
 from reslab.train import rundir, transfer
 from reslab.train.config import RESUMABLE_KEYS, TrainConfig, config_differences
 from reslab.train.distributed import DistInfo
 from reslab.train.distributed import setup as setup_distributed
 from reslab.train.ema import ModelEMA
-from reslab.train.evaluation import bf16_available, eval_sums, result_from_sums
-from reslab.train.loading import model_for_data
 from reslab.train.optim import build_optimizer, set_lr
 from reslab.train.schedules import LRSchedule, build_schedule
 from reslab.train.step import TrainStep
@@ -78,12 +79,24 @@ class TrainResult:
     stopped_by: str | None = None
     ema_model: nn.Module | None = None
     notes: list[str] = field(default_factory=list)
+    task: str = schema.TASK_CLASSIFY
 
-    def _last(self, key: str) -> float | None:
+    def last(self, key: str) -> Any:
+        """The latest value of metric ``key`` (``None`` if no epoch recorded one)."""
         for record in reversed(self.metrics):
             if record.get(key) is not None:
                 return record[key]
         return None
+
+    _last = last
+
+    @property
+    def test_miou(self) -> float | None:
+        return self.last("test_miou")
+
+    @property
+    def test_pixel_accuracy(self) -> float | None:
+        return self.last("test_pixel_accuracy")
 
     @property
     def test_error(self) -> float | None:
@@ -104,16 +117,11 @@ class TrainResult:
 
     def summary(self) -> str:
         """One line: model, data, test accuracy, length and time, run directory."""
+        from reslab.tasks import get_task  # noqa: PLC0415 - the task is registered: this run trained it
+
         c = self.config
-        parts = [f"{c.model} on {c.data}:"]
-        if self.test_error is not None:
-            parts.append(f"test accuracy {100 * (1 - self.test_error):.2f}% "
-                         f"(error {100 * self.test_error:.2f}%, loss {self.test_loss:.4f})")
-        else:
-            parts.append("no test set")
-        flip_error = self._last("test_flip_error")
-        if flip_error is not None:
-            parts.append(f"| with test-time flips {100 * (1 - flip_error):.2f}%")
+        keys = {key for record in self.metrics for key in record}
+        parts = [f"{c.model} on {c.data}:", *get_task(self.task).summary_parts({k: self.last(k) for k in keys})]
         if self.ema_test_error is not None:
             parts.append(f"| EMA test accuracy {100 * (1 - self.ema_test_error):.2f}%")
         state = "done" if self.finished else f"stopped ({self.stopped_by})"
@@ -150,15 +158,9 @@ class _StopRequest:
 
 
 # -- helpers --------------------------------------------------------------------------------------
-def make_criterion(config: TrainConfig) -> nn.Module:
-    """The training loss: cross-entropy with the config's label smoothing."""
-    return nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-
-
-def _is_oom(exc: BaseException) -> bool:
-    if isinstance(exc, torch.OutOfMemoryError):
-        return True
-    return isinstance(exc, RuntimeError) and ("can't allocate memory" in str(exc) or "out of memory" in str(exc))
+def make_criterion(task: Task, config: TrainConfig) -> nn.Module:
+    """The training loss the task asks for."""
+    return task.criterion(config)
 
 
 def _oom_error(config: TrainConfig, per_rank: int, device: torch.device, where: str) -> TrainingError:
@@ -193,27 +195,25 @@ class _Printer:
             tqdm.write(f"reslab train: {message}", file=sys.stderr)
 
 
-def _check_batch(config: TrainConfig, dataset: Any, world_size: int) -> None:
-    """ConfigError for a batch size the processes, ``accumulate`` or the training set cannot take."""
-    c = config
-    if c.batch_size % world_size:
-        raise ConfigError(f"--batch-size {c.batch_size} must be divisible by the number of processes "
-                          f"({world_size}): each rank takes an equal share of every global batch")
-    per_rank = c.batch_size // world_size
-    if per_rank % c.accumulate:
-        raise ConfigError(f"accumulate={c.accumulate} must divide the per-process batch {per_rank}")
-    if not isinstance(dataset, TextDataset) and c.batch_size > dataset.num_train:
-        raise ConfigError(f"--batch-size {c.batch_size} is larger than the training set of {c.data!r} "
-                          f"({dataset.num_train} images), so an epoch has no full batch; use --batch-size "
-                          f"{dataset.num_train} or less")
+def task_of(config: TrainConfig) -> Task:
+    """The run's task, with its options checked and the engine settings it does not use refused.
+
+    A setting the task does not use is refused only when it was changed from the engine's default
+    (a recipe or the user asked for something that would not happen); at its default it is noted.
+    """
+    task = choose_task(config.model, config.data, config.task)
+    task.options(config.task_options)
+    for key, off in task.unused.items():
+        value = getattr(config, key)
+        if value != off and value != TrainConfig.default(key):
+            raise ConfigError(f"{key}={value!r}: task {task.name!r} does not use it ({task.description}); leave it "
+                              f"out or set {key}={off!r}")
+    return task
 
 
-def _check_context(config: TrainConfig, model: nn.Module, dataset: TextDataset) -> None:
-    model_context = getattr(model, "model_options", {}).get("context")
-    if model_context is not None and dataset.context > model_context:
-        raise ConfigError(f"the data's windows ({dataset.context} characters) are longer than model "
-                          f"{config.model!r} accepts (context {model_context}); use --set "
-                          f"data_options.context={model_context} or --set model_options.context={dataset.context}")
+def unused_notes(task: Task, config: TrainConfig) -> list[str]:
+    used = [key for key, off in task.unused.items() if getattr(config, key) != off]
+    return [f"task {task.name!r} does not use {', '.join(used)} (left at the engine's defaults)"] if used else []
 
 
 def _summary_writer_class():
@@ -234,15 +234,13 @@ def check_training(config: TrainConfig, dataset: Any = None) -> None:
     they create their directory, so a wrong setting of the last run fails before the first trains.
     """
     resolve_device(config.device)
-    ds = dataset if dataset is not None else load_dataset(
-        config.data, data_dir=config.data_dir, download=config.download, progress=False, **config.data_options)
+    task = task_of(config)
+    ds = dataset if dataset is not None else task.load_data(config, download=config.download, progress=False)
     with torch.device("meta"):  # names and shapes only: no memory, no time spent on initial weights
-        model = model_for_data(config.model, ds, config.model_options)
+        model = task.build_model(config, ds)
     if config.init_from:
         transfer.resolve_freeze(model, list(config.freeze))
-    _check_batch(config, ds, 1)
-    if isinstance(ds, TextDataset):
-        _check_context(config, model, ds)
+    task.check(config, model, ds)
 
 
 # -- the trainer ----------------------------------------------------------------------------------
@@ -268,10 +266,17 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
     if resume is not None:
         run_dir = Path(resume)
         saved = rundir.read_config(run_dir)
-        base = TrainConfig.from_dict(saved, source=f"{run_dir / rundir.CONFIG_FILE}")
+        if "format" not in saved and schema.config_task(saved) == schema.TASK_SEGMENT:
+            raise ckpt.CheckpointError(f"{str(run_dir)!r} is a segmentation run written before runs had one engine; "
+                                       "it loads for eval, predict and the analyses but cannot be resumed: train "
+                                       "a new run")
+        base = TrainConfig.from_dict({**saved, "task": schema.config_task(saved)},
+                                     source=f"{run_dir / rundir.CONFIG_FILE}")
         if config is None:
             config = base
         else:
+            if config.task is None:
+                config = config.replace(task=base.task)
             changed = {k: v for k, v in config_differences(base, config).items() if k not in RESUMABLE_KEYS}
             if changed:
                 listing = ", ".join(f"{k} ({old!r} -> {new!r})" for k, (old, new) in sorted(changed.items()))
@@ -282,6 +287,8 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
     else:
         assert config is not None
         run_dir = Path(config.out) if config.out else rundir.default_run_dir(config.model, config.data)
+    if config.task is None:  # the run records its task, so a resume never guesses
+        config = config.replace(task=task_of(config).name)
 
     dist_info = setup_distributed(config.device)
     holder = RunDirLock(run_dir) if dist_info.is_main else contextlib.nullcontext()
@@ -307,6 +314,17 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
         dist_info.close()
 
 
+def finetune(source: str | Path, *, data: str, recipe: str | Path | None = None, model: str | None = None,
+             **overrides: Any) -> TrainResult:
+    """Fine-tune ``source`` on ``data`` (the Python twin of ``reslab finetune``): a run whose
+    initialisation hook copies the source's weights (see :mod:`reslab.train.transfer`).
+
+    ``finetune("runs/r20", data="cifar10", data_options={"classes": [...], "per_class": 100},
+    freeze=["stem"], head_lr=0.1, lr=0.02, epochs=30)``
+    """
+    return train(transfer.finetune_config(source, data=data, recipe=recipe, model=model, overrides=overrides))
+
+
 @dataclass
 class _EpochProgress:
     """How far one epoch got: its sums (loss·n, wrong, n), the loss window checked for NaN, and why it stopped."""
@@ -319,11 +337,12 @@ class _EpochProgress:
     train_time: float = 0.0
     stopped_by: str | None = None
 
-    def add(self, batch: int, loss_sum: torch.Tensor, wrong: torch.Tensor, count: int) -> None:
+    def add(self, batch: int, loss_sum: torch.Tensor, wrong: torch.Tensor, count: int, samples: int) -> None:
         self.batch = batch
         self.sums[0] += loss_sum
         self.sums[1] += wrong
         self.sums[2] += count
+        self.sums[3] += samples
         self.window += loss_sum
         self.window_count += count
 
@@ -345,7 +364,7 @@ class _Trainer:
     # -- set-up -------------------------------------------------------------------------------
     def _load_data(self):
         c = self.config
-        load = lambda download: load_dataset(c.data, data_dir=c.data_dir, download=download, **c.data_options)  # noqa: E731
+        load = lambda download: self.task.load_data(c, download=download)  # noqa: E731
         if self.dist.distributed and c.download:
             # One download, then everyone reads the files.
             dataset = load(True) if self.is_main else None
@@ -374,9 +393,12 @@ class _Trainer:
             self.summary_writer = _summary_writer_class()  # a missing package fails before the run directory exists
         if c.threads:
             torch.set_num_threads(c.threads)
+        self.task = task_of(c)
+        self.notes.extend(unused_notes(self.task, c))
         seed_everything(c.seed)
         self.dataset = ds = self._load_data()
-        self.model = model = model_for_data(c.model, ds, c.model_options)
+        self.model = model = self.task.build_model(c, ds)
+        self.task.check(c, model, ds)
         self._prepare_transfer()
         self.depth = _depth(model)
         self.init_state = ckpt.cpu_state_dict(model.state_dict())
@@ -413,38 +435,11 @@ class _Trainer:
         self.fixed_bn = transfer.fixed_bn_modules(self.model, frozen, c.freeze_bn)
 
     def _build_loaders(self) -> None:
-        """The device-resident train and test loaders, this rank's share of every global batch."""
-        c, d, ds = self.config, self.dist, self.dataset
-        _check_batch(c, ds, d.world_size)
+        """The task's device-resident train and test loaders, this rank's share of every global batch."""
+        c, d = self.config, self.dist
         self.per_rank_batch = c.batch_size // d.world_size
-        if isinstance(ds, TextDataset):
-            self._build_text_loaders()
-            return
-        try:
-            self.loader = DeviceLoader(
-                ds.train_images, ds.train_labels, batch_size=self.per_rank_batch, device=self.device, train=True,
-                augment=AugmentConfig(crop_padding=c.crop_padding, flip=c.flip, cutout=c.cutout),
-                mean=ds.mean, std=ds.std, seed=c.seed, drop_last=True, rank=d.rank, world_size=d.world_size,
-                channels_last=c.channels_last)
-            self.test_loader = None
-            if ds.test_images.shape[0] > 0:
-                self.test_loader = DeviceLoader(
-                    ds.test_images, ds.test_labels, batch_size=c.eval_batch_size, device=self.device, train=False,
-                    mean=ds.mean, std=ds.std, rank=d.rank, world_size=d.world_size, channels_last=c.channels_last)
-        except Exception as exc:  # noqa: BLE001
-            if _is_oom(exc):
-                raise TrainingError(f"the dataset does not fit in {self.device} memory ({exc}); use a smaller dataset "
-                                    "or another device") from None
-            raise
-
-    def _build_text_loaders(self) -> None:
-        """Windows of ``context`` characters at random offsets (training) and in order (validation)."""
-        c, d, ds = self.config, self.dist, self.dataset
-        _check_context(c, self.model, ds)
-        self.loader = SequenceLoader(ds.train_tokens, self.per_rank_batch, ds.context, self.device, train=True,
-                                     seed=c.seed, rank=d.rank, world_size=d.world_size)
-        self.test_loader = SequenceLoader(ds.test_tokens, c.eval_batch_size, ds.context, self.device, train=False,
-                                          rank=d.rank, world_size=d.world_size)
+        self.loader, self.test_loader = self.task.loaders(c, self.dataset, batch_size=self.per_rank_batch,
+                                                          device=self.device, rank=d.rank, world_size=d.world_size)
 
     def _build_optimization(self) -> None:
         """The model on its device, the optimizer, EMA, loss, DDP/compile wrappers and the step."""
@@ -455,7 +450,7 @@ class _Trainer:
             model = self.model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.optimizer = build_optimizer(model, c, head=self.head_name)
         self.ema = ModelEMA(model, c.ema_decay) if c.ema else None
-        self.criterion = make_criterion(c)
+        self.criterion = make_criterion(self.task, c)
         net: nn.Module = model
         self.ddp = None
         if d.distributed:
@@ -468,22 +463,23 @@ class _Trainer:
             net = torch.compile(net)
         self.net = net
         self.step = TrainStep(net, model, self.optimizer, self.criterion, accumulate=c.accumulate,
-                              grad_clip=c.grad_clip, bf16=self.bf16, ema=self.ema, ddp=self.ddp)
+                              grad_clip=c.grad_clip, bf16=self.bf16, ema=self.ema, ddp=self.ddp,
+                              flatten=self.task.flatten)
 
     def _resolved_config(self) -> dict[str, Any]:
+        """``config.json``: the settings as given, then each derived fact once (:data:`schema.CONFIG_FORMAT`)."""
         c, ds = self.config, self.dataset
-        resolved = c.to_dict()
-        resolved["out"] = str(self.run_dir)
+        resolved = {"format": schema.CONFIG_FORMAT, **c.to_dict(), "task": self.task.name, "out": str(self.run_dir)}
         resolved.update({
-            "num_classes": ds.num_classes, "in_chans": ds.in_chans, "image_size": list(ds.image_size) if ds.image_size else None,
-            "mean": list(ds.mean), "std": list(ds.std), "class_names": list(ds.class_names),
-            "data_source": ds.source,
+            "num_classes": ds.num_classes, "in_chans": ds.in_chans,
+            "image_size": list(ds.image_size) if ds.image_size else None,
+            "mean": list(ds.mean), "std": list(ds.std),
             "dataset": {"name": ds.name, "source": ds.source, "options": dict(ds.options),
                         "num_train": ds.num_train, "num_test": ds.num_test},
-            "model_settings": dict(getattr(self.model, "model_options", {})),
             "depth": self.depth,
             "num_parameters": sum(p.numel() for p in self.model.parameters()),
-            "device": str(self.device), "world_size": self.dist.world_size, "per_rank_batch": self.per_rank_batch,
+            **self.task.facts(ds, self.model),
+            "device": str(self.device), "world_size": self.dist.world_size,
             "steps_per_epoch": self.steps_per_epoch, "total_iterations": self.total_iterations,
             "total_epochs": self.total_epochs, "warmup_iterations": self.schedule.warmup,
             "augment": c.augment_summary, "notes": list(self.notes),
@@ -504,16 +500,17 @@ class _Trainer:
             raise TrainingError("the weights are no longer finite (NaN/Inf); not saving them. The last good "
                                 f"checkpoint in {self.run_dir / ckpt.CHECKPOINT_DIR} is kept")
         directory = rundir.checkpoints_dir(self.run_dir)
-        meta = {"model": self.config.model, "epoch": epoch_done, "iteration": self.iteration,
+        meta = {"model": self.config.model, "task": self.task.name, "epoch": epoch_done, "iteration": self.iteration,
                 "batch_in_epoch": batch_in_epoch}
         weights = ckpt.cpu_state_dict(weights)
-        ckpt.save_weights(directory / "last.safetensors", weights, meta)
+        ckpt.save_weights(directory / schema.LAST_WEIGHTS, weights, meta)
         if self.ema is not None:
-            ckpt.save_weights(directory / "ema.safetensors", self.ema.module.state_dict(), meta)
+            ckpt.save_weights(directory / schema.EMA_WEIGHTS, self.ema.module.state_dict(), meta)
         if snapshot:
             ckpt.save_weights(directory / ckpt.epoch_file(epoch_done), weights, meta)
         state = {
             "format": ckpt.STATE_FORMAT,
+            "task": self.task.name,
             "epoch": epoch_done,
             "batch_in_epoch": batch_in_epoch,
             "iteration": self.iteration,
@@ -557,10 +554,8 @@ class _Trainer:
         ckpt.restore_rng(state["rng"])
 
     def _unit(self, short: bool = False) -> str:
-        """What a training sample is: images, or characters of a text (whose rate is then characters/s)."""
-        if isinstance(self.dataset, TextDataset):
-            return "char" if short else "characters"
-        return "img" if short else "images"
+        """What a training sample is (the task says: images, characters, ...)."""
+        return self.task.unit[1] if short else self.task.unit[0]
 
     def _elapsed(self) -> float:
         return self.elapsed_before + (time.perf_counter() - self.session_start)
@@ -582,8 +577,8 @@ class _Trainer:
             (self.run_dir / "analysis").mkdir(exist_ok=True)
             rundir.write_config(self.run_dir, resolved)
             if self.resume_state is None:
-                ckpt.save_weights(rundir.checkpoints_dir(self.run_dir) / "init.safetensors", self.init_state,
-                                  {"model": c.model, "epoch": 0, "iteration": 0})
+                ckpt.save_weights(rundir.checkpoints_dir(self.run_dir) / schema.INIT_WEIGHTS, self.init_state,
+                                  {"model": c.model, "task": self.task.name, "epoch": 0, "iteration": 0})
         for note in self.notes:
             self.say(f"note: {note}")
         self.say(f"{c.model} ({self.depth} layers) on {c.data} ({self.loader.dataset_size} train {self._unit()}), "
@@ -606,7 +601,7 @@ class _Trainer:
         return TrainResult(run_dir=self.run_dir, config=c, model=model, epoch=self.epoch_done,
                            iteration=self.iteration, total_iterations=self.total_iterations,
                            metrics=list(self.metrics), finished=finished, elapsed_s=self._elapsed(),
-                           stopped_by=stopped_by, ema_model=ema_model, notes=list(self.notes))
+                           stopped_by=stopped_by, ema_model=ema_model, notes=list(self.notes), task=self.task.name)
 
     def _tensorboard(self):
         return self.summary_writer(log_dir=str(self.run_dir / "tensorboard"))
@@ -615,11 +610,12 @@ class _Trainer:
         """One optimizer step on the batch; returns (loss·n, wrong) as device tensors."""
         return self.step(x, y)
 
-    def _evaluate(self, model: nn.Module, flip: bool = False):
+    def _evaluate(self, model: nn.Module, prefix: str, flip: bool = False) -> dict[str, Any]:
+        """The task's test metrics of ``model`` (keys ``{prefix}_loss``, ``{prefix}_error``, ...), all ranks summed."""
         if self.test_loader is None:
-            return None
-        sums = eval_sums(model, iter(self.test_loader), self.bf16, flip=flip)
-        return result_from_sums(self.dist.all_reduce_sum(sums).cpu())
+            return {}
+        sums = self.task.evaluate(model, self.test_loader, bf16=self.bf16, flip=flip)
+        return self.task.test_metrics(self.dist.all_reduce_sum(sums).cpu(), prefix)
 
     def _sync_buffers(self) -> None:
         """Give every rank rank 0's BatchNorm statistics before evaluating (DDP broadcasts them only in forward)."""
@@ -657,10 +653,11 @@ class _Trainer:
         skip = self.skip_batches if epoch == self.start_epoch else 0
         partial = self.partial if (epoch == self.start_epoch and skip) else None
         progress = _EpochProgress(steps=steps, batch=skip,
-                                  sums=torch.zeros(3, dtype=torch.float64, device=self.device),  # loss·n, wrong, n
+                                  sums=torch.zeros(4, dtype=torch.float64, device=self.device),  # loss·n, wrong, n, samples
                                   window=torch.zeros((), dtype=torch.float64, device=self.device))
         if partial:
-            progress.sums += torch.tensor([partial["loss_sum"], partial["wrong"], partial["count"]],
+            progress.sums += torch.tensor([partial["loss_sum"], partial["wrong"], partial["count"],
+                                           partial.get("samples", partial["count"])],
                                           dtype=torch.float64, device=self.device)
             progress.train_time = float(partial["train_time_s"])
         show_bar = self.is_main and not c.quiet and sys.stderr.isatty()
@@ -676,7 +673,7 @@ class _Trainer:
                 set_lr(self.optimizer, self.schedule.lr_at(self.iteration))
                 loss_sum, wrong = self._guarded_step(x, y, epoch)
                 self.iteration += 1
-                progress.add(index + 1, loss_sum, wrong, y.numel())
+                progress.add(index + 1, loss_sum, wrong, y.numel(), self.task.samples(y))
                 bar.update(1)
                 if progress.batch % CHECK_EVERY == 0 or progress.batch == steps:
                     self._check_finite(progress.window, progress.window_count, epoch, bar)
@@ -709,9 +706,9 @@ class _Trainer:
         self._check_finite(progress.window, max(progress.window_count, 1), epoch, None)
         # Ranks resume from rank 0's file, so store the global sums / W: every rank adds
         # that share back and the epoch-end all-reduce restores the global total.
-        loss_sum, wrong, count = (self.dist.all_reduce_sum(progress.sums.clone()) / d.world_size).tolist()
+        loss_sum, wrong, count, samples = (self.dist.all_reduce_sum(progress.sums.clone()) / d.world_size).tolist()
         self._save(finished=False, epoch_done=epoch, batch_in_epoch=progress.batch, snapshot=False,
-                   partial={"loss_sum": loss_sum, "wrong": wrong, "count": count,
+                   partial={"loss_sum": loss_sum, "wrong": wrong, "count": count, "samples": samples,
                             "train_time_s": progress.train_time})
         self.say(f"stopped by {progress.stopped_by} in epoch {epoch + 1} at iteration {self.iteration}; checkpoint "
                  f"saved. Continue with: reslab train --resume {self.run_dir}")
@@ -750,33 +747,33 @@ class _Trainer:
     def _end_epoch(self, epoch: int, sums: torch.Tensor, train_time: float, writer) -> None:
         c = self.config
         eval_start = time.perf_counter()
-        loss_sum, wrong, count = self.dist.all_reduce_sum(sums).tolist()
+        loss_sum, wrong, count, samples = self.dist.all_reduce_sum(sums).tolist()
         last_epoch = epoch + 1 == self.total_epochs
-        test = ema_test = flip_test = None
+        test: dict[str, Any] = {}
         if (epoch + 1) % c.eval_every == 0 or last_epoch or (
                 self.stop_after_epoch is not None and epoch + 1 >= self.stop_after_epoch):
             self._sync_buffers()
-            test = self._evaluate(self.model)
+            test.update(self._evaluate(self.model, "test"))
             if c.test_flip:
-                flip_test = self._evaluate(self.model, flip=True)
+                test.update(self._evaluate(self.model, "test_flip", flip=True))
             if self.ema is not None:
-                ema_test = self._evaluate(self.ema.module)
+                test.update(self._evaluate(self.ema.module, "ema_test"))
         eval_time = time.perf_counter() - eval_start
+        train_metrics = self.task.train_metrics(loss_sum, wrong, count)
+        # The columns every task shares come first, in one order (metrics.csv's); a task's own follow.
+        shared = {"train_loss": train_metrics.pop("train_loss"), "train_error": train_metrics.pop("train_error")}
+        for key in ("test_loss", "test_error", "test_flip_loss", "test_flip_error", "ema_test_loss", "ema_test_error"):
+            shared[key] = test.pop(key, None)
         record = {
             "epoch": epoch + 1,
             "iteration": self.iteration,
             "lr": self.schedule.lr_at(self.iteration - 1),
-            "train_loss": loss_sum / count if count else None,
-            "train_error": wrong / count if count else None,
-            "test_loss": test.loss if test else None,
-            "test_error": test.error if test else None,
-            "test_flip_loss": flip_test.loss if flip_test else None,
-            "test_flip_error": flip_test.error if flip_test else None,
-            "ema_test_loss": ema_test.loss if ema_test else None,
-            "ema_test_error": ema_test.error if ema_test else None,
-            "images_per_s": count / train_time if train_time > 0 else None,
+            **shared,
+            "images_per_s": samples / train_time if train_time > 0 else None,
             "epoch_time_s": train_time + eval_time,
             "elapsed_s": self._elapsed(),
+            **train_metrics,
+            **test,
         }
         self._maybe_end_warmup(record["train_error"])
         self.metrics.append(record)
@@ -791,14 +788,11 @@ class _Trainer:
                     if key not in ("epoch", "iteration") and value is not None:
                         writer.add_scalar(key, value, self.iteration)
                 writer.flush()
-        self.say(_epoch_line(record, self.total_epochs, self._unit(short=True)))
+        self.say(_epoch_line(record, self.total_epochs, self.task, self._unit(short=True)))
 
 
-def _epoch_line(record: dict[str, Any], total_epochs: int, unit: str = "img") -> str:
-    parts = [f"epoch {record['epoch']}/{total_epochs}", f"lr {record['lr']:.4g}",
-             f"train loss {record['train_loss']:.4f} error {100 * record['train_error']:.2f}%"]
-    if record["test_error"] is not None:
-        parts.append(f"test loss {record['test_loss']:.4f} error {100 * record['test_error']:.2f}%")
+def _epoch_line(record: dict[str, Any], total_epochs: int, task: Task, unit: str = "img") -> str:
+    parts = [f"epoch {record['epoch']}/{total_epochs}", f"lr {record['lr']:.4g}", *task.epoch_parts(record)]
     if record.get("test_flip_error") is not None:
         parts.append(f"error with flips {100 * record['test_flip_error']:.2f}%")
     if record["ema_test_error"] is not None:

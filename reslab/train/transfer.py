@@ -447,7 +447,7 @@ def keep_bn_fixed(modules: list[nn.Module]) -> None:
 __all__ = [
     "TransferSource", "read_source", "weights_suffix", "classifier_name", "input_conv_name", "adapt_input_conv",
     "map_names", "match_backbone", "load_backbone", "load_weights_file", "stem_modules", "resolve_freeze",
-    "freeze", "fixed_bn_modules", "keep_bn_fixed", "finetune_config", "finetune",
+    "freeze", "fixed_bn_modules", "keep_bn_fixed", "finetune_config",
 ]
 
 
@@ -487,15 +487,3 @@ def check_source_fits(source: TransferSource, name: str, options: Mapping[str, A
     with torch.device("meta"):
         model = create_model(name, **dict(options))
     match_backbone(model, source, where)
-
-
-def finetune(source: str | Path, *, data: str, recipe: str | Path | None = None, model: str | None = None,
-             **overrides: Any):
-    """Fine-tune ``source`` on ``data`` (the Python twin of ``reslab finetune``); returns a TrainResult.
-
-    ``finetune("runs/r20", data="cifar10", data_options={"classes": [...], "per_class": 100},
-    freeze=["stem"], head_lr=0.1, lr=0.02, epochs=30)``
-    """
-    from reslab.train.trainer import train  # noqa: PLC0415 - the trainer imports this module
-
-    return train(finetune_config(source, data=data, recipe=recipe, model=model, overrides=overrides))

@@ -33,12 +33,3 @@ def tiny_config(tmp_path):
                               data=settings.pop("data", "synthetic"), overrides=settings)
 
     return make
-
-
-@pytest.fixture
-def same_weights():
-    def compare(a: torch.nn.Module, b: torch.nn.Module) -> bool:
-        sa, sb = a.state_dict(), b.state_dict()
-        return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
-
-    return compare

@@ -15,7 +15,7 @@ def run_cli(argv, capsys):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--epochs", "-1"], "epochs=-1 is not valid"),
+    (["--epochs", "-1"], "--epochs must be at least 1, got -1"),
     (["--set", "data_options.nope=1"], "does not take option(s) nope"),
     (["--set", "model_options.nope=1"], "unknown option(s) nope"),
     (["--batch-size", "100000"], "larger than the training set"),

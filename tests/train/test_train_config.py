@@ -61,7 +61,7 @@ def test_unknown_key_suggests_and_lists():
     ("lr", "fast", "lr='fast'.*a number"),
     ("schedule", "linear", "schedule='linear'.*constant, step, cosine, onecycle"),
     ("momentum", 1.5, r"momentum=1.5.*\[0, 1\)"),
-    ("batch_size", 0, "batch_size=0"),
+    ("batch_size", 0, "--batch-size must be at least 1, got 0"),
     ("accumulate", 3, "accumulate=3.*divisor of batch_size=64"),
     ("milestones", [20, 10], "increasing"),
     ("label_smoothing", 1.0, "label_smoothing"),

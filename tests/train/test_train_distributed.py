@@ -35,7 +35,7 @@ def test_two_gloo_processes_match_one_process(tmp_path, tiny_config):
     assert done.stdout.count("test accuracy") == 1  # rank 0 alone prints
 
     config = json.loads((out / "config.json").read_text())
-    assert config["world_size"] == 2 and config["per_rank_batch"] == 16 and config["steps_per_epoch"] == 8
+    assert config["world_size"] == 2 and config["batch_size"] // config["world_size"] == 16 and config["steps_per_epoch"] == 8
     single = train(tiny_config("single", data_options={"num_train": 256, "num_test": 64, "image_size": 8},
                                batch_size=32, epochs=2, accumulate=2))
     ddp = load_run(out).model

@@ -36,7 +36,7 @@ def test_training_on_digits_learns_and_writes_the_run_dir(tiny_config, tmp_path)
     assert csv_lines[0].split(",")[:len(METRIC_COLUMNS)] == list(METRIC_COLUMNS) and len(csv_lines) == 4
     saved = read_config(run_dir)
     assert saved["num_classes"] == 10 and saved["in_chans"] == 1 and len(saved["mean"]) == 1
-    assert saved["versions"]["torch"] == torch.__version__ and saved["data_source"]
+    assert saved["versions"]["torch"] == torch.__version__ and saved["dataset"]["source"]
     state = torch.load(run_dir / "checkpoints" / "last.state.pt", weights_only=True)
     assert state["finished"] and state["iteration"] == result.iteration == 3 * (1438 // 128)
 
@@ -139,7 +139,7 @@ class _PoisonedLoss(nn.Module):
 
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tiny_config, tmp_path, monkeypatch):
-    monkeypatch.setattr(trainer_module, "make_criterion", lambda config: _PoisonedLoss())
+    monkeypatch.setattr(trainer_module, "make_criterion", lambda task, config: _PoisonedLoss())
     with pytest.raises(TrainingError, match=r"loss became nan in epoch 2.*last good checkpoint.*iteration 4.*--lr"):
         train(tiny_config("run", epochs=3))
     state = torch.load(tmp_path / "run" / "checkpoints" / "last.state.pt", weights_only=True)

@@ -1,5 +1,5 @@
-"""Segmentation training: the loop learns the shapes set, runs are seeded, resumable and refused when
-mixed up; ``reslab train unet_... --task segment`` end to end."""
+"""The segment task in the one engine: a U-Net learns the shapes set, runs are seeded, resumable and
+refused when mixed up; ``reslab train unet_... --data shapes`` end to end."""
 
 from __future__ import annotations
 
@@ -12,22 +12,17 @@ from PIL import Image
 
 from reslab.cli.main import main
 from reslab.errors import ConfigError
-from reslab.train.segment import (
-    SegmentationScores,
-    SegmentConfig,
-    confusion_matrix,
-    load_segment_run,
-    train_segmentation,
-)
+from reslab.tasks.segment import SegmentationScores, confusion_matrix
+from reslab.train import TrainConfig, load_run, resolve_config, train
 
 TINY = {"num_train": 32, "num_test": 8, "image_size": 16}
 
 
-def tiny(tmp_path, name="run", **changes):
-    settings = dict(model="unet_cifar_resnet8", data="shapes", data_options=dict(TINY), epochs=2, batch_size=8,
-                    device="cpu", quiet=True, out=str(tmp_path / name))
+def tiny(tmp_path, name="run", model="unet_cifar_resnet8", **changes) -> TrainConfig:
+    settings = dict(data_options=dict(TINY), epochs=2, batch_size=8, device="cpu", quiet=True,
+                    out=str(tmp_path / name))
     settings.update(changes)
-    return SegmentConfig(**settings)
+    return resolve_config(model=model, data="shapes", overrides=settings)
 
 
 def test_scores_from_the_confusion_matrix():
@@ -43,7 +38,7 @@ def test_scores_from_the_confusion_matrix():
 def test_unet_learns_the_shapes(tmp_path):
     torch.manual_seed(0)
     # 320 steps of 4 images (the step count, more than the images, decides how far it gets).
-    result = train_segmentation(tiny(tmp_path, data_options={"num_train": 256, "num_test": 32, "image_size": 32},
+    result = train(tiny(tmp_path, data_options={"num_train": 256, "num_test": 32, "image_size": 32},
                                      epochs=5, batch_size=4, lr=3e-3))
     mious = [record["test_miou"] for record in result.metrics]
     # Chance: everything background scores about 0.8 / 4 = 0.2 (absent classes count 0 where they occur).
@@ -52,47 +47,52 @@ def test_unet_learns_the_shapes(tmp_path):
     assert mious[-1] > 0.45 and mious[-1] > mious[0] + 0.1, mious
     assert all(later > earlier - 0.02 for earlier, later in zip(mious, mious[1:])), mious
     assert result.test_pixel_accuracy > 0.88
-    assert "test mIoU" in result.summary() and "pixel accuracy" in result.summary()
+    assert "test mIoU" in result.summary() and "pixel accuracy" in result.summary() and result.task == "segment"
 
 
 def test_run_directory_seeds_and_resume(tmp_path, same_weights):
-    first = train_segmentation(tiny(tmp_path, "a"))
-    again = train_segmentation(tiny(tmp_path, "b"))
+    first = train(tiny(tmp_path, "a"))
+    again = train(tiny(tmp_path, "b"))
     assert [r["test_miou"] for r in first.metrics] == [r["test_miou"] for r in again.metrics]
     assert same_weights(first.model, again.model)
     run = tmp_path / "a"
     config = json.loads((run / "config.json").read_text())
-    assert config["task"] == "segment" and config["model"] == "unet_cifar_resnet8" and config["lr"] == 1e-3
+    assert config["format"] == 2 and config["task"] == "segment" and config["recipe"] == "shapes-unet"
+    assert config["model"] == "unet_cifar_resnet8" and config["lr"] == 1e-3 and config["optimizer"] == "adamw"
     assert config["encoder_kind"] == "residual" and config["class_names"][0] == "background"
     assert {p.name for p in (run / "checkpoints").iterdir()} >= {"init.safetensors", "last.safetensors",
                                                                  "last.state.pt"}
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 2 and {"test_miou", "test_pixel_accuracy", "test_error"} <= set(json.loads(lines[-1]))
-    loaded = load_segment_run(run)
+    loaded = load_run(run)
     assert same_weights(loaded.model, first.model)
-    images = torch.zeros(2, 3, 16, 16, dtype=torch.uint8)
-    assert loaded.predict(images).shape == (2, 16, 16)
+    assert loaded.model(torch.zeros(2, 3, 16, 16)).shape == (2, 4, 16, 16)
 
     with pytest.raises(ConfigError, match="already holds a finished run"):
-        train_segmentation(tiny(tmp_path, "a"))
-    stopped = train_segmentation(tiny(tmp_path, "c"), stop_after_epoch=1)
+        train(tiny(tmp_path, "a"))
+    stopped = train(tiny(tmp_path, "c"), stop_after_epoch=1)
     assert not stopped.finished and stopped.epoch == 1
-    resumed = train_segmentation(resume=tmp_path / "c")
+    resumed = train(resume=tmp_path / "c")
     assert resumed.finished and [r["test_miou"] for r in resumed.metrics] == [r["test_miou"] for r in first.metrics]
     assert same_weights(resumed.model, first.model)
     with pytest.raises(ConfigError, match="cannot change lr"):
-        train_segmentation(resume=tmp_path / "c", lr=0.5, epochs=3)
+        train(tiny(tmp_path, "c", lr=0.5, epochs=3), resume=tmp_path / "c")
 
 
 def test_mixed_up_settings_are_refused(tmp_path):
-    with pytest.raises(ConfigError, match="needs a segmentation model.*unet_resnet18"):
-        SegmentConfig(model="resnet18")
-    with pytest.raises(ConfigError, match="needs segmentation data.*'digits' is classification data"):
-        SegmentConfig(data="digits")
+    with pytest.raises(ConfigError, match="--data shapes is segmentation data.*unet_resnet18"):
+        train(tiny(tmp_path, model="resnet18"))
+    with pytest.raises(ConfigError, match="trains on segmentation data.*not 'digits'"):
+        train(resolve_config(model="unet_cifar_resnet8", data="digits", overrides={"epochs": 1}))
     with pytest.raises(ConfigError, match="multiples of 32.*'shapes' has 16×16 images"):
-        train_segmentation(tiny(tmp_path, model="unet_resnet18"))
+        train(tiny(tmp_path, model="unet_resnet18"))
     with pytest.raises(ConfigError, match="batch-size 64 is larger than the training set"):
-        train_segmentation(tiny(tmp_path, "d", batch_size=64))
+        train(tiny(tmp_path, "d", batch_size=64))
+    with pytest.raises(ConfigError, match="cutout=8: task 'segment' does not use it"):
+        train(tiny(tmp_path, "e", cutout=8))
+    with pytest.raises(ConfigError, match="task segment.*unknown setting 'hflip'"):
+        train(tiny(tmp_path, "e", task_options={"hflip": True}))
+    assert not (tmp_path / "d").exists() and not (tmp_path / "e").exists()
 
 
 def run_cli(argv, capsys):
@@ -115,8 +115,8 @@ def _folder(root, count=6, size=32):
 
 def test_cli_end_to_end(tmp_path, capsys):
     out = tmp_path / "seg"
-    code, stdout, err = run_cli(["train", "unet_resnet18", "--task", "segment", "--data", "shapes",
-                                 "--set", "data_options.num_train=16", "--set", "data_options.num_test=4",
+    code, stdout, err = run_cli(["train", "unet_resnet18", "--data", "shapes",
+                                 "--data-option", "num_train=16", "--data-option", "num_test=4",
                                  "--set", "data_options.image_size=32", "--epochs", "1", "--batch-size", "8",
                                  "--lr", "0.002", "--seed", "3", "--threads", "1", "--out", str(out)], capsys)
     assert code == 0, err
@@ -127,7 +127,7 @@ def test_cli_end_to_end(tmp_path, capsys):
 
     folder = tmp_path / "folder"
     _folder(folder)
-    code, stdout, err = run_cli(["train", "unet_cifar_resnet8", "--task", "segment", "--data", f"segfolder:{folder}",
+    code, stdout, err = run_cli(["train", "unet_cifar_resnet8", "--data", f"segfolder:{folder}",
                                  "--epochs", "1", "--batch-size", "4", "--quiet", "--out", str(tmp_path / "f")], capsys)
     assert code == 0, err
     assert "on segfolder:" in stdout and err == ""
@@ -143,9 +143,10 @@ def test_cli_end_to_end(tmp_path, capsys):
     for argv, message in (
         (["train", "unet_resnet18", "--data", "digits"], "unet_resnet18 is a segmentation model"),
         (["train", "resnet18", "--data", "shapes"], "--data shapes is segmentation data"),
-        (["train", "resnet18", "--task", "segment"], "needs a segmentation model"),
-        (["train", "unet_resnet18", "--task", "segment", "--recipe", "digits-quick"], "--recipe: not an option"),
-        (["train", "unet_resnet18", "--task", "segment", "--out", str(out)], "already holds a finished run"),
+        (["train", "resnet18", "--task", "segment", "--data", "shapes"], "--data shapes is segmentation data"),
+        (["train", "unet_resnet18", "--task", "language-model"], "dataset 'text' is text, but model 'unet_resnet18' reads images"),
+        (["train", "unet_resnet18", "--task", "sgment"], "unknown task 'sgment' (did you mean segment?)"),
+        (["train", "unet_resnet18", "--out", str(out)], "already holds a finished run"),
     ):
         code, _, err = run_cli(argv, capsys)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
