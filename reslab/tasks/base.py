@@ -130,9 +130,27 @@ class Task:
         return [f"test accuracy {100 * (1 - last['test_error']):.2f}% "
                 f"(error {100 * last['test_error']:.2f}%, loss {last['test_loss']:.4f})"]
 
+    def data_facts(self, dataset) -> dict[str, Any]:
+        """What ``config.json`` records about the data: what a model is sized and normalised by, and
+        the dataset's name, source and resolved options (each read with a default, so a task's own
+        dataset object needs only what it has)."""
+        image_size = getattr(dataset, "image_size", None)
+        return {
+            "num_classes": getattr(dataset, "num_classes", None), "in_chans": getattr(dataset, "in_chans", None),
+            "image_size": list(image_size) if image_size else None,
+            "mean": _listed(getattr(dataset, "mean", None)), "std": _listed(getattr(dataset, "std", None)),
+            "dataset": {"name": getattr(dataset, "name", None), "source": getattr(dataset, "source", None),
+                        "options": dict(getattr(dataset, "options", None) or {}),
+                        "num_train": getattr(dataset, "num_train", None), "num_test": getattr(dataset, "num_test", None)},
+        }
+
     def facts(self, dataset, model: nn.Module) -> dict[str, Any]:
-        """What ``config.json`` records about the data and model beyond the settings (once each)."""
+        """What else ``config.json`` records about this task's data and model (once each)."""
         return {}
+
+
+def _listed(values) -> list | None:
+    return None if values is None else list(values)
 
 
 def cross_entropy_sums(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -278,6 +278,11 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
             if config.task is None:
                 config = config.replace(task=base.task)
             changed = {k: v for k, v in config_differences(base, config).items() if k not in RESUMABLE_KEYS}
+            if "task_options" in changed:  # the task says which of its own options a resume may change
+                old, new = changed["task_options"]
+                keys = {k for k in {*old, *new} if old.get(k) != new.get(k)}
+                if keys <= task_of(base).resumable:
+                    del changed["task_options"]
             if changed:
                 listing = ", ".join(f"{k} ({old!r} -> {new!r})" for k, (old, new) in sorted(changed.items()))
                 raise ConfigError(f"cannot change {listing} when resuming {str(run_dir)!r}: it would not continue the "
@@ -468,17 +473,13 @@ class _Trainer:
 
     def _resolved_config(self) -> dict[str, Any]:
         """``config.json``: the settings as given, then each derived fact once (:data:`schema.CONFIG_FORMAT`)."""
-        c, ds = self.config, self.dataset
+        c = self.config
         resolved = {"format": schema.CONFIG_FORMAT, **c.to_dict(), "task": self.task.name, "out": str(self.run_dir)}
         resolved.update({
-            "num_classes": ds.num_classes, "in_chans": ds.in_chans,
-            "image_size": list(ds.image_size) if ds.image_size else None,
-            "mean": list(ds.mean), "std": list(ds.std),
-            "dataset": {"name": ds.name, "source": ds.source, "options": dict(ds.options),
-                        "num_train": ds.num_train, "num_test": ds.num_test},
+            **self.task.data_facts(self.dataset),
             "depth": self.depth,
             "num_parameters": sum(p.numel() for p in self.model.parameters()),
-            **self.task.facts(ds, self.model),
+            **self.task.facts(self.dataset, self.model),
             "device": str(self.device), "world_size": self.dist.world_size,
             "steps_per_epoch": self.steps_per_epoch, "total_iterations": self.total_iterations,
             "total_epochs": self.total_epochs, "warmup_iterations": self.schedule.warmup,

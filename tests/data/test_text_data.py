@@ -98,7 +98,7 @@ def test_training_a_language_model_through_the_trainer(tmp_path):
     with pytest.raises(ConfigError, match="reads images"):
         train(resolve_config(None, model="resnet20", data="text", overrides={
             "data_dir": str(path), "quiet": True, "out": str(tmp_path / "bad")}))
-    with pytest.raises(ConfigError, match="reads text"):
+    with pytest.raises(ConfigError, match="is a language model; it trains on text"):
         train(resolve_config(None, model="lstm1", data="digits", overrides={"quiet": True,
                                                                              "out": str(tmp_path / "bad2")}))
     with pytest.raises(ConfigError, match="longer than model"):
