@@ -805,7 +805,7 @@ def _summarise(plan: LandscapePlan, planned: Sequence[ModelRun], entries: list[d
 
 
 def _hessian_budget(hessian: HessianSettings | None) -> dict[str, Any] | None:
-    """The Hessian's budget as ``landscape.json`` has always recorded it."""
+    """The Hessian's budget as ``landscape.json`` records it."""
     if hessian is None:
         return None
     return {"samples": hessian.samples, "top_k": hessian.top_k, "max_iterations": hessian.max_iterations,
