@@ -258,7 +258,7 @@ class _FoldedForward:
 
     @classmethod
     def build(cls, model: nn.Module, names: Sequence[str]) -> "_FoldedForward | None":
-        from reslab.analysis.landscape.bnfold import fold_network  # noqa: PLC0415 - fx tracing only when used
+        from reslab.models.fusion import fold_network  # noqa: PLC0415 - fx tracing only when used
 
         folded = fold_network(copy.deepcopy(model))  # folding adds conv biases to the traced modules
         if folded is None:
