@@ -334,7 +334,7 @@ class ResNet(nn.Module):
     def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Pool and classify unpooled features (``pre_logits``: pooled features, no fc). A model
         without global pooling (``avgpool`` None: Keras' ``pooling=None``, which
-        :func:`reslab.convert.from_keras` builds) returns the features as they are."""
+        :func:`reslab.models.convert.from_keras` builds) returns the features as they are."""
         if self.avgpool is None:
             return features
         pooled = torch.flatten(self.avgpool(features), 1)

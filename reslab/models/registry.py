@@ -184,7 +184,7 @@ def _register_all() -> None:
     for depth in (50, 101, 152):
         register(ModelEntry(f"resnet{depth}v2", "imagenet",
                             f"Keras' ResNet{depth}V2 (pre-activation, a stage strides in its last block; "
-                            "reslab.convert.from_keras loads its weights)",
+                            "reslab.models.convert.from_keras loads its weights)",
                             lambda d=depth: keras_v2_spec(d), {"shortcut": "B"}))
     for depth in (18, 50):
         register(ModelEntry(f"se_resnet{depth}", "imagenet", f"ResNet-{depth} with squeeze-and-excitation",
