@@ -271,7 +271,7 @@ def link_run(source: Path, dest: Path) -> tuple[int, int]:
             copied += 1
         marker = {"source": str(source), "source_resolved": str(source.resolve()), "linked_files": linked,
                   "copied_files": copied, "when": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-        (staging / REUSED_FILE).write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
+        write_json(staging / REUSED_FILE, marker, indent=1)
         staging.rename(dest)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
