@@ -95,7 +95,9 @@ class ModelEntry:
     """
 
     name: str
-    family: str  # "cifar" or "imagenet": default input size, default classes
+    # The input the model reads: "cifar" or "imagenet" images for the ResNet spec (which also fixes
+    # the default input size and classes); a ModelFamily's own kind ("sequence", "vector", ...) otherwise.
+    family: str
     description: str
     spec_fn: Callable[..., NetworkSpec] | None
     defaults: dict = field(default_factory=dict)
