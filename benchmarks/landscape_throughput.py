@@ -49,7 +49,8 @@ from torch.utils.data import DataLoader, Dataset
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.peak import measure_peak  # noqa: E402
-from reslab.analysis.landscape import LandscapeEvaluator, bnfold, random_plane  # noqa: E402
+from reslab.analysis.landscape import LandscapeEvaluator, random_plane  # noqa: E402
+from reslab.models import fusion  # noqa: E402
 from reslab.analysis.landscape.surface import grid_points  # noqa: E402
 from reslab.data import load_dataset, normalize  # noqa: E402
 from reslab.models import create_model  # noqa: E402
@@ -152,17 +153,17 @@ def main(argv: list[str] | None = None) -> None:
                                    precision=args.precision)
     our_plane = plane.to(device)
     # What the private fused conv+ReLU op buys: the same evaluator without it (BN still folded),
-    # i.e. the public F.relu(F.conv2d(...)) path that bnfold.fused_conv_relu falls back to.
+    # i.e. the public F.relu(F.conv2d(...)) path that fusion.fused_conv_relu falls back to.
     public = None
     if evaluator.pointwise_fused:
-        saved = bnfold.fused_conv_relu
-        bnfold.fused_conv_relu = lambda: bnfold.public_conv_relu
+        saved = fusion.fused_conv_relu
+        fusion.fused_conv_relu = lambda: fusion.public_conv_relu
         try:
             public = LandscapeEvaluator(model, x, labels, batch_size=args.batch_size, device=device,
                                         method=args.method, chunk_size=args.chunk_size, workers=args.workers,
                                         fold_bn=not args.no_fold_bn, precision=args.precision)
         finally:
-            bnfold.fused_conv_relu = saved
+            fusion.fused_conv_relu = saved
 
     def sync():
         if device.type == "cuda":

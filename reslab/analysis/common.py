@@ -41,7 +41,7 @@ from reslab.train.loading import check_data_fits, load_file, names_run_checkpoin
 from reslab.train.transfer import weights_suffix
 from reslab.utils import resolve_device
 
-#: Reads a result file as a dict (the name analyses and experiments have always used).
+#: Reads a result file as a dict (the name analyses and experiments call it by).
 load_result_file = read_result
 
 

@@ -11,7 +11,7 @@ when its saved tensors fit in the memory budget — else each product recomputes
 every conv→BN pair is folded into one conv whose weight and bias are computed *from* the conv's
 and BN's parameters inside the graph (``fold_bn``), so the derivatives are still exactly those
 of the original parameters while the activations skip BN's pass and its double backward; and
-the top-k eigenvalues come from one Lanczos run (``method="lanczos"``, now the default),
+the top-k eigenvalues come from one Lanczos run (``method="lanczos"``, the default),
 which needs far fewer products than deflated power iteration (``method="power"``).
 
 * top-k eigenvalues: Lanczos with full reorthogonalisation (largest magnitude first), or power
@@ -258,7 +258,7 @@ class _FoldedForward:
 
     @classmethod
     def build(cls, model: nn.Module, names: Sequence[str]) -> "_FoldedForward | None":
-        from reslab.analysis.landscape.bnfold import fold_network  # noqa: PLC0415 - fx tracing only when used
+        from reslab.models.fusion import fold_network  # noqa: PLC0415 - fx tracing only when used
 
         folded = fold_network(copy.deepcopy(model))  # folding adds conv biases to the traced modules
         if folded is None:

@@ -5,8 +5,8 @@
 
 =====================  ==========================================================================
 ``eager``              the model in eval mode under ``torch.inference_mode`` (the reference)
-``bn-fold``            conv → BN pairs folded into the convs (``torch.fx.experimental.optimization.fuse``,
-                       built on ``torch.nn.utils.fusion``; exact up to rounding)
+``bn-fold``            conv → BN pairs folded into the convs (:mod:`reslab.models.fusion`, with
+                       ``torch.nn.utils.fusion.fuse_conv_bn_weights``; exact up to rounding)
 ``bn-fold+cl``         the same in channels-last memory format (oneDNN's preferred layout)
 ``compile``            ``torch.compile`` (inductor) with ``freezing`` (weights become constants, BN
                        folded, oneDNN convolutions prepacked with ReLU and addition fused), channels-last
@@ -48,6 +48,7 @@ import torch
 from torch import nn
 
 from reslab.errors import CheckpointError, ConfigError
+from reslab.models import fusion
 from reslab.models.export import output_scale
 from reslab.store.jsonfiles import read_json
 from reslab.utils import atomic_path
@@ -72,17 +73,10 @@ def _eval_copy(model: nn.Module) -> nn.Module:
 
 
 def fold_batch_norms(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` (eval mode) whose conv → BN pairs are folded into the convs.
-
-    Traced with ``torch.fx``; torch's own ``fuse`` finds the pairs (a conv whose only user is a
-    BN) and folds them with ``torch.nn.utils.fusion.fuse_conv_bn_eval``. BN layers that follow
-    something else (pre-activation blocks) stay as they are.
-    """
-    from torch.fx.experimental.optimization import fuse  # noqa: PLC0415 - torch.fx is heavy to import
-
-    model = _eval_copy(model)
+    """A CPU float32 copy of ``model`` (eval mode) whose conv → BN pairs are folded into the convs
+    (:func:`reslab.models.fusion.fold_batch_norms`); a model ``torch.fx`` cannot trace makes the path unavailable."""
     try:
-        return fuse(model, inplace=True)
+        return fusion.fold_batch_norms(_eval_copy(model))
     except Exception as exc:  # noqa: BLE001 - fx cannot trace every model (data-dependent control flow)
         raise PathUnavailable(f"torch.fx could not trace the model to fold its BN layers ({type(exc).__name__}: "
                               f"{str(exc)[:120]})") from None

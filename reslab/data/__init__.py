@@ -10,27 +10,22 @@ loader = DeviceLoader(ds.train_images, ds.train_labels, batch_size=128, device="
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any
 
+# Each dataset module registers its datasets when it loads; importing them here registers them
+# all with the package (the registry itself never imports them). This order is the listing's.
+from reslab.data import digits, cifar, imagefolder, synthetic, text, segmentation  # noqa: F401,I001
 from reslab.data.augment import AugmentConfig, normalize
 from reslab.data.dataset import SUBSET_OPTIONS, ImageDataset, channel_stats, default_data_dir, select_classes
 from reslab.data.loader import DeviceLoader
+from reslab.data.registry import DatasetEntry, dataset_entry, list_datasets, register_dataset
 from reslab.data.text import SequenceLoader, TextDataset
 from reslab.errors import DatasetError
 
-#: Registry name -> module (in reslab.data) whose ``load(data_dir, download, **options)`` builds it.
-_MODULES = {
-    "digits": "digits",
-    "cifar10": "cifar",
-    "cifar100": "cifar",
-    "imagefolder": "imagefolder",
-    "synthetic": "synthetic",
-    "text": "text",
-}
-DATASETS: tuple[str, ...] = tuple(_MODULES)
-_WITH_PROGRESS = ("cifar10", "cifar100", "imagefolder")
+#: The datasets :func:`load_dataset` loads (classification and language; segmentation data loads
+#: with :func:`reslab.data.segmentation.load_segmentation`).
+DATASETS: tuple[str, ...] = tuple(name for name in list_datasets() if dataset_entry(name).task != "segment")
 
 
 def load_dataset(name: str, data_dir: str | Path | None = None, download: bool = False,
@@ -49,32 +44,35 @@ def load_dataset(name: str, data_dir: str | Path | None = None, download: bool =
         takes ``classes=[...]`` and ``per_class=N`` (:func:`select_classes`: a subset of the classes,
         relabelled, and at most N training images of each).
     """
-    if not isinstance(name, str) or name.lower() not in _MODULES:
-        raise DatasetError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
-    key = name.lower()
-    module = importlib.import_module(f"reslab.data.{_MODULES[key]}")
-    if key in _WITH_PROGRESS:
+    entry = dataset_entry(name)
+    if entry is None or entry.task == "segment":
+        hint = (f" ({entry.name!r} is segmentation data: reslab.data.segmentation.load_segmentation, or "
+                "reslab train --task segment)") if entry is not None else ""
+        raise DatasetError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}{hint}")
+    if entry.progress:
         options.setdefault("progress", progress)
     subset = {k: options.pop(k) for k in SUBSET_OPTIONS if k in options}
-    if subset and key == "text":
-        raise DatasetError(f"dataset 'text' does not take option(s) {', '.join(subset)}: they select image classes")
-    if _MODULES[key] == "cifar":
-        dataset = module.load(key, data_dir=data_dir, download=download, **options)
-    else:
-        dataset = module.load(data_dir=data_dir, download=download, **options)
+    if subset and entry.task != "classify":
+        raise DatasetError(f"dataset {entry.name!r} does not take option(s) {', '.join(subset)}: they select image "
+                           "classes")
+    dataset = entry.load(data_dir=data_dir, download=download, **options)
     return select_classes(dataset, **subset) if subset else dataset
 
 
 __all__ = [
     "AugmentConfig",
     "DATASETS",
+    "DatasetEntry",
     "DeviceLoader",
     "ImageDataset",
     "SequenceLoader",
     "TextDataset",
     "channel_stats",
+    "dataset_entry",
     "default_data_dir",
+    "list_datasets",
     "load_dataset",
     "normalize",
+    "register_dataset",
     "select_classes",
 ]

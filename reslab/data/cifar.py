@@ -15,6 +15,7 @@ containers, so a crafted file cannot run code.
 
 from __future__ import annotations
 
+import functools
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ import torch
 from reslab.data._options import check_options
 from reslab.data.dataset import ImageDataset, default_data_dir
 from reslab.data.download import download_and_extract
+from reslab.data.registry import register_dataset
 from reslab.errors import DatasetError
 
 
@@ -215,3 +217,8 @@ def load(name: str, data_dir: str | Path | None = None, download: bool = False, 
         source=str(directory.resolve()),
         options={"coarse": True} if coarse else {},
     )
+
+
+for _spec in SPECS.values():
+    register_dataset(_spec.name, functools.partial(load, _spec.name), description=f"{_spec.title}, from its official batches",
+                     progress=True)

@@ -18,6 +18,7 @@ import torch
 
 from reslab.data._options import check_options
 from reslab.data.dataset import ImageDataset
+from reslab.data.registry import register_dataset
 from reslab.errors import DatasetError
 
 ASSET = Path(__file__).resolve().parent / "assets" / "digits.npz"
@@ -51,3 +52,6 @@ def load(data_dir: str | Path | None = None, download: bool = False, **options: 
         name="digits",
         source=SOURCE,
     )
+
+
+register_dataset("digits", load, description="8×8 handwritten digits, embedded", directory="none")

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from reslab.data._options import check_options, float_option, int_option
 from reslab.data.dataset import ImageDataset
+from reslab.data.registry import register_dataset
 from reslab.errors import ConfigError, DatasetError
 from reslab.utils import atomic_path
 
@@ -358,3 +359,7 @@ class StreamingImageFolder(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         path, label = self.items[i]
         return torch.from_numpy(decode_image(path, self.size, self.channels)), label
+
+
+register_dataset("imagefolder", load, description="a folder of class folders of images", progress=True,
+                 directory="required")

@@ -37,13 +37,13 @@ import torch
 
 from reslab.data._options import check_options, float_option, int_option
 from reslab.data.dataset import ImageSplits, channel_stats
+from reslab.data.registry import dataset_entry, list_datasets, register_dataset
 from reslab.errors import ConfigError, DatasetError
 
 SHAPE_CLASSES = ("background", "rectangle", "ellipse", "triangle")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 MASK_SUFFIX = ".png"
 _MASK_MODES = ("1", "L", "P", "I", "I;16", "I;16L", "I;16B", "I;16N")
-SEGMENTATION_DATA = ("shapes", "segfolder")
 
 SHAPES_OPTIONS = {
     "num_train": "training images, default 512",
@@ -391,36 +391,59 @@ def _class_names(root: Path, num_classes: Any) -> list[str] | None:
     return names
 
 
+def _load_shapes_entry(data_dir: str | Path | None = None, download: bool = False, **options: Any) -> SegmentationDataset:
+    del data_dir, download  # generated: nothing to read or fetch
+    return load_shapes(**options)
+
+
+def _load_segfolder_entry(data_dir: str | Path | None = None, download: bool = False,
+                          **options: Any) -> SegmentationDataset:
+    del download  # the user's own folder: nothing official to fetch
+    return load_segfolder(data_dir, **options)
+
+
+register_dataset("shapes", _load_shapes_entry, task="segment", directory="none",
+                 description="generated rectangles, ellipses and triangles on noise, seeded")
+register_dataset("segfolder", _load_segfolder_entry, task="segment", directory="required",
+                 description="your images and masks: DIR/images/ + DIR/masks/")
+#: The segmentation data this module registers (``reslab train --task segment --data``).
+SEGMENTATION_DATA = list_datasets("segment")
+
+
 def parse_data_name(name: str, data_dir: str | Path | None = None) -> tuple[str, Path | None]:
-    """``"shapes"`` → ("shapes", None); ``"segfolder:DIR"`` (or ``"segfolder"`` + ``data_dir``) → ("segfolder", DIR)."""
+    """``"shapes"`` → ("shapes", None); ``"segfolder:DIR"`` (or ``"segfolder"`` + ``data_dir``) → ("segfolder", DIR).
+
+    Any registered segmentation data (``task="segment"``) is a name here; its entry says whether
+    it reads a directory.
+    """
     text = str(name)
     kind, sep, rest = text.partition(":")
     kind = kind.strip().lower()
-    if kind not in SEGMENTATION_DATA:
+    entry = dataset_entry(kind)
+    if entry is None or entry.task != "segment":
         raise DatasetError(f"unknown segmentation data {text!r}; use 'shapes' (generated) or 'segfolder:DIR' "
                            "(DIR/images/ + DIR/masks/)")
-    if kind == "shapes":
+    if entry.directory == "none":
         if sep:
-            raise DatasetError(f"{text!r}: the shapes set is generated; it takes no directory (options go in "
-                               "data_options: num_train, num_test, image_size, max_objects, seed)")
+            raise DatasetError(f"{text!r}: the {kind} set is generated; it takes no directory (options go in "
+                               "data_options, e.g. num_train, num_test, image_size, seed)")
         return kind, None
     directory = rest if sep else data_dir
-    if not directory:
-        raise DatasetError("segfolder needs its directory: --data segfolder:DIR (or --data segfolder --data-dir DIR)")
-    return kind, Path(directory)
+    if not directory and entry.directory == "required":
+        raise DatasetError(f"{kind} needs its directory: --data {kind}:DIR (or --data {kind} --data-dir DIR)")
+    return kind, Path(directory) if directory else None
 
 
 def is_segmentation_data(name: str | None) -> bool:
     """Whether ``name`` names segmentation data (``shapes``, ``segfolder``, ``segfolder:DIR``)."""
-    return isinstance(name, str) and name.partition(":")[0].strip().lower() in SEGMENTATION_DATA
+    entry = dataset_entry(name.partition(":")[0].strip()) if isinstance(name, str) else None
+    return entry is not None and entry.task == "segment"
 
 
 def load_segmentation(name: str, data_dir: str | Path | None = None, **options: Any) -> SegmentationDataset:
     """Load ``shapes`` or ``segfolder:DIR`` (see the module docstring) with ``options``."""
     kind, directory = parse_data_name(name, data_dir)
-    if kind == "shapes":
-        return load_shapes(**options)
-    return load_segfolder(directory, **options)
+    return dataset_entry(kind).load(data_dir=directory, **options)
 
 
 __all__ = ["FOLDER_OPTIONS", "SEGMENTATION_DATA", "SHAPES_OPTIONS", "SHAPE_CLASSES", "SegmentationDataset",

@@ -9,6 +9,7 @@ import torch
 
 from reslab.data._options import check_options, int_option
 from reslab.data.dataset import ImageDataset
+from reslab.data.registry import register_dataset
 from reslab.errors import ConfigError
 
 OPTIONS = {
@@ -50,3 +51,6 @@ def load(data_dir: str | Path | None = None, download: bool = False, **options: 
         options=dict(num_train=num_train, num_test=num_test, image_size=size, channels=channels,
                      num_classes=num_classes, seed=seed),
     )
+
+
+register_dataset("synthetic", load, description="random images with uniform labels, seeded", directory="none")

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from reslab.data.registry import register_dataset
 from reslab.errors import DatasetError
 
 DEFAULT_SOURCE = "Python's standard library pydoc_data/topics.py (documentation help topics)"
@@ -193,3 +194,6 @@ class SequenceLoader:
     def __repr__(self) -> str:
         return (f"SequenceLoader({self.dataset_size} tokens, batch {self.batch_size}, context {self.context}, "
                 f"{'train' if self.train else 'eval'}, {len(self)} batches)")
+
+
+register_dataset("text", load, task="language", description="characters of a UTF-8 text (default: Python's help topics)")

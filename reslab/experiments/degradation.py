@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import io
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +40,7 @@ from reslab.experiments.common import (
 )
 from reslab.models import list_models, model_info
 from reslab.settings import Settings, setting
-from reslab.store.jsonfiles import finite_number
+from reslab.store.jsonfiles import finite_number, write_json
 from reslab.train import resolve_config, rundir
 from reslab.utils import atomic_write_text
 
@@ -288,7 +287,7 @@ def write_summary(experiment_dir: Path, summary: Mapping[str, Any]) -> list[Path
     )
 
     json_path = experiment_dir / SUMMARY_FILE
-    atomic_write_text(json_path, json.dumps(summary, indent=1) + "\n")
+    write_json(json_path, summary, indent=1)
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")

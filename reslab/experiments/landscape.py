@@ -271,7 +271,7 @@ def link_run(source: Path, dest: Path) -> tuple[int, int]:
             copied += 1
         marker = {"source": str(source), "source_resolved": str(source.resolve()), "linked_files": linked,
                   "copied_files": copied, "when": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-        (staging / REUSED_FILE).write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
+        write_json(staging / REUSED_FILE, marker, indent=1)
         staging.rename(dest)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -805,7 +805,7 @@ def _summarise(plan: LandscapePlan, planned: Sequence[ModelRun], entries: list[d
 
 
 def _hessian_budget(hessian: HessianSettings | None) -> dict[str, Any] | None:
-    """The Hessian's budget as ``landscape.json`` has always recorded it."""
+    """The Hessian's budget as ``landscape.json`` records it."""
     if hessian is None:
         return None
     return {"samples": hessian.samples, "top_k": hessian.top_k, "max_iterations": hessian.max_iterations,

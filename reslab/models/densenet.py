@@ -53,6 +53,7 @@ from torch.utils.checkpoint import checkpoint
 
 from reslab.errors import ModelConfigError
 from reslab.models.family import ModelFamily
+from reslab.models.registry import register_family
 from reslab.models.network import _freeze_bn_stats_on_recompute
 
 # The parameter-matched DenseNet-BC of ResNet-20 on the digits (see the module docstring).
@@ -224,16 +225,14 @@ def build(name: str, depth: int, growth: int, num_classes: int = 10, in_chans: i
     return DenseNet(depth, growth, num_classes=num_classes, in_chans=in_chans, **settings, name=name)
 
 
-MODEL_FAMILIES = [
-    ModelFamily(
-        "densenet_bc_{L}_{k}",
-        re.compile(r"densenet_bc_(\d+)_(\d+)"),
-        "cifar",
-        "DenseNet-BC of depth L = 6n+4 and growth rate k (Huang et al. 2017), CIFAR version",
-        build,
-        default_num_classes=10,
-        default_input_size=32,
-        examples=("densenet_bc_40_12", "densenet_bc_100_12", "densenet_bc_100_24", "densenet_bc_190_40",
-                  MATCHED_TO_RESNET20),
-    )
-]
+register_family(ModelFamily(
+    "densenet_bc_{L}_{k}",
+    re.compile(r"densenet_bc_(\d+)_(\d+)"),
+    "cifar",
+    "DenseNet-BC of depth L = 6n+4 and growth rate k (Huang et al. 2017), CIFAR version",
+    build,
+    default_num_classes=10,
+    default_input_size=32,
+    examples=("densenet_bc_40_12", "densenet_bc_100_12", "densenet_bc_100_24", "densenet_bc_190_40",
+              MATCHED_TO_RESNET20),
+))

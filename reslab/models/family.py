@@ -1,8 +1,9 @@
 """How a model family outside the ResNet spec (transformers, recurrent stacks, MLPs, DenseNet)
 joins the registry: a name pattern and a builder.
 
-A family module (``reslab/models/transformer.py``, ...) lists ``MODEL_FAMILIES``; the registry
-collects them, so ``create_model("transformer8")`` and ``create_model("resnet56")`` are one call.
+A family module (``reslab/models/transformer.py``, ...) passes its families to
+:func:`reslab.models.registry.register_family` when it loads, so ``create_model("transformer8")``
+and ``create_model("resnet56")`` are one call.
 """
 
 from __future__ import annotations

@@ -36,6 +36,7 @@ from torch import nn
 
 from reslab.errors import ModelConfigError
 from reslab.models.family import ModelFamily
+from reslab.models.registry import register_family
 from reslab.models.residual import Residual, check_choice, check_positive, check_probability
 
 DEFAULTS = {"width": 64, "norm": "batch", "activation": "relu", "dropout": 0.0, "image_size": (8, 8)}
@@ -122,13 +123,11 @@ def _build(name: str, depth: int, *, merge: str, num_classes: int, in_chans: int
     return model
 
 
-MODEL_FAMILIES = [
-    ModelFamily("resmlp{d}", re.compile(r"resmlp(\d+)"), "vector",
-                "MLP with d weight layers and residual hidden units, on images flattened to vectors",
-                lambda name, depth, **kw: _build(name, depth, merge="sum", **kw),
-                default_num_classes=10, default_input_size=8, examples=("resmlp10", "resmlp20", "resmlp50")),
-    ModelFamily("plain_mlp{d}", re.compile(r"plain_mlp(\d+)"), "vector",
-                "the same MLP without shortcuts (plain twin)",
-                lambda name, depth, **kw: _build(name, depth, merge="none", **kw),
-                default_num_classes=10, default_input_size=8, examples=("plain_mlp10", "plain_mlp20", "plain_mlp50")),
-]
+register_family(ModelFamily("resmlp{d}", re.compile(r"resmlp(\d+)"), "vector",
+                            "MLP with d weight layers and residual hidden units, on images flattened to vectors",
+                            lambda name, depth, **kw: _build(name, depth, merge="sum", **kw),
+                            default_num_classes=10, default_input_size=8, examples=("resmlp10", "resmlp20", "resmlp50")))
+register_family(ModelFamily("plain_mlp{d}", re.compile(r"plain_mlp(\d+)"), "vector",
+                            "the same MLP without shortcuts (plain twin)",
+                            lambda name, depth, **kw: _build(name, depth, merge="none", **kw),
+                            default_num_classes=10, default_input_size=8, examples=("plain_mlp10", "plain_mlp20", "plain_mlp50")))

@@ -151,7 +151,7 @@ class ResNet(nn.Module):
         if keras_v2 and not (spec.preact and spec.block == "bottleneck" and spec.stem == "imagenet"):
             raise ValueError("the keras_v2 layout is for pre-activation ImageNet bottleneck networks")
         # Keras' V2 subsamples where a block changes only the resolution; passed only there, so
-        # every other network's blocks are built exactly as before.
+        # every other network's blocks keep the default (no subsampling shortcut).
         block_options = {"subsample_shortcut": True} if keras_v2 else {}
         if shortcut_pad != "back":
             block_options["shortcut_pad"] = shortcut_pad
@@ -334,7 +334,7 @@ class ResNet(nn.Module):
     def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Pool and classify unpooled features (``pre_logits``: pooled features, no fc). A model
         without global pooling (``avgpool`` None: Keras' ``pooling=None``, which
-        :func:`reslab.convert.from_keras` builds) returns the features as they are."""
+        :func:`reslab.models.convert.from_keras` builds) returns the features as they are."""
         if self.avgpool is None:
             return features
         pooled = torch.flatten(self.avgpool(features), 1)

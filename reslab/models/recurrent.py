@@ -21,6 +21,7 @@ from torch import nn
 
 from reslab.errors import ModelConfigError
 from reslab.models.family import ModelFamily
+from reslab.models.registry import register_family
 from reslab.models.residual import MERGES, Residual, check_choice, check_positive, check_probability
 
 DEFAULTS = {"width": 128, "dropout": 0.0, "merge": "sum"}
@@ -99,11 +100,9 @@ def _family(prefix: str, cell: str, merge: str, description: str, examples) -> M
                        default_num_classes=96, default_input_size=256, examples=tuple(examples))
 
 
-MODEL_FAMILIES = [
-    _family("lstm", "lstm", "sum", "stacked LSTM of d layers with residual connections between them (GNMT)",
-            ("lstm2", "lstm4", "lstm8")),
-    _family("plain_lstm", "lstm", "none", "stacked LSTM of d layers without residual connections",
-            ("plain_lstm2", "plain_lstm4", "plain_lstm8")),
-    _family("gru", "gru", "sum", "stacked GRU of d layers with residual connections between them", ("gru4",)),
-    _family("plain_gru", "gru", "none", "stacked GRU of d layers without residual connections", ("plain_gru4",)),
-]
+register_family(_family("lstm", "lstm", "sum", "stacked LSTM of d layers with residual connections between them (GNMT)",
+                        ("lstm2", "lstm4", "lstm8")))
+register_family(_family("plain_lstm", "lstm", "none", "stacked LSTM of d layers without residual connections",
+                        ("plain_lstm2", "plain_lstm4", "plain_lstm8")))
+register_family(_family("gru", "gru", "sum", "stacked GRU of d layers with residual connections between them", ("gru4",)))
+register_family(_family("plain_gru", "gru", "none", "stacked GRU of d layers without residual connections", ("plain_gru4",)))

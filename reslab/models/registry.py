@@ -8,6 +8,9 @@
 
 Besides the registered names, generic names build any valid depth: ``cifar_resnet{d}``,
 ``cifar_plain{d}``, ``cifar_preact_resnet{d}`` and ``wrn_{d}_{k}``.
+
+Families outside the ResNet spec (transformers, recurrent stacks, MLPs, DenseNet, U-Nets) join
+with :func:`register_family` from their own modules; this module imports none of them.
 """
 
 from __future__ import annotations
@@ -92,7 +95,9 @@ class ModelEntry:
     """
 
     name: str
-    family: str  # "cifar" or "imagenet": default input size, default classes
+    # The input the model reads: "cifar" or "imagenet" images for the ResNet spec (which also fixes
+    # the default input size and classes); a ModelFamily's own kind ("sequence", "vector", ...) otherwise.
+    family: str
     description: str
     spec_fn: Callable[..., NetworkSpec] | None
     defaults: dict = field(default_factory=dict)
@@ -181,7 +186,7 @@ def _register_all() -> None:
     for depth in (50, 101, 152):
         register(ModelEntry(f"resnet{depth}v2", "imagenet",
                             f"Keras' ResNet{depth}V2 (pre-activation, a stage strides in its last block; "
-                            "reslab.convert.from_keras loads its weights)",
+                            "reslab.models.convert.from_keras loads its weights)",
                             lambda d=depth: keras_v2_spec(d), {"shortcut": "B"}))
     for depth in (18, 50):
         register(ModelEntry(f"se_resnet{depth}", "imagenet", f"ResNet-{depth} with squeeze-and-excitation",
@@ -264,19 +269,29 @@ GENERIC_NAMES = (
 )
 
 
-def _model_families() -> tuple[ModelFamily, ...]:
-    """The families outside the ResNet spec, collected from their modules."""
-    from reslab.models import densenet, mlp, recurrent, transformer  # noqa: PLC0415 - they import blocks, not us
-    from reslab.models import unet  # noqa: PLC0415 - it imports the registry lazily, when it builds
-
-    return tuple(f for module in (transformer, recurrent, mlp, densenet, unet) for f in module.MODEL_FAMILIES)
+_FAMILIES: list[ModelFamily] = []
 
 
-MODEL_FAMILIES = _model_families()
+def register_family(family: ModelFamily) -> ModelFamily:
+    """Add ``family`` (names of one form outside the ResNet spec) to the registry; returns it.
+
+    A family's module calls this when it loads (``reslab/models/transformer.py``, ...), and
+    :mod:`reslab.models` imports those modules, so every family is registered once the package is.
+    The first family whose pattern matches a name builds it.
+    """
+    if any(f.template == family.template for f in _FAMILIES):
+        raise ValueError(f"model family {family.template!r} registered twice")
+    _FAMILIES.append(family)
+    return family
+
+
+def model_families() -> tuple[ModelFamily, ...]:
+    """The registered families outside the ResNet spec, in the order they registered."""
+    return tuple(_FAMILIES)
 
 
 def _family_entry(name: str) -> ModelEntry | None:
-    for family in MODEL_FAMILIES:
+    for family in _FAMILIES:
         if family.numbers(name) is not None:
             return ModelEntry(name, family.family, family.description, None, model_family=family)
     return None
@@ -288,7 +303,7 @@ def list_models(pattern: str = "*") -> list[str]:
 
     Generic names (``cifar_resnet{d}``, ``wrn_{d}_{k}``, …) build other depths; they are not listed.
     """
-    examples = [name for family in MODEL_FAMILIES for name in family.examples]
+    examples = [name for family in _FAMILIES for name in family.examples]
     names = [name for name in [*_REGISTRY, *examples] if fnmatch.fnmatchcase(name, pattern)]
     return sorted(names, key=natural_key)
 
@@ -428,7 +443,7 @@ def _name_candidates(name: str) -> list[str]:
     since a pattern-named family has no list of names to compare with."""
     numbers = re.findall(r"\d+", name)
     filled = []
-    for template in [g.template for g in GENERIC_NAMES] + [f.template for f in MODEL_FAMILIES]:
+    for template in [g.template for g in GENERIC_NAMES] + [f.template for f in _FAMILIES]:
         fields = re.findall(r"\{(\w+)\}", template)
         if fields and len(fields) == len(numbers):
             values = iter(numbers)
@@ -453,5 +468,5 @@ def _unknown_model_error(name: str) -> ModelConfigError:
     suggestion = f"; did you mean {', '.join(close)}?" if close else ""
     return ModelConfigError(
         f"unknown model {name!r}{suggestion} (reslab.list_models() lists all names; "
-        f"generic names: {', '.join([g.template for g in GENERIC_NAMES] + [f.template for f in MODEL_FAMILIES])})"
+        f"generic names: {', '.join([g.template for g in GENERIC_NAMES] + [f.template for f in _FAMILIES])})"
     )

@@ -32,6 +32,7 @@ from torch import nn
 
 from reslab.errors import ModelConfigError
 from reslab.models.family import ModelFamily
+from reslab.models.registry import register_family
 from reslab.models.residual import MERGES, Residual, check_choice, check_positive, check_probability
 
 DEFAULTS = {"width": 128, "heads": 4, "context": 256, "merge": "sum", "norm": "pre", "dropout": 0.0,
@@ -165,11 +166,9 @@ def _family(prefix: str, merge: str, description: str, examples) -> ModelFamily:
                        default_num_classes=96, default_input_size=256, examples=tuple(examples))
 
 
-MODEL_FAMILIES = [
-    _family("transformer", "sum", "causal character-level transformer LM with d layers (pre-LN, residual)",
-            ("transformer2", "transformer4", "transformer8")),
-    _family("plain_transformer", "none", "the transformer LM without skip connections (plain twin)",
-            ("plain_transformer2", "plain_transformer4", "plain_transformer8")),
-    _family("rezero_transformer", "rezero", "the transformer LM with ReZero branches (x + α·F(x), α = 0 at init)",
-            ("rezero_transformer4",)),
-]
+register_family(_family("transformer", "sum", "causal character-level transformer LM with d layers (pre-LN, residual)",
+                        ("transformer2", "transformer4", "transformer8")))
+register_family(_family("plain_transformer", "none", "the transformer LM without skip connections (plain twin)",
+                        ("plain_transformer2", "plain_transformer4", "plain_transformer8")))
+register_family(_family("rezero_transformer", "rezero", "the transformer LM with ReZero branches (x + α·F(x), α = 0 at init)",
+                        ("rezero_transformer4",)))

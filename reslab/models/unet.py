@@ -37,6 +37,7 @@ from torch import nn
 
 from reslab.errors import ModelConfigError
 from reslab.models.family import ModelFamily
+from reslab.models.registry import create_model, list_models, model_info, register_family
 
 #: Decoder width by the reduction its block outputs at (segmentation_models_pytorch's default
 #: ``decoder_channels=(256, 128, 64, 32, 16)`` for reductions 16 … 1); deeper ones stay at 256.
@@ -176,8 +177,6 @@ def encoder_name(name: str) -> str:
 
 def build(name: str, num_classes: int = 2, in_chans: int = 3, **options) -> UNet:
     """The registry's builder for ``unet_{encoder}``."""
-    from reslab.models.registry import create_model, list_models, model_info  # noqa: PLC0415 - the registry imports us
-
     encoder = encoder_name(name)
     try:
         entry = model_info(encoder)
@@ -218,17 +217,15 @@ def build(name: str, num_classes: int = 2, in_chans: int = 3, **options) -> UNet
 EXAMPLES = ("unet_resnet18", "unet_resnet34", "unet_resnet50", "unet_plain18", "unet_plain34", "unet_plain50",
             "unet_resnet20", "unet_plain20")
 
-MODEL_FAMILIES = [
-    ModelFamily(
-        "unet_{encoder}",
-        re.compile(r"unet_\w+"),
-        "segmentation",
-        "U-Net (segmentation) on any ResNet-family encoder, e.g. unet_resnet34, unet_plain34, unet_resnet20",
-        build,
-        default_num_classes=2,
-        default_input_size=64,
-        examples=EXAMPLES,
-    )
-]
+register_family(ModelFamily(
+    "unet_{encoder}",
+    re.compile(r"unet_\w+"),
+    "segmentation",
+    "U-Net (segmentation) on any ResNet-family encoder, e.g. unet_resnet34, unet_plain34, unet_resnet20",
+    build,
+    default_num_classes=2,
+    default_input_size=64,
+    examples=EXAMPLES,
+))
 
-__all__ = ["MODEL_FAMILIES", "SMP_WIDTHS", "DecoderBlock", "UNet", "build", "default_decoder_width"]
+__all__ = ["SMP_WIDTHS", "DecoderBlock", "UNet", "build", "default_decoder_width"]

@@ -2,7 +2,7 @@
 
 * :func:`json_ready` turns what reslab computes into what JSON can hold: NaN and ±∞ become
   ``null`` (readers treat ``null`` as a missing value), NumPy scalars and 0-d arrays become
-  Python numbers, tuples become lists, paths strings, mapping keys strings.
+  Python numbers, arrays and torch tensors lists, tuples lists, paths strings, mapping keys strings.
 * :func:`read_jsonl` reads one JSON object per line. A damaged line is an error naming the
   file and the line number, except where the caller reads a file that another process may be
   appending to (``partial_ok=True``): then a damaged *last* line is skipped, and said so with a
@@ -16,6 +16,7 @@ import json
 import math
 import platform
 import re
+import sys
 import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -46,6 +47,9 @@ def json_ready(value: Any) -> Any:
     if isinstance(value, np.generic) or (isinstance(value, np.ndarray) and value.ndim == 0):
         return json_ready(value.item())
     if isinstance(value, np.ndarray):
+        return json_ready(value.tolist())
+    torch = sys.modules.get("torch")  # a tensor can only exist once torch is loaded; this room does not load it
+    if torch is not None and isinstance(value, torch.Tensor):
         return json_ready(value.tolist())
     return value
 

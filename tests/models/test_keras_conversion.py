@@ -1,4 +1,4 @@
-"""``reslab.convert.from_keras``: a Keras 3 ResNet50 or ResNet50V2 (torch backend) computes what reslab computes."""
+"""``reslab.models.convert.from_keras``: a Keras 3 ResNet50 or ResNet50V2 (torch backend) computes what reslab computes."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from reslab.convert import from_keras  # noqa: E402
+from reslab.models.convert import from_keras  # noqa: E402
 from reslab.errors import CheckpointError, ConfigError  # noqa: E402
 
 import reslab  # noqa: E402

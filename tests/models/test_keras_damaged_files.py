@@ -1,4 +1,4 @@
-"""``reslab.convert.from_keras`` on files that cannot be Keras weights: one CheckpointError each, naming
+"""``reslab.models.convert.from_keras`` on files that cannot be Keras weights: one CheckpointError each, naming
 the file and what is wrong with it (no h5py OSError, no zipfile BadZipFile). Keras is not needed."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from reslab.convert import from_keras
+from reslab.models.convert import from_keras
 from reslab.errors import CheckpointError
 
 h5py = pytest.importorskip("h5py")

@@ -31,6 +31,7 @@ from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
 from reslab.errors import AnalysisError
+from reslab.store.jsonfiles import json_ready
 from reslab.train.checkpoint import check_state_matches
 from reslab.utils import atomic_path
 
@@ -278,7 +279,7 @@ def save_plane(path: str | Path, plane: Plane) -> Path:
             tensors[f"{axis_name}.{k}"] = v.detach().to("cpu", torch.float32).contiguous()
     metadata = {"kind": plane.kind, "dims": str(plane.dims), "origin_sha256": state_hash(plane.origin),
                 "architecture_sha256": architecture_hash(plane.origin),
-                "info": json.dumps(_jsonable(plane.info))}
+                "info": json.dumps(json_ready(plane.info))}
     path = Path(path)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
@@ -325,14 +326,3 @@ def load_plane_axes(path: str | Path, origin: Mapping[str, torch.Tensor]) -> tup
     return axes, {"kind": metadata.get("kind", "random"), "origin_sha256": metadata.get("origin_sha256"),
                   "info": info}
 
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, torch.Tensor):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    return value

@@ -9,7 +9,7 @@ perturbed weights into the model, stream the samples through a ``DataLoader`` in
 * on a CPU, images and activations are channels-last, where oneDNN's convolutions run
   1.1–1.8× faster than in NCHW at CIFAR/digits sizes;
 * every conv → BN pair is folded into one conv, recomputed per point, and on a CPU every
-  conv → ReLU and conv → add → ReLU runs as one oneDNN call (:mod:`.bnfold`);
+  conv → ReLU and conv → add → ReLU runs as one oneDNN call (:mod:`reslab.models.fusion`);
 * ``"loop"`` (the default) writes each point's weights into a private copy of the network in
   place and evaluates it; on a CPU, ``workers`` points run at once, one per core, each with one
   intra-op thread — small convolutions parallelise poorly inside an op, independent points
@@ -19,9 +19,9 @@ perturbed weights into the model, stream the samples through a ``DataLoader`` in
   convolution over the stacked models).
 
 Measured with ``benchmarks/landscape_throughput.py`` (ResNet-20, digits, 16 points, a shared
-2-core CPU, before conv+ReLU fusion was added): ``loop`` with 2 workers ≈ 2.2× the reference's
+2-core CPU, without conv+ReLU fusion): ``loop`` with 2 workers ≈ 2.2× the reference's
 points/s, ``loop`` with 1 worker ≈ 1.7×, ``vmap`` ≈ 1.2× (grouped convolutions are slow in
-oneDNN) — so ``"auto"`` means ``"loop"``; the fusion then raised ``loop`` to ≈ 2.5×. On a GPU,
+oneDNN) — so ``"auto"`` means ``"loop"``; with the fusion, ``loop`` reaches ≈ 2.5×. On a GPU,
 ``vmap`` can help when one point's batch is too small to fill the device.
 
 BatchNorm runs in eval mode: every point uses the running statistics stored with the origin
@@ -42,13 +42,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from reslab.analysis.landscape.bnfold import (
-    FoldedLoader,
-    fold_network,
-    maybe_fuse_pointwise,
-)
+from torch.nn.utils.fusion import fuse_conv_bn_weights
+
 from reslab.analysis.landscape.directions import Plane
 from reslab.errors import AnalysisError
+from reslab.models.fusion import FoldedPair, fold_network, maybe_fuse_pointwise
 
 METHODS = ("auto", "loop", "vmap")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -79,6 +77,44 @@ def resolve_precision(precision: str, device: str | torch.device) -> tuple[str, 
 
 def default_batch_size(device: torch.device) -> int:
     return DEFAULT_GPU_BATCH if device.type == "cuda" else DEFAULT_CPU_BATCH
+
+
+class FoldedLoader:
+    """Writes ``origin + Σ c_i · axis_i`` (original parameter names) into a folded network in place."""
+
+    def __init__(self, folded: nn.Module, pairs: Sequence[FoldedPair], original_keys: Sequence[str]):
+        self.pairs = list(pairs)
+        tensors = {k: v for k, v in folded.state_dict(keep_vars=True).items() if v.is_floating_point()}
+        self.fused = {}
+        merged_keys = set()
+        for pair in self.pairs:
+            weight, bias = tensors[f"{pair.conv}.weight"], tensors[f"{pair.conv}.bias"]
+            self.fused[pair] = (weight, bias)
+            merged_keys.update({f"{pair.conv}.weight", f"{pair.conv}.bias"})
+            merged_keys.update(f"{pair.bn}.{n}" for n in ("weight", "bias", "running_mean", "running_var"))
+        self.direct = {k: tensors[k] for k in original_keys if k not in merged_keys and k in tensors}
+
+    @torch.no_grad()
+    def load(self, origin: Mapping[str, torch.Tensor], axes: Sequence[Mapping[str, torch.Tensor]],
+             coords: Sequence[float]) -> None:
+        def value(key: str) -> torch.Tensor:
+            terms = [(c, axis[key]) for c, axis in zip(coords, axes) if c != 0 and key in axis]
+            if not terms:
+                return origin[key]
+            out = origin[key].clone()
+            for c, d in terms:
+                out.add_(d, alpha=float(c))
+            return out
+
+        for key, tensor in self.direct.items():
+            tensor.copy_(value(key))
+        for pair, (weight, bias) in self.fused.items():
+            fused_weight, fused_bias = fuse_conv_bn_weights(
+                value(f"{pair.conv}.weight"), value(f"{pair.conv}.bias") if pair.conv_has_bias else None,
+                value(f"{pair.bn}.running_mean"), value(f"{pair.bn}.running_var"), pair.eps,
+                value(f"{pair.bn}.weight"), value(f"{pair.bn}.bias"))
+            weight.copy_(fused_weight)
+            bias.copy_(fused_bias)
 
 
 class _Replica:
@@ -150,7 +186,7 @@ class LandscapeEvaluator:
         chunk_size: points per pass for ``"vmap"``.
         channels_last: memory format of images and activations (default: on for CPU, off for GPU).
         fold_bn: ``"loop"`` only: merge every conv→BN pair into one conv, recomputed per point
-            (see :mod:`.bnfold`); equal results up to float32 rounding, fewer passes over memory.
+            (see :mod:`reslab.models.fusion`); equal results up to float32 rounding, fewer passes over memory.
         workers: ``"loop"`` on CPU only: evaluate this many points at once, each in its own
             thread with one intra-op thread (default: ``torch.get_num_threads()``, i.e. one per
             core torch would use). Small convolutions parallelise poorly inside one op, but

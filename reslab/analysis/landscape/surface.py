@@ -55,7 +55,7 @@ from reslab.analysis.landscape.evaluate import LandscapeEvaluator, resolve_preci
 from reslab.analysis.landscape.trajectory import pca_plane
 from reslab.errors import AnalysisError, ConfigError
 from reslab.settings import Settings, setting
-from reslab.store.jsonfiles import finite_number
+from reslab.store.jsonfiles import finite_number, json_ready
 from reslab.store.results import Result
 from reslab.train import list_checkpoints
 from reslab.train.checkpoint import checkpoint_path, load_weights
@@ -155,7 +155,7 @@ class LandscapeResult(Result):
         }
         if self.trajectory is not None:
             body["trajectory"] = np.asarray(self.trajectory, np.float64)
-        return {key: _jsonable(value) if not isinstance(value, np.ndarray) else value for key, value in body.items()}
+        return {key: json_ready(value) if not isinstance(value, np.ndarray) else value for key, value in body.items()}
 
     def extra_arrays(self, document: Mapping[str, Any]) -> dict[str, np.ndarray]:
         # The .npz is self-describing: its "meta" string holds the sidecar's facts, for readers that
@@ -436,10 +436,10 @@ def compute_landscape(model: torch.nn.Module, plane: Plane, images: torch.Tensor
     }
     plane_info = {"kind": plane.kind, "dims": plane.dims, **plane.info}
     result = LandscapeResult(
-        target=dict(target or {}), plane=_jsonable(plane_info), x=x, y=y,
+        target=dict(target or {}), plane=json_ready(plane_info), x=x, y=y,
         loss=state.loss[:-1].reshape(shape), accuracy=state.accuracy[:-1].reshape(shape),
         origin_loss=float(state.loss[-1]), origin_accuracy=float(state.accuracy[-1]),
-        settings=_jsonable(run_settings),
+        settings=json_ready(run_settings),
         trajectory=None if plane.trajectory is None else plane.trajectory.cpu().numpy(),
         fingerprint=fingerprint, complete=state.complete,
     )
@@ -630,22 +630,6 @@ def target_samples(target, split: str, samples: int | None, seed: int) -> tuple[
     return select_samples(target.dataset, split, samples, seed=seed)
 
 
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, torch.Tensor):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _nan_if_none(value) -> float:

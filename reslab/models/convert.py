@@ -1,6 +1,6 @@
 """Bring models from other frameworks: ``from_keras`` reads Keras ``applications`` ResNets.
 
-    >>> model = reslab.convert.from_keras("resnet50.weights.h5")       # or a .keras file
+    >>> model = reslab.models.convert.from_keras("resnet50.weights.h5")       # or a .keras file
     >>> logits = model(images_nchw)                                      # Keras' inputs, channels first
 
 Supported, with or without their 1000-class top:
@@ -51,7 +51,7 @@ import torch
 from torch import nn
 
 from reslab.errors import CheckpointError, ConfigError
-from reslab.models import create_model
+from reslab.models.registry import create_model
 from reslab.models.network import KERAS_BN_EPS
 
 _DEPTH_BY_CONVS = {53: 50, 104: 101, 155: 152}

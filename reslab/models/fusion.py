@@ -1,16 +1,19 @@
-"""A network with every conv → BatchNorm pair merged into one conv, for eval-mode evaluation.
+"""Folding BatchNorm into the conv before it, and fusing conv + ReLU (+ residual add), for eval mode.
 
 In eval mode BN is an affine map per channel, ``y = γ (x − μ) / √(σ² + ε) + β``, so a conv
 followed only by a BN equals one conv with weight ``W · s`` and bias ``β + (b − μ) · s``,
-``s = γ / √(σ² + ε)``. Folding removes a full pass over every activation per BN (≈ 10–15% of
-a ResNet's CPU time at CIFAR sizes) and is recomputed for every grid point from that point's
-conv weights and BN parameters/statistics (by :func:`torch.nn.utils.fusion.fuse_conv_bn_weights`)
-— so perturbed γ, β (``--keep-bn-bias``) and interpolated running statistics are handled exactly.
-Results equal the unfolded network's up to float32 rounding.
+``s = γ / √(σ² + ε)`` (:func:`torch.nn.utils.fusion.fuse_conv_bn_weights` computes it). Folding
+removes a full pass over every activation per BN (≈ 10–15% of a ResNet's CPU time at CIFAR
+sizes); results equal the unfolded network's up to float32 rounding.
+
+* :func:`fold_batch_norms` — a folded copy of a model, its weights folded once (inference paths).
+* :func:`fold_network` — the folded graph and its :class:`FoldedPair` list, for callers that write
+  other weights into it (the loss landscape refolds for every grid point from that point's conv
+  weights and BN parameters/statistics; the Hessian folds inside its differentiable forward).
 
 The pairs are found on a :func:`torch.fx.symbolic_trace` of the model: a BN whose input is a
 conv's output that nothing else uses. Networks that cannot be traced, and pre-activation
-blocks (BN before the conv), simply keep (some of) their BNs.
+blocks (BN before the conv), keep (some of) their BNs.
 
 On a CPU, :func:`maybe_fuse_pointwise` then runs ``relu(conv(x))`` and ``relu(conv(x) + y)``
 (the residual merge) as single oneDNN calls — the fused op ``torch.compile`` uses on CPUs —
@@ -19,7 +22,6 @@ private to torch, so it is reached only through :func:`fused_conv_relu`, which c
 against ``F.relu(F.conv2d(...))`` once per process and falls back to that public path (and
 then nothing is fused) if the op is missing, fails or disagrees.
 """
-
 from __future__ import annotations
 
 import copy
@@ -27,7 +29,6 @@ import functools
 import operator
 import warnings
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -43,16 +44,12 @@ class FoldedPair:
     conv_has_bias: bool
 
 
-def fold_network(model: nn.Module) -> tuple[nn.Module, list[FoldedPair]] | None:
-    """A copy of ``model`` (eval mode) with conv→BN pairs merged, and the pairs; ``None`` if untraceable.
+def _fold_graph(model: nn.Module) -> tuple[fx.GraphModule, list[FoldedPair]]:
+    """``model`` traced, with each conv→BN pair merged into the conv (which gets a bias); raises what tracing raises.
 
-    The returned module's merged convs have a bias; their weights are placeholders until
-    :func:`load_folded` writes a state into them.
+    The graph module shares ``model``'s submodules, so the merged convs' biases are added to them.
     """
-    try:
-        graph_module = fx.symbolic_trace(model)
-    except Exception:  # noqa: BLE001 - any tracing failure means: evaluate unfolded
-        return None
+    graph_module = fx.symbolic_trace(model)
     modules = dict(graph_module.named_modules())
     pairs: list[FoldedPair] = []
     for node in list(graph_module.graph.nodes):
@@ -72,50 +69,46 @@ def fold_network(model: nn.Module) -> tuple[nn.Module, list[FoldedPair]] | None:
         node.replace_all_uses_with(source)
         graph_module.graph.erase_node(node)
         pairs.append(FoldedPair(conv=source.target, bn=node.target, eps=float(bn.eps), conv_has_bias=has_bias))
-    if not pairs:
-        return None
-    graph_module.graph.lint()
-    graph_module.recompile()
-    graph_module.delete_all_unused_submodules()
+    if pairs:
+        graph_module.graph.lint()
+        graph_module.recompile()
+        graph_module.delete_all_unused_submodules()
     return graph_module.eval(), pairs
 
 
-class FoldedLoader:
-    """Writes ``origin + Σ c_i · axis_i`` (original parameter names) into a folded network in place."""
+def fold_network(model: nn.Module) -> tuple[nn.Module, list[FoldedPair]] | None:
+    """``model`` (eval mode) with conv→BN pairs merged, and the pairs; ``None`` if untraceable or nothing folds.
 
-    def __init__(self, folded: nn.Module, pairs: Sequence[FoldedPair], original_keys: Sequence[str]):
-        self.pairs = list(pairs)
-        tensors = {k: v for k, v in folded.state_dict(keep_vars=True).items() if v.is_floating_point()}
-        self.fused = {}
-        merged_keys = set()
-        for pair in self.pairs:
-            weight, bias = tensors[f"{pair.conv}.weight"], tensors[f"{pair.conv}.bias"]
-            self.fused[pair] = (weight, bias)
-            merged_keys.update({f"{pair.conv}.weight", f"{pair.conv}.bias"})
-            merged_keys.update(f"{pair.bn}.{n}" for n in ("weight", "bias", "running_mean", "running_var"))
-        self.direct = {k: tensors[k] for k in original_keys if k not in merged_keys and k in tensors}
+    The merged convs are ``model``'s own modules, given a bias; their weights are placeholders
+    until the caller writes folded values into them (pass a copy to keep ``model`` as it is).
+    """
+    try:
+        graph_module, pairs = _fold_graph(model)
+    except Exception:  # noqa: BLE001 - any tracing failure means: evaluate unfolded
+        return None
+    return (graph_module, pairs) if pairs else None
 
-    @torch.no_grad()
-    def load(self, origin: Mapping[str, torch.Tensor], axes: Sequence[Mapping[str, torch.Tensor]],
-             coords: Sequence[float]) -> None:
-        def value(key: str) -> torch.Tensor:
-            terms = [(c, axis[key]) for c, axis in zip(coords, axes) if c != 0 and key in axis]
-            if not terms:
-                return origin[key]
-            out = origin[key].clone()
-            for c, d in terms:
-                out.add_(d, alpha=float(c))
-            return out
 
-        for key, tensor in self.direct.items():
-            tensor.copy_(value(key))
-        for pair, (weight, bias) in self.fused.items():
-            fused_weight, fused_bias = fuse_conv_bn_weights(
-                value(f"{pair.conv}.weight"), value(f"{pair.conv}.bias") if pair.conv_has_bias else None,
-                value(f"{pair.bn}.running_mean"), value(f"{pair.bn}.running_var"), pair.eps,
-                value(f"{pair.bn}.weight"), value(f"{pair.bn}.bias"))
-            weight.copy_(fused_weight)
-            bias.copy_(fused_bias)
+@torch.no_grad()
+def fold_batch_norms(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` (eval mode) whose conv → BN pairs are folded into the convs.
+
+    BN layers that follow something else (the pre-activation blocks' BNs after an addition) stay.
+    Raises what :func:`torch.fx.symbolic_trace` raises when the model cannot be traced
+    (data-dependent control flow).
+    """
+    model = copy.deepcopy(model).eval()
+    values = {key: tensor.clone() for key, tensor in model.state_dict().items()}
+    folded, pairs = _fold_graph(model)
+    for pair in pairs:
+        conv = folded.get_submodule(pair.conv)
+        weight, bias = fuse_conv_bn_weights(
+            values[f"{pair.conv}.weight"], values[f"{pair.conv}.bias"] if pair.conv_has_bias else None,
+            values[f"{pair.bn}.running_mean"], values[f"{pair.bn}.running_var"], pair.eps,
+            values[f"{pair.bn}.weight"], values[f"{pair.bn}.bias"])
+        conv.weight.copy_(weight)
+        conv.bias.copy_(bias)
+    return folded
 
 
 # -- conv + ReLU (+ residual add) fusion on a CPU ------------------------------------------------------

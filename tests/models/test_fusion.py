@@ -1,4 +1,5 @@
-"""BN folding through torch's public fuse_conv_bn_weights, and the checked private fused conv+ReLU."""
+"""reslab.models.fusion: BN folding through torch's public fuse_conv_bn_weights, and the checked private
+fused conv+ReLU."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reslab.analysis.landscape import bnfold
-from reslab.analysis.landscape.bnfold import FoldedLoader, fold_network, fused_conv_relu, maybe_fuse_pointwise
+from reslab.models import fusion
+from reslab.models.fusion import fold_batch_norms, fold_network, fused_conv_relu, maybe_fuse_pointwise
 
 
 class Block(nn.Module):
@@ -47,15 +48,14 @@ def fresh_check():
 
 
 def _folded(model):
-    state = {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
-    network, pairs = fold_network(copy.deepcopy(model))
-    FoldedLoader(network, pairs, list(state)).load(state, [], [])
-    return network, pairs
+    _, pairs = fold_network(copy.deepcopy(model))
+    return fold_batch_norms(model), pairs
 
 
 def test_folding_uses_the_public_fusion_and_matches_the_unfolded_network():
     model = _model()
     network, pairs = _folded(model)
+    assert model.conv1.bias is None and hasattr(model, "bn1")  # the model itself is left as it was
     assert [(p.conv, p.bn, p.conv_has_bias) for p in pairs] == [("conv1", "bn1", False), ("conv2", "bn2", True)]
     for pair in pairs:
         conv, bn = getattr(model, pair.conv), getattr(model, pair.bn)
@@ -67,25 +67,10 @@ def test_folding_uses_the_public_fusion_and_matches_the_unfolded_network():
         assert torch.allclose(network(x), model(x), rtol=1e-5, atol=1e-5)
 
 
-def test_folded_weights_at_a_point_of_a_plane():
-    model = _model()
-    state = {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
-    axis = {k: torch.randn_like(v) * 0.05 for k, v in state.items()}
-    network, pairs = fold_network(copy.deepcopy(model))
-    with torch.inference_mode():
-        FoldedLoader(network, pairs, list(state)).load(state, [axis], [0.5])
-        moved = copy.deepcopy(model)
-        for k, v in moved.state_dict().items():
-            if k in state:
-                v.copy_(state[k] + 0.5 * axis[k])
-        x = torch.randn(3, 4, 6, 6)
-        assert torch.allclose(network(x), moved(x), rtol=1e-5, atol=1e-5)
-
-
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="no oneDNN in this torch build")
 def test_fused_op_is_used_when_it_agrees(fresh_check):
     fn = fused_conv_relu()
-    assert fn is not bnfold.public_conv_relu and fused_conv_relu() is fn  # checked once, then cached
+    assert fn is not fusion.public_conv_relu and fused_conv_relu() is fn  # checked once, then cached
     network, _ = _folded(_model())
     x = torch.randn(5, 4, 6, 6).contiguous(memory_format=torch.channels_last)
     fused, count = maybe_fuse_pointwise(network.to(memory_format=torch.channels_last), x[:2])
@@ -96,7 +81,7 @@ def test_fused_op_is_used_when_it_agrees(fresh_check):
 
 def _falls_back(match: str):
     with pytest.warns(RuntimeWarning, match=match):
-        assert fused_conv_relu() is bnfold.public_conv_relu
+        assert fused_conv_relu() is fusion.public_conv_relu
     network, _ = _folded(_model())
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the warning is given once per process, not per network
@@ -106,7 +91,7 @@ def _falls_back(match: str):
 def test_falls_back_when_the_op_disagrees(fresh_check, monkeypatch):
     class Wrong:
         def __call__(self, x, weight, bias, *args):
-            return bnfold.public_conv_relu(x, weight, bias, (2, 2), (1, 1), (1, 1), 1) + 1.0
+            return fusion.public_conv_relu(x, weight, bias, (2, 2), (1, 1), (1, 1), 1) + 1.0
 
     monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: True)
     monkeypatch.setattr(torch.ops.mkldnn, "_convolution_pointwise", Wrong())
@@ -129,5 +114,5 @@ def test_falls_back_without_onednn(fresh_check, monkeypatch):
 
 def test_public_path_is_relu_of_conv():
     x, w, b, r = torch.randn(2, 3, 7, 7), torch.randn(5, 3, 3, 3), torch.randn(5), torch.randn(2, 5, 4, 4)
-    out = bnfold.public_conv_relu(x, w, b, (2, 2), (1, 1), (1, 1), 1, other=r)
+    out = fusion.public_conv_relu(x, w, b, (2, 2), (1, 1), (1, 1), 1, other=r)
     assert torch.equal(out, torch.relu(F.conv2d(x, w, b, 2, 1) + r))
