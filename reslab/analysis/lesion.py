@@ -187,7 +187,9 @@ def analyze_lesion(targets: list[Target], x: torch.Tensor, y: torch.Tensor,
         series.append(lesion_study(target.model, x, y, label=target.label, checkpoint=target.checkpoint,
                                    max_removed=limit, draws=draws, seed=seed, batch_size=batch_size,
                                    device=device, progress=progress))
+    task = getattr(targets[0], "task", "classify") if targets else "classify"
     settings = {"samples": int(x.shape[0]), "split": "test", "mode": "eval (BN running statistics)",
+                "error_of": {"segment": "pixels", "language-model": "next characters"}.get(task, "images"),
                 "max_removed": max_removed, "draws": draws, "seed": seed,
                 "removal": "residual block: branch dropped, shortcut kept; plain block: identity (same-shape blocks only)"}
     return LesionResult(target=describe, series=series, settings=settings)
