@@ -18,7 +18,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import torch
 from torch import nn
 
-from reslab.data import load_dataset, normalize
+from reslab.data import normalize
 from reslab.errors import AnalysisError
 from reslab.models import create_model, list_models, model_info
 from reslab.store.jsonfiles import utc_now, versions
@@ -37,7 +37,7 @@ from reslab.store.rundir import (
     same_training,
 )
 from reslab.train import load_run
-from reslab.train.loading import check_data_fits, load_file, names_run_checkpoint
+from reslab.train.loading import check_data_fits, data_task, load_data_named, load_file, names_run_checkpoint
 from reslab.train.transfer import weights_suffix
 from reslab.utils import resolve_device
 
@@ -71,6 +71,11 @@ class Target:
     @property
     def kind(self) -> str:
         return model_kind(self.model)
+
+    @property
+    def task(self) -> str:
+        """What the model does with its data: ``"classify"``, ``"segment"`` or ``"language-model"``."""
+        return data_task(self.dataset)
 
     @property
     def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -184,7 +189,9 @@ def file_target(name: str, checkpoint: str | Path, dataset, *, model_options=Non
 
 
 def load_data(name: str, data_dir=None, data_options: Mapping[str, Any] | None = None, download: bool = False):
-    return load_dataset(name, data_dir=data_dir, download=download, **dict(data_options or {}))
+    """The dataset ``name``: any of :func:`reslab.data.load_dataset`'s, or segmentation data (``shapes``,
+    ``segfolder:DIR``)."""
+    return load_data_named(name, data_dir=data_dir, download=download, **dict(data_options or {}))
 
 
 def build_model(name: str, dataset, seed: int = 0, **options) -> nn.Module:
@@ -364,7 +371,9 @@ def _checked_twin(target: Target, twin: Target, given: str) -> Target:
 # -- samples and batches -------------------------------------------------------------------------
 def select_samples(dataset, split: str = "test", samples: int | None = None, seed: int = 0,
                    mean=None, std=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Normalised samples of one split: ``(x float32 (N, C, H, W), y int64 (N,))`` on the CPU.
+    """Normalised samples of one split: ``(x float32 (N, C, H, W), y int64 (N,))`` on the CPU; for
+    segmentation data y is the masks ``(N, H, W)``, for text x and y are windows of tokens ``(N, T)``
+    (y shifted by one) and ``samples`` counts windows.
 
     samples: how many (a seeded random subset, kept in dataset order); ``None`` or more than the
     split holds → the whole split.
@@ -372,8 +381,11 @@ def select_samples(dataset, split: str = "test", samples: int | None = None, see
     """
     if split not in ("train", "test"):
         raise AnalysisError(f"split must be 'train' or 'test', got {split!r}")
+    if getattr(dataset, "kind", None) == "text":
+        return _text_windows(dataset, split, samples, seed)
     images = getattr(dataset, f"{split}_images")
-    labels = getattr(dataset, f"{split}_labels")
+    # A segmenter's targets are its masks: (N, H, W) class indices, one per pixel.
+    labels = getattr(dataset, f"{split}_masks" if hasattr(dataset, f"{split}_masks") else f"{split}_labels").long()
     if images.shape[0] == 0:
         raise AnalysisError(f"dataset {dataset.name!r} has no {split} images to analyse")
     if samples is not None:
@@ -384,6 +396,26 @@ def select_samples(dataset, split: str = "test", samples: int | None = None, see
             index = torch.randperm(images.shape[0], generator=generator)[:samples].sort().values
             images, labels = images[index], labels[index]
     return normalize(images, dataset.mean if mean is None else mean, dataset.std if std is None else std), labels
+
+
+def _text_windows(dataset, split: str, samples: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A text's split cut into consecutive windows of ``dataset.context`` tokens, as the trainer
+    evaluates it: ``(x int64 (N, T), y int64 (N, T))``, y the next character of each position."""
+    tokens = getattr(dataset, f"{split}_tokens")
+    context = int(dataset.context)
+    count = (tokens.numel() - 1) // context
+    if count < 1:
+        raise AnalysisError(f"the {split} text of {dataset.name!r} is shorter than one window of {context} + 1 "
+                            "characters; use a smaller context")
+    starts = torch.arange(count) * context
+    if samples is not None:
+        if samples < 1:
+            raise AnalysisError(f"--samples must be a positive number of windows, got {samples}")
+        if samples < count:
+            generator = torch.Generator().manual_seed(seed)
+            starts = starts[torch.randperm(count, generator=generator)[:samples].sort().values]
+    chunk = tokens[starts[:, None] + torch.arange(context + 1)]
+    return chunk[:, :-1].contiguous(), chunk[:, 1:].contiguous()
 
 
 def batches(x: torch.Tensor, y: torch.Tensor | None, batch_size: int, device=None

@@ -38,6 +38,7 @@ from reslab.analysis.common import (
 from reslab.errors import AnalysisError
 from reslab.models import weight_layers
 from reslab.settings import Settings, setting
+from reslab.train.evaluation import task_cross_entropy
 
 CLASSIC_ACTIVATIONS = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "relu": F.relu}
 
@@ -117,8 +118,8 @@ def layer_gradients(
 ) -> LayerGradients:
     """Gradient norms of the mean cross-entropy over ``(x, y)`` at every weight layer.
 
-    x: (N, C, H, W) normalised inputs, y: (N,) labels. The gradient is that of the mean loss over
-    all N samples, accumulated over batches of ``batch_size`` (BN statistics are per batch, as in
+    x: (N, C, H, W) normalised inputs, y: (N,) labels (or masks (N, H, W); or token windows x, y
+    (N, T)). The gradient is that of the mean loss over all labels of the N samples, accumulated over batches of ``batch_size`` (BN statistics are per batch, as in
     training). Dropout and drop-path are off so the result is deterministic. The model's
     parameters, gradients, buffers and mode are left as they were.
     """
@@ -136,7 +137,7 @@ def layer_gradients(
     total_loss = 0.0
     try:
         for xb, yb in batches(x, y, batch_size, device):
-            loss = F.cross_entropy(model(xb), yb, reduction="sum")
+            loss = task_cross_entropy(model(xb), yb, reduction="sum")
             batch_grads = torch.autograd.grad(loss, params)
             for acc, g in zip(grads, batch_grads):
                 acc += g.double()
@@ -147,7 +148,8 @@ def layer_gradients(
             for name, buf in model.named_buffers():
                 buf.copy_(saved_buffers[name].to(buf.device))
         model.to(original_device)
-    n = x.shape[0]
+    # The mean over every label: an image's, a pixel's or a character's (y.numel() of them).
+    n = y.numel()
     grad_norm = [float(g.norm()) / n for g in grads]
     weight_norm = [float(p.detach().double().norm()) for p in params]
     scale = 1.0 if lr is None else float(lr)

@@ -38,15 +38,16 @@ from typing import Any, Callable, ClassVar, Literal, Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from reslab.analysis.common import Result
 from reslab.analysis.landscape.directions import random_plane
 from reslab.analysis.landscape.surface import target_samples
 from reslab.errors import AnalysisError
 from reslab.settings import Settings, setting
+from reslab.train.evaluation import task_cross_entropy
 
 HVP_METHODS = ("double_backward", "forward_over_reverse")
 MIN_METHODS = ("lanczos", "power")
@@ -61,7 +62,8 @@ class HessianOperator:
         model: the network (copied to ``device``, eval mode: BN uses its running statistics).
         inputs: ``(N, ...)`` model inputs (normalised images ``(N, C, H, W)``).
         targets: ``(N, ...)`` labels (int64 for cross-entropy) or regression targets.
-        loss_fn: ``loss_fn(outputs, targets) -> mean loss``; default cross-entropy.
+        loss_fn: ``loss_fn(outputs, targets) -> mean loss``; default cross-entropy (per image,
+            pixel or token: :func:`reslab.train.evaluation.task_cross_entropy`).
         batch_size: samples per pass; the loss is the exact mean over all N samples.
         device: where to compute.
         method: ``"double_backward"`` (default) or ``"forward_over_reverse"``.
@@ -88,7 +90,7 @@ class HessianOperator:
             raise AnalysisError(f"--batch-size must be at least 1, got {batch_size}")
         self.device = torch.device(device)
         self.method = method
-        self.loss_fn = loss_fn or (lambda outputs, y: F.cross_entropy(outputs, y))
+        self.loss_fn = loss_fn or task_cross_entropy
         self.model = copy.deepcopy(model).to(self.device).eval()
         self.names = [n for n, p in self.model.named_parameters() if p.requires_grad]
         self.shapes = [tuple(p.shape) for n, p in self.model.named_parameters() if p.requires_grad]
@@ -130,10 +132,13 @@ class HessianOperator:
 
     # -- values -------------------------------------------------------------------------------
     def _batch_loss(self, params: Mapping[str, torch.Tensor], xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-        if self.folded is not None:
-            outputs = self.folded(params, self.fixed, xb)
-        else:
-            outputs = functional_call(self.model, ({**params}, self.fixed), (xb,))
+        # Attention through the math kernel: the fused ones (flash, memory-efficient) have no
+        # derivative of their backward, which every Hessian-vector product takes.
+        with sdpa_kernel(SDPBackend.MATH):
+            if self.folded is not None:
+                outputs = self.folded(params, self.fixed, xb)
+            else:
+                outputs = functional_call(self.model, ({**params}, self.fixed), (xb,))
         return self.loss_fn(outputs, yb) * (xb.shape[0] / self.num_samples)
 
     def loss(self) -> float:

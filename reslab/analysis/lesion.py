@@ -25,6 +25,7 @@ from reslab.analysis.common import Result, Target, batches, model_kind
 from reslab.errors import AnalysisError
 from reslab.models import blocks_removed, named_blocks, removable_blocks
 from reslab.settings import Settings, setting
+from reslab.train.evaluation import flat_outputs
 
 
 @dataclass
@@ -62,12 +63,14 @@ class LesionResult(Result):
 
 def error_rate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500,
                device: torch.device | str = "cpu") -> float:
-    """Top-1 error (fraction in [0, 1]) of ``model`` in its current mode on ``(x, y)``."""
+    """Top-1 error (fraction in [0, 1]) of ``model`` in its current mode on ``(x, y)``: of images, or
+    of pixels (masks y), or of characters (token windows)."""
     wrong = 0
     with torch.inference_mode():
         for xb, yb in batches(x, y, batch_size, device):
-            wrong += int((model(xb).argmax(dim=1) != yb).sum())
-    return wrong / max(1, x.shape[0])
+            logits, labels = flat_outputs(model(xb), yb)
+            wrong += int((logits.argmax(dim=1) != labels).sum())
+    return wrong / max(1, y.numel())
 
 
 def lesion_study(
@@ -184,7 +187,9 @@ def analyze_lesion(targets: list[Target], x: torch.Tensor, y: torch.Tensor,
         series.append(lesion_study(target.model, x, y, label=target.label, checkpoint=target.checkpoint,
                                    max_removed=limit, draws=draws, seed=seed, batch_size=batch_size,
                                    device=device, progress=progress))
+    task = getattr(targets[0], "task", "classify") if targets else "classify"
     settings = {"samples": int(x.shape[0]), "split": "test", "mode": "eval (BN running statistics)",
+                "error_of": {"segment": "pixels", "language-model": "next characters"}.get(task, "images"),
                 "max_removed": max_removed, "draws": draws, "seed": seed,
                 "removal": "residual block: branch dropped, shortcut kept; plain block: identity (same-shape blocks only)"}
     return LesionResult(target=describe, series=series, settings=settings)

@@ -57,8 +57,12 @@ class _RunningChannelStats:
         self.total_sq: torch.Tensor | None = None
 
     def update(self, out: torch.Tensor) -> None:
-        # out: (N, C, H, W) or (N, C); channels are dim 1.
-        values = out.detach().double().transpose(0, 1).reshape(out.shape[1], -1)
+        # out: (N, C, H, W) or (N, C), channels in dim 1; or a sequence layer's (N, T, D), whose
+        # channels (features) are last.
+        out = out.detach().double()
+        if out.ndim == 3:
+            out = out.transpose(1, 2)
+        values = out.transpose(0, 1).reshape(out.shape[1], -1)
         if self.total is None:
             self.total = torch.zeros(values.shape[0], dtype=torch.float64, device=values.device)
             self.total_sq = torch.zeros_like(self.total)

@@ -14,7 +14,8 @@ from reslab.cli._analysis import (
 )
 from reslab.errors import AnalysisError
 from reslab.settings import add_arguments, given
-from reslab.train.loading import names_run_checkpoint
+from reslab.store.rundir import TASK_CLASSIFY
+from reslab.train.loading import TASK_NOUNS, names_run_checkpoint
 
 
 def register(subparsers) -> None:
@@ -60,6 +61,10 @@ def run(args) -> int:
     elif checkpoints is None:
         checkpoints = ["init", "last"]
     dataset = first.dataset
+    if args.shattered and first.task != TASK_CLASSIFY:
+        raise AnalysisError(f"--shattered follows a classifier's logits along a line between two images; "
+                            f"{args.target} is a {TASK_NOUNS[first.task]}: leave out --shattered (the gradient norms "
+                            "per layer are measured on its loss)")
 
     targets = []
     main_targets = []

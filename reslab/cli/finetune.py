@@ -14,10 +14,14 @@ class names. Resume an interrupted fine-tuning with ``reslab train --resume RUN_
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from reslab.cli.train import add_training_flags, dataset_names, finish, training_overrides
+from reslab.data.segmentation import is_segmentation_data
 from reslab.errors import ConfigError
+from reslab.store.rundir import TASK_LANGUAGE_MODEL, TASK_SEGMENT
 from reslab.train import finetune_config, train
+from reslab.train.loading import source_task
 
 
 def register(subparsers) -> None:
@@ -43,7 +47,28 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
+def _refuse_other_tasks(args: argparse.Namespace) -> None:
+    """Fine-tuning puts a new classifier head on a classifier; a U-Net or a language model has none."""
+    task = source_task(args.source)
+    run_dir = args.source if Path(args.source).is_dir() else str(Path(args.source).parent.parent)
+    if task == TASK_SEGMENT:
+        raise ConfigError(f"{args.source} is a segmenter (U-Net); reslab finetune fine-tunes classifiers: continue "
+                          f"training it with reslab train --resume {run_dir} --epochs N, or start a U-Net from "
+                          "a classifier's encoder with reslab train unet_ENCODER --data shapes")
+    if task == TASK_LANGUAGE_MODEL:
+        raise ConfigError(f"{args.source} is a language model; reslab finetune fine-tunes classifiers: continue "
+                          f"training it with reslab train --resume {run_dir} --epochs N")
+    data = getattr(args, "data", None)
+    if data and is_segmentation_data(data):
+        raise ConfigError(f"--data {data} is segmentation data; reslab finetune fine-tunes classifiers: train a "
+                          f"U-Net on it with reslab train unet_ENCODER --data {data}")
+    if data and data.partition(":")[0] == "text":
+        raise ConfigError(f"--data {data} is text; reslab finetune fine-tunes classifiers: train a language "
+                          f"model on it with reslab train transformer4 --data {data}")
+
+
 def run(args: argparse.Namespace) -> int:
+    _refuse_other_tasks(args)
     if not getattr(args, "data", None):
         raise ConfigError("give the data to fine-tune on with --data (e.g. --data cifar10 --data-dir ../shared/data, "
                           "or --data imagefolder --data-dir DIR)")

@@ -47,7 +47,7 @@ def load_dataset(name: str, data_dir: str | Path | None = None, download: bool =
     entry = dataset_entry(name)
     if entry is None or entry.task == "segment":
         hint = (f" ({entry.name!r} is segmentation data: reslab.data.segmentation.load_segmentation, or "
-                "reslab train --task segment)") if entry is not None else ""
+                "reslab train unet_resnet20 --data shapes)") if entry is not None else ""
         raise DatasetError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}{hint}")
     if entry.progress:
         options.setdefault("progress", progress)

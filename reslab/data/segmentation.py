@@ -1,6 +1,6 @@
 """Segmentation data: images with a class index per pixel.
 
-Two sources, by name (:func:`load_segmentation`, what ``reslab train --task segment --data``
+Two sources, by name (:func:`load_segmentation`, what ``reslab train unet_ENCODER --data``
 takes):
 
 * ``shapes`` — generated, seeded: coloured rectangles, ellipses and triangles on noise
@@ -406,7 +406,7 @@ register_dataset("shapes", _load_shapes_entry, task="segment", directory="none",
                  description="generated rectangles, ellipses and triangles on noise, seeded")
 register_dataset("segfolder", _load_segfolder_entry, task="segment", directory="required",
                  description="your images and masks: DIR/images/ + DIR/masks/")
-#: The segmentation data this module registers (``reslab train --task segment --data``).
+#: The segmentation data this module registers (``reslab train unet_ENCODER --data``).
 SEGMENTATION_DATA = list_datasets("segment")
 
 

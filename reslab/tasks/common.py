@@ -59,11 +59,22 @@ def model_device(model: nn.Module) -> torch.device:
 
 
 def flat_outputs(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits ``(N, K)`` and targets ``(N,)``: a sequence model's ``(B, T, V)`` and ``(B, T)`` flattened,
-    so one loss and one error count serve images and tokens alike."""
+    """Logits ``(M, K)`` and targets ``(M,)`` for every shipped task, so one loss and one error count
+    serve them all: a classifier's ``(N, K)`` and ``(N,)`` as they are, a sequence model's ``(B, T, V)``
+    and ``(B, T)`` (classes last) and a segmenter's ``(N, K, H, W)`` and ``(N, H, W)`` (classes in
+    dim 1), one row per token or pixel. The number of dimensions tells them apart: only a
+    segmenter's logits have four (a task with another layout overrides :meth:`Task.flatten`)."""
+    if logits.ndim == 4:
+        return logits.permute(0, 2, 3, 1).reshape(-1, logits.shape[1]), y.reshape(-1)
     if logits.ndim > 2:
         return logits.reshape(-1, logits.shape[-1]), y.reshape(-1)
     return logits, y
+
+
+def task_cross_entropy(logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy per image, per pixel or per token (see :func:`flat_outputs`); ``"mean"`` averages
+    over all of them, ``"sum"`` adds them up."""
+    return F.cross_entropy(*flat_outputs(logits, y), reduction=reduction)
 
 
 @torch.no_grad()

@@ -22,6 +22,7 @@ from reslab.tasks.common import (  # noqa: F401 - the evaluation primitives, als
     flat_outputs,
     model_device,
     result_from_sums,
+    task_cross_entropy,
 )
 
 

@@ -4,6 +4,7 @@ them) and ``predict``."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ import torch
 from torch import nn
 
 from reslab.data import load_dataset
-from reslab.errors import CheckpointError, ConfigError, ReslabError
+from reslab.errors import CheckpointError, ConfigError, DatasetError, ReslabError
 from reslab.models import create_model, model_info
 from reslab.train.checkpoint import (
     CHECKPOINT_DIR,
@@ -24,6 +25,8 @@ from reslab.train.checkpoint import (
     load_weights,
 )
 from reslab.train.evaluation import Prediction, image_files, load_images, predict_images
+from reslab.store.rundir import TASK_CLASSIFY, TASK_LANGUAGE_MODEL, TASK_SEGMENT, config_task
+from reslab.tasks.common import sized_model
 from reslab.train.rundir import read_config
 from reslab.train.transfer import (
     classifier_name,
@@ -54,13 +57,19 @@ class LoadedRun:
 
     @property
     def dataset(self):
-        """The run's :class:`~reslab.data.ImageDataset` (loaded once, on first access)."""
+        """The run's data (loaded once, on first access): an :class:`~reslab.data.ImageDataset`, a
+        :class:`~reslab.data.segmentation.SegmentationDataset` or a :class:`~reslab.data.text.TextDataset`."""
         if self._dataset is None:
             if not self.config.get("data"):
                 raise ConfigError(f"the weights of {self.checkpoint} come with no data; give --data (the dataset to "
                                   "use with them)")
             self._dataset = dataset_for_config(self.config)
         return self._dataset
+
+    @property
+    def task(self) -> str:
+        """``"classify"``, ``"segment"`` or ``"language-model"`` (:func:`reslab.store.rundir.config_task`)."""
+        return config_task(self.config)
 
     @property
     def class_names(self) -> list[str]:
@@ -88,6 +97,11 @@ class LoadedRun:
 
     @property
     def image_size(self) -> tuple[int, int]:
+        if not self.config.get("image_size"):
+            # The one way into image commands (bench, export, predict's images) for a run of text.
+            where = self.run_dir or self.checkpoint
+            raise ConfigError(f"{where} is a {TASK_NOUNS[self.task]}, which reads text, not images; measure it with "
+                              f"reslab eval {where}, let it write with reslab predict {where} \"PROMPT\"")
         return tuple(self.config["image_size"])  # type: ignore[return-value]
 
 
@@ -96,8 +110,16 @@ def check_data_fits(config: dict[str, Any], dataset, what: str) -> None:
 
     The one check every command that feeds a run other data goes through (``eval --data``, every
     analysis with ``--data`` or ``--twin``): a channel mismatch would crash deep inside torch, a
-    class mismatch would silently give nonsense errors.
+    class mismatch would silently give nonsense errors. The data must also be of the run's task
+    (images with labels, with masks, or text); a language model reads any text whose characters it
+    knows (:func:`text_in_vocabulary` renumbers it), so its vocabulary size is not compared.
     """
+    task, kind = config_task(config), data_task(dataset)
+    if task != kind:
+        raise ConfigError(f"data {dataset.name!r} is {_TASK_DATA[kind]}, but {what} is a {TASK_NOUNS[task]}, which "
+                          f"reads {_TASK_DATA[task]}; leave out --data to use the run's own data")
+    if task == TASK_LANGUAGE_MODEL:
+        return
     classes, channels = config.get("num_classes"), config.get("in_chans")
     if (classes is not None and dataset.num_classes != classes) or (channels is not None
                                                                     and dataset.in_chans != channels):
@@ -107,13 +129,74 @@ def check_data_fits(config: dict[str, Any], dataset, what: str) -> None:
             "or data with the same classes and channels")
 
 
+#: What each task's data is and what each kind of run is called, for messages.
+_TASK_DATA = {TASK_CLASSIFY: "labelled images", TASK_SEGMENT: "segmentation data (images with masks)",
+              TASK_LANGUAGE_MODEL: "text"}
+TASK_NOUNS = {TASK_CLASSIFY: "classifier", TASK_SEGMENT: "segmenter (U-Net)", TASK_LANGUAGE_MODEL: "language model"}
+
+
+def data_task(dataset) -> str:
+    """The task ``dataset`` serves: text trains language models, images with masks segmenters."""
+    kind = getattr(dataset, "kind", "images")
+    return {"text": TASK_LANGUAGE_MODEL, "segmentation": TASK_SEGMENT}.get(kind, TASK_CLASSIFY)
+
+
+def load_data_named(name: str, data_dir: str | Path | None = None, download: bool = False, **options: Any):
+    """The dataset ``name``: any of :func:`reslab.data.load_dataset`'s, or segmentation data (``shapes``,
+    ``segfolder:DIR``), which :func:`reslab.data.segmentation.load_segmentation` reads."""
+    from reslab.data.segmentation import is_segmentation_data, load_segmentation  # noqa: PLC0415
+
+    if is_segmentation_data(name):
+        return load_segmentation(name, data_dir=data_dir, **options)
+    return load_dataset(name, data_dir=data_dir, download=download, **options)
+
+
+def source_task(source: str | Path) -> str | None:
+    """The task of the run ``source`` names (a run directory or a checkpoint inside one); ``None`` for
+    anything else (a model name, a weights file from elsewhere, a path that does not exist)."""
+    path = Path(source)
+    if path.is_file() and path.parent.name == CHECKPOINT_DIR:
+        path = path.parent.parent
+    if not (path / "config.json").is_file():
+        return None
+    return config_task(read_config(path))
+
+
 def dataset_for_config(config: dict[str, Any]):
-    """Load the dataset a run was trained on, from its config's data settings."""
+    """Load the dataset a run was trained on, from its config's data settings.
+
+    A segmentation run's data is re-created by :func:`reslab.data.segmentation.load_segmentation`
+    (``shapes`` generated again from its options and seed, ``segfolder:DIR`` read from the folder);
+    a language model's text is given the run's vocabulary (:func:`text_in_vocabulary`), so token k
+    means the character the model learnt as k even where the corpus has changed since.
+    """
+    task = config_task(config)
+    options = dict(config.get("data_options") or {})
     try:
-        return load_dataset(config["data"], data_dir=config.get("data_dir"), **dict(config.get("data_options") or {}))
+        dataset = load_data_named(config["data"], data_dir=config.get("data_dir"), **options)
     except ReslabError as exc:
         raise type(exc)(f"{exc} (loading the data of the run, dataset {config['data']!r}; pass dataset=... "
                         "or the data directory to use another copy)") from None
+    if task == TASK_LANGUAGE_MODEL and config.get("class_names"):
+        return text_in_vocabulary(dataset, config["class_names"])
+    return dataset
+
+
+def text_in_vocabulary(dataset, vocabulary: Sequence[str]):
+    """``dataset`` (a :class:`~reslab.data.text.TextDataset`) with its tokens renumbered into
+    ``vocabulary`` (a language model's: one character per token id); a character the model never
+    saw is a DatasetError naming it."""
+    vocabulary = list(vocabulary)
+    if list(dataset.vocab) == vocabulary:
+        return dataset
+    index = {c: i for i, c in enumerate(vocabulary)}
+    unknown = [c for c in dataset.vocab if c not in index]
+    if unknown:
+        raise DatasetError(f"the text of {dataset.source} holds characters the model never saw ({unknown[:5]!r}); "
+                           "a language model reads only its own vocabulary: use text without them")
+    mapping = torch.tensor([index[c] for c in dataset.vocab], dtype=torch.int64)
+    return dataclasses.replace(dataset, train_tokens=mapping[dataset.train_tokens],
+                               test_tokens=mapping[dataset.test_tokens], vocab=vocabulary)
 
 
 def model_for_data(name: str, dataset, options: dict[str, Any] | None = None) -> nn.Module:
@@ -121,13 +204,13 @@ def model_for_data(name: str, dataset, options: dict[str, Any] | None = None) ->
     models that flatten images to vectors, its image size; a model that reads another kind of input
     (text for image models, images for sequence models) is a ConfigError saying which to use."""
     check_model_reads(name, dataset)
-    return _create_sized(name, dataset.num_classes, dataset.in_chans, dataset.image_size, options)
+    return sized_model(name, dataset.num_classes, dataset.in_chans, dataset.image_size, options)
 
 
 def check_model_reads(name: str, dataset) -> None:
     if model_info(name).family == "segmentation":
         raise ConfigError(f"model {name!r} is a U-Net (per-pixel classes); it trains on segmentation data with "
-                          "reslab train --task segment (reslab.train.segment.train_segmentation), not as a classifier")
+                          "reslab train (e.g. reslab train unet_resnet20 --data shapes), not as a classifier")
     reads_text = model_info(name).family == "sequence"
     is_text = getattr(dataset, "kind", "images") == "text"
     if reads_text and not is_text:
@@ -138,19 +221,12 @@ def check_model_reads(name: str, dataset) -> None:
                           "(transformer{d}, plain_transformer{d}, lstm{d}, gru{d}, ...)")
 
 
-def _create_sized(name: str, num_classes: int, in_chans: int, image_size, options) -> nn.Module:
-    options = dict(options or {})
-    if model_info(name).family == "vector" and image_size and "image_size" not in options:
-        options["image_size"] = tuple(int(v) for v in image_size)
-    return create_model(name, num_classes=num_classes, in_chans=in_chans, **options)
-
-
 def model_for_config(config: dict[str, Any]) -> nn.Module:
     """The run's architecture with fresh weights."""
     for key in ("model", "num_classes", "in_chans"):
         if key not in config:
             raise CheckpointError(f"the run config lacks {key!r}; it was not written by reslab train")
-    return _create_sized(config["model"], config["num_classes"], config["in_chans"], config.get("image_size"),
+    return sized_model(config["model"], config["num_classes"], config["in_chans"], config.get("image_size"),
                          config.get("model_options"))
 
 
@@ -172,7 +248,12 @@ def load_run(run_dir: str | Path, checkpoint: str | Path = "last", dataset=None)
     Args:
         run_dir: a run directory (or a ``.safetensors`` file inside its ``checkpoints/``).
         checkpoint: ``"last"``, ``"init"``, ``"ema"``, ``"epoch_5"``, or a ``.safetensors`` path.
-        dataset: an :class:`~reslab.data.ImageDataset` to use instead of loading the run's.
+        dataset: the data to use instead of loading the run's (of the run's task: images, images
+            with masks, or text, which is renumbered into the run's vocabulary).
+
+    Every task loads: the model is built from the config's ``model``, ``num_classes`` (a language
+    model's vocabulary size), ``in_chans``, ``image_size`` and ``model_options``; :attr:`LoadedRun.task`
+    says which it is.
 
     Returns a :class:`LoadedRun` whose model is in eval mode on the CPU.
 
@@ -187,6 +268,8 @@ def load_run(run_dir: str | Path, checkpoint: str | Path = "last", dataset=None)
     model = model_for_config(config)
     load_into(model, state, repr(str(path)))
     model.eval()
+    if dataset is not None and config_task(config) == TASK_LANGUAGE_MODEL and config.get("class_names"):
+        dataset = text_in_vocabulary(dataset, config["class_names"])
     return LoadedRun(model=model, config=config, run_dir=run_dir, checkpoint=path, _dataset=dataset)
 
 
@@ -280,7 +363,7 @@ def load_file(model: str, checkpoint: str | Path, *, dataset=None, model_options
     # What the file decides (the classifier's size, its input channels), read off a shape-only model.
     image_size = tuple(dataset.image_size) if dataset is not None else (info.default_input_size,) * 2
     with torch.device("meta"):
-        probe = _create_sized(model, None, in_chans or 3, image_size, options)
+        probe = sized_model(model, None, in_chans or 3, image_size, options)
     state, _ = map_names(probe, source.state)
     head = classifier_name(probe)
     rows = state.get(f"{head}.weight")
@@ -297,7 +380,7 @@ def load_file(model: str, checkpoint: str | Path, *, dataset=None, model_options
                           f"or fine-tune the file on {dataset.name} first (reslab finetune {path} --model {model} "
                           f"--data {dataset.name})")
     stats = _normalization(mean, std, channels, dataset)
-    net = _create_sized(model, num_classes, channels, image_size, options)
+    net = sized_model(model, num_classes, channels, image_size, options)
     record = load_weights_file(net, source, where, hint)
     net.eval()
     names = (list(dataset.class_names) if dataset is not None and dataset.num_classes == num_classes

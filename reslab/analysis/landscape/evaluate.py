@@ -47,6 +47,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_weights
 from reslab.analysis.landscape.directions import Plane
 from reslab.errors import AnalysisError
 from reslab.models.fusion import FoldedPair, fold_network, maybe_fuse_pointwise
+from reslab.tasks.common import flat_outputs
 
 METHODS = ("auto", "loop", "vmap")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -167,9 +168,9 @@ class _Replica:
         for xb, yb in batches:
             with _autocast(device, precision):
                 logits = self.network(xb)
-            logits = logits.float()
-            total_loss += F.cross_entropy(logits, yb, reduction="sum").double()
-            correct += (logits.argmax(dim=1) == yb).sum()
+            logits, labels = flat_outputs(logits.float(), yb)
+            total_loss += F.cross_entropy(logits, labels, reduction="sum").double()
+            correct += (logits.argmax(dim=1) == labels).sum()
         return total_loss, correct
 
 
@@ -178,8 +179,10 @@ class LandscapeEvaluator:
 
     Args:
         model: the network; copied to ``device`` in eval mode (BN uses running statistics).
-        images: float32 ``(N, C, H, W)``, already normalised; moved to ``device`` once.
-        labels: int64 ``(N,)``.
+        images: float32 ``(N, C, H, W)``, already normalised (or a language model's int64 token
+            windows ``(N, T)``); moved to ``device`` once.
+        labels: int64 ``(N,)`` (or a segmenter's masks ``(N, H, W)``, next tokens ``(N, T)``): loss
+            and accuracy are means over every label.
         batch_size: images per forward pass (default 512 on CPU, 2048 on GPU).
         device: where to compute.
         method: ``"loop"``, ``"vmap"`` or ``"auto"`` (= ``"loop"``; see the module docstring).
@@ -203,8 +206,8 @@ class LandscapeEvaluator:
                  workers: int | None = None, precision: str = "fp32"):
         if method not in METHODS:
             raise AnalysisError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
-        if images.ndim != 4 or labels.ndim != 1 or images.shape[0] != labels.shape[0] or images.shape[0] == 0:
-            raise AnalysisError(f"expected images (N, C, H, W) and labels (N,) with N ≥ 1, got "
+        if images.shape[0] != labels.shape[0] or images.shape[0] == 0:
+            raise AnalysisError(f"expected inputs (N, ...) and labels (N, ...) with N ≥ 1, got "
                                 f"{tuple(images.shape)} and {tuple(labels.shape)}")
         if chunk_size < 1:
             raise AnalysisError(f"--chunk-size must be at least 1, got {chunk_size}")
@@ -217,14 +220,19 @@ class LandscapeEvaluator:
         self.batch_size = int(batch_size or default_batch_size(self.device))
         if self.batch_size < 1:
             raise AnalysisError(f"--batch-size must be at least 1, got {batch_size}")
-        self.channels_last = (self.device.type == "cpu") if channels_last is None else bool(channels_last)
+        # Channels-last is a layout of images (N, C, H, W); token windows keep theirs.
+        self.channels_last = images.ndim == 4 and ((self.device.type == "cpu") if channels_last is None
+                                                   else bool(channels_last))
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         if self.method != "loop" or self.device.type != "cpu":
             workers = 1
         self.workers = int(workers or max(1, torch.get_num_threads()))
         self.model = copy.deepcopy(model).to(self.device).eval()
         self.num_samples = int(images.shape[0])
-        x = images.to(self.device, torch.float32).contiguous(memory_format=memory_format)
+        # Losses and accuracies are means over every label: an image's, a pixel's or a character's.
+        self.num_labels = int(labels.numel())
+        x = images.to(self.device, images.dtype if not images.is_floating_point() else torch.float32
+                      ).contiguous(memory_format=memory_format)
         y = labels.to(self.device, torch.int64)
         # Split once: the resident tensors are sliced into views reused for every point.
         self.batches = [(x[s:s + self.batch_size], y[s:s + self.batch_size])
@@ -262,8 +270,8 @@ class LandscapeEvaluator:
         else:
             sums = self._evaluate_parallel(plane, points)
         # One device→host transfer per call, not one per point: no GPU sync inside the loop.
-        loss = torch.stack([s[0] for s in sums]).cpu() / self.num_samples
-        accuracy = torch.stack([s[1] for s in sums]).cpu().double() / self.num_samples
+        loss = torch.stack([s[0] for s in sums]).cpu() / self.num_labels
+        accuracy = torch.stack([s[1] for s in sums]).cpu().double() / self.num_labels
         return loss, accuracy
 
     def _evaluate_point(self, replica: _Replica, plane: Plane, point: Sequence[float]):
@@ -314,12 +322,13 @@ class LandscapeEvaluator:
             for xb, yb in self.batches:
                 with _autocast(self.device, self.precision):
                     logits = batched(params, xb)
-                logits = logits.float()  # (K, B, classes)
-                per_sample = F.cross_entropy(logits.flatten(0, 1), yb.repeat(chunk.shape[0]), reduction="none")
-                total_loss += per_sample.view(chunk.shape[0], -1).sum(dim=1).double()
-                correct += (logits.argmax(dim=2) == yb.unsqueeze(0)).sum(dim=1)
-            losses.append(total_loss.cpu() / self.num_samples)
-            accuracies.append(correct.cpu().double() / self.num_samples)
+                logits = logits.float()  # (K, B, ...): one batch of outputs per point
+                flat, labels = flat_outputs(logits.flatten(0, 1), yb.repeat(chunk.shape[0], *([1] * (yb.ndim - 1))))
+                per_label = F.cross_entropy(flat, labels, reduction="none").view(chunk.shape[0], -1)
+                total_loss += per_label.sum(dim=1).double()
+                correct += (flat.argmax(dim=1) == labels).view(chunk.shape[0], -1).sum(dim=1)
+            losses.append(total_loss.cpu() / self.num_labels)
+            accuracies.append(correct.cpu().double() / self.num_labels)
         return torch.cat(losses), torch.cat(accuracies)
 
 

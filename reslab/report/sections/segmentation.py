@@ -78,7 +78,7 @@ def build(run_dirs: list[Path], experiment_dirs: list[Path]) -> str | None:
     if not runs:
         return None
     body = [paragraph_html(
-        "U-Net runs (reslab train unet_ENCODER --task segment): the test split's pixel accuracy and mean IoU after "
+        "U-Net runs (reslab train unet_ENCODER --data shapes): the test split's pixel accuracy and mean IoU after "
         "every epoch. mIoU is the confusion-matrix mean of TP / (TP + FP + FN) over the classes that occur in the "
         "masks or the predictions. In the Runs and Training curves sections a segmentation run's error is its pixel "
         "error (1 − pixel accuracy).")]
