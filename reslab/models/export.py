@@ -306,7 +306,9 @@ def run_exported(path: str | os.PathLike, fmt: str, x: torch.Tensor) -> torch.Te
                               "pip install 'reslab[onnx]' (or pass --no-check)")
         import onnxruntime  # noqa: PLC0415
 
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3  # errors only: its warnings are coloured log lines on stderr
+        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
         return torch.from_numpy(out)
     with torch.no_grad():
