@@ -35,6 +35,7 @@ import hashlib
 import importlib.util
 import math
 import os
+import re
 import shutil
 import statistics
 import tempfile
@@ -56,6 +57,11 @@ from reslab.utils.cpu import cpu_features, describe_cpu, has_vnni, matmul_rate
 
 PATHS = ("eager", "bn-fold", "bn-fold+cl", "compile", "ort-fp32", "int8-pt2e", "int8-ort")
 INT8_PATHS = ("int8-pt2e", "int8-ort")
+#: The paths a token model (transformer, LSTM, GRU) takes: it has no conv → BN pairs to fold and no
+#: channels to lay out last, and the int8 paths calibrate an image classifier's convolutions.
+TOKEN_PATHS = ("eager", "compile", "ort-fp32")
+#: An ANSI escape sequence (colours), which some libraries put in their messages even off a terminal.
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 #: What each path needs beyond torch (an optional package), for a clear message when it is missing.
 _NEEDS = {"ort-fp32": ("onnxruntime", "onnx", "onnxscript"), "int8-ort": ("onnxruntime", "onnx", "onnxscript"),
           "int8-pt2e": ("torchao",)}
@@ -116,6 +122,8 @@ def _ort_session(path: Path, threads: int):
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Errors only: ONNX Runtime's warnings are coloured log lines on stderr (escape codes in a file or pipe).
+    options.log_severity_level = 3
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
 
@@ -259,7 +267,8 @@ def build_path(name: str, model: nn.Module, example: torch.Tensor, calibration: 
     if name == "bn-fold+cl":
         return _no_grad_runner(fold_batch_norms(model).to(memory_format=torch.channels_last), channels_last=True)
     if name == "compile":
-        return _compiled_runner(_eval_copy(model))
+        # channels-last is a layout of 4-d images; token ids (N, T) have none
+        return _compiled_runner(_eval_copy(model), channels_last=example.ndim == 4)
     if name in ("ort-fp32", "int8-ort"):
         from reslab.models.export import export_onnx  # noqa: PLC0415
 
@@ -269,13 +278,26 @@ def build_path(name: str, model: nn.Module, example: torch.Tensor, calibration: 
         if not fp32.is_file():
             with warnings.catch_warnings(), contextlib.redirect_stdout(None):
                 warnings.simplefilter("ignore")
-                export_onnx(model, fp32, tuple(example.shape[-2:]), int(example.shape[1]))
+                if _reads_tokens(example):
+                    export_onnx(model, fp32, int(example.shape[1]))
+                else:
+                    export_onnx(model, fp32, tuple(example.shape[-2:]), int(example.shape[1]))
         if name == "ort-fp32":
             return _ort_session(fp32, threads)
         images = torch.cat(list(calibration)) if calibration else example
         count = ort_calibration_images(model, example, images.shape[0])
         return _int8_ort(fp32, workdir, list(images[:count].split(example.shape[0])), threads)
     return _int8_pt2e(model, example, calibration)
+
+
+def _reads_tokens(x: torch.Tensor) -> bool:
+    """Whether ``x`` is a batch of token ids ``(N, T)`` rather than images ``(N, C, H, W)``."""
+    return x.ndim == 2 and not x.is_floating_point()
+
+
+def plain_text(message: str) -> str:
+    """``message`` without ANSI escape sequences (what a table or a record may hold)."""
+    return _ANSI.sub("", message)
 
 
 # -- measuring ------------------------------------------------------------------------------------
@@ -350,20 +372,23 @@ class InferenceBench:
                 return "–"
             return f"{(reference / value if inverse else value / reference):.2f}x"
 
-        header = (f"{'path':<12} {'prec':<5} {'batch 1 ms':>10} {'x eager':>8} {'x ORT':>7} {f'batch {self.batch} img/s':>15} "
+        unit = "seq/s" if len(self.input_shape) == 1 else "img/s"
+        header = (f"{'path':<12} {'prec':<5} {'batch 1 ms':>10} {'x eager':>8} {'x ORT':>7} {f'batch {self.batch} {unit}':>15} "
                   f"{'x eager':>8} {'x ORT':>7} {'% peak':>6} {'max |diff|':>10} {'top-1 agree':>11} {'check':>6}")
-        peak = (f"; {self.gflops_per_image:.3f} GFLOP per image, fp32 matmul peak {self.peak_fp32_gflops:.0f} GFLOP/s "
+        item = "sequence" if len(self.input_shape) == 1 else "image"
+        int8 = any(r.name in INT8_PATHS for r in self.results)
+        peak = (f"; {self.gflops_per_image:.3f} GFLOP per {item}, fp32 matmul peak {self.peak_fp32_gflops:.0f} GFLOP/s "
                 "(% peak: the path's FLOP rate at the throughput batch as a share of it)"
                 if self.gflops_per_image and self.peak_fp32_gflops else "")
         lines = [f"{self.model}, input {tuple(self.input_shape)}, {self.threads} threads; CPU: {self.cpu}{peak}",
-                 f"agreement and differences vs eager on {self.check_images} images ({self.check_source}); int8 "
-                 f"calibrated on {self.calibration_images} training images; check: fp32 within "
-                 f"{self.fp32_tolerance:g} x max(1, largest |logit| = {self.output_scale:.3g}), "
-                 f"int8 top-1 agreement >= {100 * self.int8_agreement:g}%",
+                 f"agreement and differences vs eager on {self.check_images} {item}s ({self.check_source}); "
+                 + (f"int8 calibrated on {self.calibration_images} training {item}s; " if int8 else "")
+                 + f"check: fp32 within {self.fp32_tolerance:g} x max(1, largest |logit| = {self.output_scale:.3g})"
+                 + (f", int8 top-1 agreement >= {100 * self.int8_agreement:g}%" if int8 else ""),
                  header, "-" * len(header)]
         for r in self.results:
             if r.error:
-                lines.append(f"{r.name:<12} {r.precision:<5} skipped: {r.error}")
+                lines.append(f"{r.name:<12} {r.precision:<5} skipped: {plain_text(r.error)}")
                 continue
             ort_ref = ort
             lines.append(
@@ -434,7 +459,9 @@ def bench_inference(model: nn.Module, check_images: torch.Tensor, calibration: t
                     say: Callable[[str], None] | None = None, keep: Path | None = None) -> InferenceBench:
     """Build and measure every path in ``paths`` (``eager`` is always measured first, as the reference).
 
-    check_images: normalised images ``(N, C, H, W)`` float32 for the output check and agreement.
+    check_images: normalised images ``(N, C, H, W)`` float32 for the output check and agreement, or
+        a token model's int64 ids ``(N, T)`` (its paths are :data:`TOKEN_PATHS`; agreement is over
+        every position's next-token prediction).
     calibration: normalised training images for the int8 paths (a few hundred).
     keep: a run directory: the files the ONNX Runtime paths built (the ones measured) are kept in
         its ``inference/FINGERPRINT-CxHxW/`` (:func:`artefact_dir`), where ``predict --fast`` loads
@@ -444,8 +471,17 @@ def bench_inference(model: nn.Module, check_images: torch.Tensor, calibration: t
     unknown = [p for p in paths if p not in PATHS]
     if unknown:
         raise ConfigError(f"unknown inference path(s) {', '.join(unknown)}; paths are {', '.join(PATHS)}")
-    if check_images.ndim != 4 or check_images.shape[0] < 1:
-        raise ConfigError(f"check images must be (N, C, H, W) with N >= 1, got {tuple(check_images.shape)}")
+    tokens = _reads_tokens(check_images)
+    if (check_images.ndim != 4 and not tokens) or check_images.shape[0] < 1:
+        raise ConfigError(f"check inputs must be images (N, C, H, W) or token ids (N, T) with N >= 1, got "
+                          f"{check_images.dtype} {tuple(check_images.shape)}")
+    if tokens:
+        refused = [p for p in paths if p not in TOKEN_PATHS]
+        if refused:
+            name = model_name or getattr(model, "model_name", "the model")
+            raise ConfigError(f"{name} reads token ids (N, T): path(s) {', '.join(refused)} are for image models (BN "
+                              f"folding, channels-last, int8 calibration of convolutions); its paths are "
+                              f"{', '.join(TOKEN_PATHS)}")
     order = ["eager"] + [p for p in dict.fromkeys(paths) if p != "eager"]
     threads = torch.get_num_threads()
     bench = InferenceBench(
@@ -472,11 +508,12 @@ def bench_inference(model: nn.Module, check_images: torch.Tensor, calibration: t
                 run = build_path(name, model, many, calibration_batches, Path(tmp), threads)
                 outputs = _predict_all(run, check_images, batch)  # also the first (compiling) calls
             except PathUnavailable as exc:
-                result.error = str(exc)
-                say(f"{name}: skipped ({exc})")
+                result.error = plain_text(str(exc))
+                say(f"{name}: skipped ({result.error})")
                 continue
             except Exception as exc:  # noqa: BLE001 - a path that fails to build must not end the benchmark
-                result.error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
+                first = plain_text(str(exc)).strip().splitlines()[0][:160] if str(exc).strip() else ""
+                result.error = f"{type(exc).__name__}: {first}"
                 say(f"{name}: failed ({result.error})")
                 continue
             result.build_s = time.perf_counter() - start
@@ -490,12 +527,14 @@ def bench_inference(model: nn.Module, check_images: torch.Tensor, calibration: t
                 reference = outputs
                 bench.output_scale = output_scale(reference)  # the criterion reslab export's check uses too
             result.max_abs_diff = float((outputs - reference).abs().max())
-            result.agreement = float((outputs.argmax(1) == reference.argmax(1)).float().mean())
+            classes = -1 if tokens else 1  # a language model's logits (N, T, V): the next token at every position
+            result.agreement = float((outputs.argmax(classes) == reference.argmax(classes)).float().mean())
             result.passed = (result.agreement >= int8_agreement if precision == "int8"
                              else result.max_abs_diff <= fp32_tolerance * bench.output_scale)
             result.latency_ms = 1e3 * time_call(run, one, min_time)
             result.throughput = batch / time_call(run, many, min_time)
-            say(f"{name}: {result.latency_ms:.2f} ms at batch 1, {result.throughput:.1f} images/s at batch {batch}, "
+            say(f"{name}: {result.latency_ms:.2f} ms at batch 1, {result.throughput:.1f} {'sequences' if tokens else 'images'}"
+                f"/s at batch {batch}, "
                 f"max |diff| {result.max_abs_diff:.1e}, agreement {100 * result.agreement:.2f}%")
         if keep is not None:
             _keep_files(Path(tmp), artefact_dir(Path(keep), bench.weights_fingerprint, one))
@@ -527,10 +566,10 @@ def _batch_of(images: torch.Tensor, batch: int) -> torch.Tensor:
     if images.shape[0] >= batch:
         return images[:batch].clone()
     repeats = math.ceil(batch / images.shape[0])
-    return images.repeat(repeats, 1, 1, 1)[:batch].clone()
+    return images.repeat(repeats, *[1] * (images.ndim - 1))[:batch].clone()
 
 
-__all__ = ["PATHS", "INT8_PATHS", "PathUnavailable", "build_path", "fold_batch_norms", "bench_inference",
+__all__ = ["PATHS", "INT8_PATHS", "TOKEN_PATHS", "PathUnavailable", "plain_text", "build_path", "fold_batch_norms", "bench_inference",
            "InferenceBench", "PathResult", "time_call"]
 
 

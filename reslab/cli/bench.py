@@ -6,7 +6,9 @@
     reslab bench infer runs/r56 --check-images 0              # a run: its test set, calibrated on its training set
 
 Paths: eager, BN folding, channels-last, torch.compile (freezing), ONNX Runtime fp32, int8 PT2E
-(torchao, x86 inductor quantizer) and int8 ONNX Runtime (QDQ). Printed: latency at batch 1 and
+(torchao, x86 inductor quantizer) and int8 ONNX Runtime (QDQ); a language model (transformer,
+LSTM, GRU) takes eager, torch.compile and ONNX Runtime fp32 on int64 token ids (N, T), T its data's
+window or --input-size (default: its context, 256 without one). Printed: latency at batch 1 and
 throughput at --batch as ratios to eager and to ONNX Runtime fp32, largest output difference and
 top-1 agreement with eager, and the CPU's features. For a run the result is also written to
 RUN/inference.json, with a fingerprint of the weights measured, and the ONNX Runtime paths' files
@@ -23,12 +25,14 @@ from pathlib import Path
 
 import torch
 
-from reslab.applications.inference import PATHS, RESULT_FILE, bench_inference
+from reslab.applications.inference import PATHS, RESULT_FILE, TOKEN_PATHS, bench_inference
 from reslab.cli._weights import CHECKPOINT_HELP, add_weights_arguments, load_weights_source
 from reslab.errors import ConfigError
+from reslab.models.inputs import TOKENS, default_size, input_kind, vocabulary
 from reslab.settings import parse_key_values
 from reslab.store import check_output_file
 from reslab.store.jsonfiles import json_ready, write_json
+from reslab.store.rundir import config_window
 
 
 def register(subparsers) -> None:
@@ -43,11 +47,13 @@ def register(subparsers) -> None:
     infer.add_argument("--checkpoint", default="last", help=CHECKPOINT_HELP)
     infer.add_argument("--pretrained", metavar="TAG", help="for a model name: the shipped weights, e.g. cifar10")
     infer.add_argument("--input-size", type=int, metavar="N", help="image side (default: the run's or the data's; "
-                                                                     "32 for CIFAR models, 224 for ImageNet ones)")
+                                                                     "32 for CIFAR models, 224 for ImageNet ones); "
+                                                                     "for a language model the sequence length")
     infer.add_argument("--data", help="images for the checks and the int8 calibration (default: the run's data; "
                                       "for a model name, random normal images)")
     infer.add_argument("--data-dir", help="where --data's files are")
-    infer.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS), help="paths to measure (default all)")
+    infer.add_argument("--paths", nargs="+", choices=PATHS,
+                       help=f"paths to measure (default all; for a language model {', '.join(TOKEN_PATHS)})")
     infer.add_argument("--batch", type=int, default=16, help="batch of the throughput measurement (default 16)")
     infer.add_argument("--check-images", type=int, default=1000,
                        help="test images for the output check and the top-1 agreement (default 1000; 0 = all)")
@@ -78,6 +84,9 @@ def _load(args):
     if source.exists():
         loaded = load_weights_source(args, args.model)
         dataset = load_dataset(args.data, data_dir=args.data_dir) if args.data else loaded.dataset
+        if input_kind(loaded.model) == TOKENS:  # the window it trained on; token ids need no normalising
+            size = config_window(loaded.config) or default_size(loaded.model)
+            return loaded.model, loaded.config["model"], loaded.run_dir, dataset, size, None, None
         return (loaded.model, loaded.config["model"], loaded.run_dir, dataset, loaded.image_size[0],
                 (loaded.mean, loaded.std), None)
     if not names_run_checkpoint(args.checkpoint):
@@ -89,7 +98,11 @@ def _load(args):
     extra = {"num_classes": dataset.num_classes, "in_chans": dataset.in_chans} if dataset is not None and not args.pretrained else {}
     model = create_model(args.model, **options, **extra)
     spec = getattr(model, "spec", None)
-    size = dataset.image_size[0] if dataset is not None else (32 if spec is not None and spec.stem == "cifar" else 224)
+    if input_kind(model) == TOKENS:
+        size = getattr(dataset, "context", None) or default_size(model)
+    else:
+        size = dataset.image_size[0] if dataset is not None else (32 if spec is not None and spec.stem == "cifar"
+                                                                 else 224)
     return model.eval(), args.model, None, dataset, size, None, None
 
 
@@ -112,6 +125,8 @@ def _images(args, model, dataset, size, config_stats):
     """(check images, calibration images, where they came from), normalised float32."""
     from reslab.data import normalize  # noqa: PLC0415
 
+    if input_kind(model) == TOKENS:
+        return _token_windows(args, model, dataset, size)
     in_chans = getattr(model, "in_chans", 3) or 3
     if dataset is None:
         generator = torch.Generator().manual_seed(args.seed)
@@ -128,6 +143,24 @@ def _images(args, model, dataset, size, config_stats):
         raise ConfigError(f"--input-size {args.input_size} differs from the data's {check.shape[-1]}")
     split = "test" if dataset.num_test else "training"
     return check, calibration, f"{dataset.name} {split} images 1-{count}"
+
+
+def _token_windows(args, model, dataset, size):
+    """(check windows, calibration windows, where they came from) for a token model: windows of ``size``
+    tokens of the text's test part (its training part if it has none), else random ids."""
+    count = args.check_images or 256
+    tokens = None
+    if getattr(dataset, "kind", None) == "text":
+        tokens = dataset.test_tokens if dataset.num_test > size else dataset.train_tokens
+    if tokens is None or tokens.numel() < size:
+        generator = torch.Generator().manual_seed(args.seed)
+        check = torch.randint(0, vocabulary(model), (count, size), generator=generator)
+        return check, check[:1], "random token ids (no text data: agreement of a model on noise)"
+    windows = tokens[: tokens.numel() // size * size].view(-1, size)
+    if args.check_images:
+        windows = windows[:args.check_images]
+    split = "test" if tokens is dataset.test_tokens else "training"
+    return windows, windows[:1], f"{dataset.name} data, {split} part: {windows.shape[0]} windows of {size} tokens"
 
 
 def _check_arguments(args: argparse.Namespace) -> None:
@@ -156,11 +189,12 @@ def run_infer(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     model, name, run_dir, dataset, size, stats, weights = _load(args)
     size = args.input_size or size
+    paths = args.paths or (list(TOKEN_PATHS) if input_kind(model) == TOKENS else list(PATHS))
     check, calibration, where = _images(args, model, dataset, size, stats)
     with torch.no_grad():  # an input the model refuses (a size a U-Net cannot pool) is one line, before any timing
         model.eval()(check[:1])
     say = lambda message: print(f"reslab bench infer: {message}", file=sys.stderr, flush=True)  # noqa: E731
-    bench = bench_inference(model, check, calibration, paths=args.paths, batch=args.batch, min_time=args.min_time,
+    bench = bench_inference(model, check, calibration, paths=paths, batch=args.batch, min_time=args.min_time,
                             model_name=name, check_source=where, say=say, keep=run_dir)
     text = sys.stderr if args.json else sys.stdout  # under --json, stdout holds the JSON alone
     print(bench.table(), file=text)
@@ -170,8 +204,12 @@ def run_infer(args: argparse.Namespace) -> int:
     if run_dir is not None:
         data["checkpoint"] = args.checkpoint
         write_json(run_dir / RESULT_FILE, data)
-        print(f"wrote {run_dir / RESULT_FILE} (reslab predict {run_dir} IMAGES --fast uses its fastest passing path "
-              f"for these weights, fingerprint {bench.weights_fingerprint})", file=text)
+        if input_kind(model) == TOKENS:
+            print(f"wrote {run_dir / RESULT_FILE} (the measurements of these weights, fingerprint "
+                  f"{bench.weights_fingerprint})", file=text)
+        else:
+            print(f"wrote {run_dir / RESULT_FILE} (reslab predict {run_dir} IMAGES --fast uses its fastest passing "
+                  f"path for these weights, fingerprint {bench.weights_fingerprint})", file=text)
     if args.output:
         write_json(args.output, data)
         print(f"wrote {args.output}", file=text)

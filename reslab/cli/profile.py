@@ -15,7 +15,8 @@ from reslab.errors import ConfigError
 from reslab.models.pretrained import list_pretrained, pretrained_tags
 from reslab.models.profile import format_table, profile_model, profile_table
 from reslab.settings import parse_key_values
-from reslab.store.rundir import config_model, is_run_dir, read_config
+from reslab.models.inputs import TOKENS, kind_of_name
+from reslab.store.rundir import config_model, config_window, is_run_dir, read_config
 
 
 def register(subparsers) -> None:
@@ -35,10 +36,14 @@ def register(subparsers) -> None:
                         help="print the family table with published figures instead of one model")
     parser.add_argument("--pretrained", action="store_true",
                         help="list the pretrained weights that ship with reslab (how they were made, accuracy)")
-    parser.add_argument("--input-size", type=int, metavar="N", help="image side N (N×N); default 32 (CIFAR) or 224 (ImageNet)")
+    parser.add_argument("--input-size", type=int, metavar="N",
+                        help="image side N (N×N); default 32 (CIFAR) or 224 (ImageNet), a vector model's image size "
+                             "(8; N builds it for N×N images); for a language model the sequence length T of its "
+                             "(1, T) int64 input, default its context (256 for LSTMs and GRUs)")
     parser.add_argument("--batch-size", type=int, default=1, metavar="B",
                         help="batch of the training step whose activation memory is measured (default 1)")
-    parser.add_argument("--in-chans", type=int, metavar="C", help="input channels (default 3)")
+    parser.add_argument("--in-chans", type=int, metavar="C",
+                        help="input channels (default 3; not for language models, which read tokens)")
     parser.add_argument("--num-classes", type=int, metavar="K", help="classifier outputs (default 10 CIFAR, 1000 ImageNet)")
     parser.add_argument("--shortcut", choices=("A", "B", "C", "none"), help="shortcut option (none = plain twin)")
     parser.add_argument("--attention", choices=("se", "cbam"), help="channel/spatial attention in every block")
@@ -77,9 +82,11 @@ def run(args: argparse.Namespace) -> int:
         config = read_config(args.model)
         name, run_options = config_model(config)
         options = {**run_options, **options}
-        image_size = config.get("image_size") or [None]
-        trained = {"input_size": image_size[0], "in_chans": config.get("in_chans"),
+        image_size = config.get("image_size")
+        trained = {"input_size": tuple(image_size) if image_size else None, "in_chans": config.get("in_chans"),
                    "num_classes": config.get("num_classes")}
+        if kind_of_name(name) == TOKENS:  # the window it trained on; token ids have no channels
+            trained.update(input_size=config_window(config), in_chans=None)
         sizes = {key: value if value is not None else trained[key] for key, value in sizes.items()}
     profile = profile_model(name, batch_size=args.batch_size, device=args.device, **sizes, **options)
     print(json.dumps(profile.to_dict(), indent=2) if args.json else profile.format())

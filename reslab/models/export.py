@@ -5,7 +5,9 @@
 
 The graph takes ``input: (N, in_chans, H, W)`` float32 with a dynamic batch ``N`` and returns
 ``logits: (N, num_classes)``; the model is exported in eval mode (BN uses its running
-statistics, dropout and drop-path are off).
+statistics, dropout and drop-path are off). A token model (transformer, LSTM, GRU) takes
+``tokens: (N, T)`` int64 with dynamic ``N`` and ``T`` (up to its context) and returns ``logits:
+(N, T, V)``; a vector model (``resmlp{d}``) takes the images it flattens (see :mod:`reslab.models.inputs`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,16 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from reslab.errors import ConfigError, ModelConfigError
+from reslab.errors import ConfigError, ModelConfigError, ReslabError
+from reslab.models.inputs import (
+    TOKENS,
+    context_of,
+    default_size,
+    example_input,
+    input_kind,
+    is_recurrent,
+    sequence_length,
+)
 from reslab.models.registry import model_info
 from reslab.utils import atomic_write_bytes
 
@@ -42,8 +53,9 @@ def export_onnx(
     Args:
         model: the network; it is not changed (a copy is put in eval mode on the CPU).
         path: the ``.onnx`` file to write (weights inside it, no external data file).
-        input_size: image side ``N`` or ``(H, W)`` used to trace the graph; the batch is dynamic.
-        in_chans: input channels (default: the model's ``in_chans``, else 3).
+        input_size: image side ``N`` or ``(H, W)`` used to trace the graph, or a token model's
+            sequence length; the batch (and a token model's length) stays dynamic.
+        in_chans: input channels (default: the model's ``in_chans``, else 3; none for a token model).
         opset: ONNX opset version (default: the exporter's).
 
     Returns:
@@ -60,21 +72,25 @@ def export_onnx(
             f"ONNX export needs the package(s) {', '.join(missing)}, which are not installed; "
             "install the optional extra with: pip install 'reslab[onnx]'"
         )
-    height, width = _input_hw(input_size)
-    model_chans = getattr(model, "in_chans", None)
-    if in_chans is not None and model_chans is not None and in_chans != model_chans:
-        raise ModelConfigError(f"in_chans={in_chans} does not match the model, which takes {model_chans} channels")
-    in_chans = in_chans if in_chans is not None else (model_chans or 3)
-
+    tokens = input_kind(model) == TOKENS
+    if not tokens:
+        _check_in_chans(model, in_chans)
+    example = _trace_input(model, input_size, in_chans)
     exported = _eval_copy(model)
-    example = torch.zeros(2, in_chans, height, width)
-    batch = torch.export.Dim("batch", min=1)
-    with torch.no_grad():
+    # torch's own deprecation notes about its internals (an LSTM's export prints a screenful) tell
+    # the user nothing about the file, which the caller checks against the model.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", UserWarning)
         program = torch.onnx.export(
             exported, (example,), dynamo=True, verbose=False, opset_version=opset,
-            input_names=["input"], output_names=["logits"], dynamic_shapes=({0: batch},),
+            input_names=["tokens" if tokens else "input"], output_names=["logits"],
+            dynamic_shapes=_dynamic_shapes(model),
         )
-    data = program.model_proto.SerializeToString() if program.model_proto.ByteSize() < _PROTOBUF_LIMIT else None
+    proto = program.model_proto  # serialised anew at every access: fix and write this one
+    if tokens:
+        _free_output_length(proto)
+    data = proto.SerializeToString() if proto.ByteSize() < _PROTOBUF_LIMIT else None
     if data is None:
         raise ConfigError("the model is larger than 2 GiB, which a single ONNX file cannot hold")
     path = Path(path)
@@ -82,16 +98,53 @@ def export_onnx(
     return path
 
 
-def _input_hw(input_size) -> tuple[int, int]:
-    if isinstance(input_size, int) and not isinstance(input_size, bool):
-        sizes = (input_size, input_size)
-    elif isinstance(input_size, (tuple, list)) and len(input_size) == 2:
-        sizes = tuple(input_size)
-    else:
-        raise ConfigError(f"input_size must be an integer N (N×N images) or a pair (H, W), got {input_size!r}")
-    if not all(isinstance(side, int) and not isinstance(side, bool) and side >= 1 for side in sizes):
-        raise ConfigError(f"input_size must hold positive integers, got {input_size!r}")
-    return int(sizes[0]), int(sizes[1])
+def _check_in_chans(model: nn.Module, in_chans: int | None) -> None:
+    model_chans = getattr(model, "in_chans", None)
+    if in_chans is not None and model_chans is not None and in_chans != model_chans:
+        raise ModelConfigError(f"in_chans={in_chans} does not match the model, which takes {model_chans} channels")
+
+
+def trace_length(model: nn.Module, input_size) -> int:
+    """The sequence length to trace a token model at: at least 2, since torch.export fixes a
+    dimension it sees at size 1 (so a length traced at 1 could not stay free)."""
+    length = sequence_length(model, input_size)
+    context = context_of(model)
+    # Only the bump to 2 is capped: a length past the context is the model's own error, in one line.
+    return min(2, context) if length == 1 and context is not None else max(2, length)
+
+
+def _trace_input(model: nn.Module, input_size, in_chans: int | None = None) -> torch.Tensor:
+    """The zeros every exporter traces with: a batch of 2 (so the batch stays free)."""
+    if input_kind(model) == TOKENS:
+        return example_input(model, trace_length(model, input_size), in_chans)
+    return example_input(model, input_size, in_chans)
+
+
+def _dynamic_shapes(model: nn.Module) -> tuple[dict, ...]:
+    """The free dimensions: the batch, and a token model's length (bounded by its context)."""
+    free = {0: torch.export.Dim("batch", min=1)}
+    if input_kind(model) == TOKENS:
+        context = context_of(model)
+        free[1] = torch.export.Dim("length", min=1, max=context) if context is not None \
+            else torch.export.Dim("length", min=1)
+    return (free,)
+
+
+def _free_output_length(proto) -> None:
+    """Make the graph say the logits' length is the input's.
+
+    The ONNX exporter records an LSTM's output length as the length it traced, although the LSTM
+    op it emits takes any length (the check at another length computes the right logits); ONNX
+    Runtime then warns on every call whose length differs. The recorded intermediate shapes carry
+    the traced length too and are only hints, so they go.
+    """
+    length = proto.graph.input[0].type.tensor_type.shape.dim[1]
+    for output in proto.graph.output:
+        dims = output.type.tensor_type.shape.dim
+        if len(dims) >= 2 and length.dim_param and dims[1].dim_param != length.dim_param:
+            dims[1].Clear()
+            dims[1].dim_param = length.dim_param
+    del proto.graph.value_info[:]
 
 
 # -- TorchScript and torch.export, and the check every format gets -------------------------------
@@ -124,10 +177,15 @@ def check_output_suffix(path: str | os.PathLike, fmt: str, flag: str | None = "-
                           f"the file {wanted}, or {instead}")
 
 
-def default_input_size(model: nn.Module, name: str | None = None) -> int:
-    """The image side to trace ``model`` at when none is given: its family's — 32 for CIFAR networks
-    (ResNets, DenseNets, U-Nets on a CIFAR encoder), 224 for ImageNet ones, the registry's default for
-    other families (64 for a U-Net on an ImageNet encoder)."""
+def default_input_size(model: nn.Module, name: str | None = None) -> int | tuple[int, int]:
+    """The size to trace ``model`` at when none is given: for a token model its context (the
+    sequence length; the registry's default where it has none), for a vector model the image size
+    it was built for, else the image side of its family — 32 for CIFAR networks (ResNets,
+    DenseNets, U-Nets on a CIFAR encoder), 224 for ImageNet ones, the registry's default for other
+    families (64 for a U-Net on an ImageNet encoder)."""
+    own = default_size(model, name)
+    if own is not None:
+        return own
     spec = getattr(model, "spec", None)
     if spec is not None:
         return 32 if spec.stem == "cifar" else 224
@@ -150,23 +208,18 @@ def _eval_copy(model: nn.Module) -> nn.Module:
     return copied
 
 
-def _example_input(model: nn.Module, input_size, in_chans: int | None, batch: int = 2,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
-    """A ``(batch, C, H, W)`` input: zeros to trace with, or random (``generator``) to check with."""
-    height, width = _input_hw(input_size)
-    shape = (batch, in_chans or getattr(model, "in_chans", 3), height, width)
-    return torch.randn(*shape, generator=generator) if generator is not None else torch.zeros(*shape)
-
-
 def export_torchscript(model: nn.Module, path: str | os.PathLike, input_size, in_chans: int | None = None) -> Path:
     """Write ``model`` (eval mode, CPU) as a traced TorchScript file, loadable with
     ``torch.jit.load`` without reslab; the batch size stays free (no shape is baked in)."""
-    example = _example_input(model, input_size, in_chans)
+    example = _trace_input(model, input_size, in_chans)
     copied = _eval_copy(model)
     with torch.no_grad(), warnings.catch_warnings():
         # TorchScript is deprecated upstream in favour of torch.export; users who still deploy
         # with torch.jit.load asked for it by name.
         warnings.simplefilter("ignore", FutureWarning)
+        # The tracer warns that shapes it reads become constants; where that would matter (the
+        # batch, a token model's length) the check on another batch and length catches it.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         traced = torch.jit.trace(copied, example, check_trace=False)
     path = Path(path)
     with warnings.catch_warnings():
@@ -181,10 +234,11 @@ def export_program(model: nn.Module, path: str | os.PathLike, input_size, in_cha
     with a dynamic batch dimension."""
     path = Path(path)
     check_output_suffix(path, "exported-program", flag=None)
-    example = _example_input(model, input_size, in_chans)
+    _refuse_format(model, "exported-program")
+    example = _trace_input(model, input_size, in_chans)
     copied = _eval_copy(model)
     with torch.no_grad():
-        program = torch.export.export(copied, (example,), dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
+        program = torch.export.export(copied, (example,), dynamic_shapes=_dynamic_shapes(model))
     atomic_write_bytes(path, _to_bytes(lambda handle: torch.export.save(program, handle)))
     return path
 
@@ -201,17 +255,46 @@ def export_model(model: nn.Module, path: str | os.PathLike, fmt: str, input_size
     check_output_suffix(path, fmt, flag=None)
     if fmt not in EXPORT_FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
-    # One eager forward first: an input the model refuses (a size a U-Net cannot pool) is the model's
-    # own one-line error here, not wrapped deep inside an exporter's traceback.
+    _refuse_format(model, fmt)
+    # One eager forward first: an input the model refuses (a size a U-Net cannot pool, a sequence
+    # longer than a transformer's context) is the model's own one-line error here, not wrapped
+    # deep inside an exporter's traceback.
     with torch.no_grad():
-        _eval_copy(model)(_example_input(model, input_size, in_chans, batch=1))
-    if fmt == "onnx":
-        return export_onnx(model, path, input_size, in_chans)
-    if fmt == "torchscript":
-        return export_torchscript(model, path, input_size, in_chans)
-    if fmt == "exported-program":
-        return export_program(model, path, input_size, in_chans)
-    raise ConfigError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
+        _eval_copy(model)(_trace_input(model, input_size, in_chans)[:1])
+    exporter = {"onnx": export_onnx, "torchscript": export_torchscript, "exported-program": export_program}[fmt]
+    try:
+        return exporter(model, path, input_size, in_chans)
+    except ReslabError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - an exporter's failure is a limit of that format for this model
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        others = ", ".join(f for f in formats_for(model) if f != fmt) or "none"
+        raise ConfigError(f"{_kind_words(model)} could not be exported as {fmt} ({type(exc).__name__}: {first}); "
+                          f"formats that take it: {others}") from None
+
+
+def formats_for(model: nn.Module) -> tuple[str, ...]:
+    """The formats ``model``'s kind can be exported in with its free dimensions kept free."""
+    if input_kind(model) == TOKENS and is_recurrent(model):
+        return ("onnx", "torchscript")
+    return EXPORT_FORMATS
+
+
+def _kind_words(model: nn.Module) -> str:
+    name = getattr(model, "model_name", type(model).__name__)
+    if input_kind(model) == TOKENS:
+        cells = sorted({type(m).__name__ for m in model.modules() if isinstance(m, nn.RNNBase)})
+        return f"{name} (a {'/'.join(cells)} language model)" if cells else f"{name} (a transformer language model)"
+    return f"{name} ({input_kind(model)} model)"
+
+
+def _refuse_format(model: nn.Module, fmt: str) -> None:
+    """ConfigError, in one line, for a format that cannot take the model's kind."""
+    if fmt in formats_for(model):
+        return
+    raise ConfigError(f"{_kind_words(model)} cannot be exported as {fmt}: torch.export fixes a recurrent layer's "
+                      f"sequence length at the traced one, so the file would take only that length; use --format "
+                      f"{' or --format '.join(formats_for(model))}, which keep the length free")
 
 
 def run_exported(path: str | os.PathLike, fmt: str, x: torch.Tensor) -> torch.Tensor:
@@ -223,7 +306,9 @@ def run_exported(path: str | os.PathLike, fmt: str, x: torch.Tensor) -> torch.Te
                               "pip install 'reslab[onnx]' (or pass --no-check)")
         import onnxruntime  # noqa: PLC0415
 
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3  # errors only: its warnings are coloured log lines on stderr
+        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
         return torch.from_numpy(out)
     with torch.no_grad():
@@ -266,16 +351,29 @@ class ExportCheck:
         return self.max_abs_diff <= tolerance * self.scale
 
 
+def check_length(model: nn.Module, input_size) -> int:
+    """The sequence length a token model's file is checked at: one other than the traced length,
+    to test that it is free (within the context)."""
+    traced = trace_length(model, input_size)
+    context = context_of(model)
+    return traced + 1 if traced < 3 and (context is None or traced < context) else traced - 1
+
+
 def check_export(model: nn.Module, path: str | os.PathLike, fmt: str, input_size, in_chans: int | None = None,
                  batch: int = 3, seed: int = 0) -> ExportCheck:
-    """The exported file against the model (eval mode) on a random batch of ``batch`` images — a
-    batch size other than the one traced, to test that it is free."""
-    x = _example_input(model, input_size, in_chans, batch, torch.Generator().manual_seed(seed))
+    """The exported file against the model (eval mode) on a random batch of ``batch`` inputs — a
+    batch size other than the one traced, and for a token model another sequence length
+    (:func:`check_length`), to test that they are free."""
+    generator = torch.Generator().manual_seed(seed)
+    if input_kind(model) == TOKENS:
+        x = example_input(model, check_length(model, input_size), in_chans, batch, generator)
+    else:
+        x = example_input(model, input_size, in_chans, batch, generator)
     with torch.no_grad():
         expected = _eval_copy(model)(x)
     got = run_exported(path, fmt, x)
     if got.shape != expected.shape:
-        raise ConfigError(f"the exported {fmt} file gives shape {tuple(got.shape)} for a batch of {batch}, the model "
-                          f"{tuple(expected.shape)}")
+        raise ConfigError(f"the exported {fmt} file gives shape {tuple(got.shape)} for an input {tuple(x.shape)}, "
+                          f"the model {tuple(expected.shape)}")
     return ExportCheck(max_abs_diff=float((got - expected).abs().max()),
                        largest_output=float(expected.abs().max()) if expected.numel() else 0.0)

@@ -109,6 +109,7 @@ def _build(name: str, depth: int, *, merge: str, num_classes: int, in_chans: int
         raise ModelConfigError(f"{name}: an MLP here has at least 3 weight layers (input, one hidden unit, output), "
                                f"got {depth}")
     check_positive(name, "width", settings["width"])
+    check_positive(name, "in_chans", in_chans)
     check_choice(name, "norm", settings["norm"], ("batch", "none"))
     check_choice(name, "activation", settings["activation"], tuple(ACTIVATIONS))
     settings["dropout"] = check_probability(name, "dropout", settings["dropout"])
@@ -120,6 +121,8 @@ def _build(name: str, depth: int, *, merge: str, num_classes: int, in_chans: int
     model = MLP(in_chans * size[0] * size[1], num_classes, depth, merge=merge,
                 **{k: v for k, v in settings.items() if k != "image_size"})
     model.model_name, model.model_options = name, dict(settings)
+    # What export, profile and bench size the input's channels from (the flattened features hide them).
+    model.in_chans = in_chans
     return model
 
 

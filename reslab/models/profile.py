@@ -6,7 +6,8 @@ Conventions (what each number counts):
   (BN running statistics) are not parameters.
 * **MACs** — multiply–accumulates of *one image* of the given size, counted by
   :class:`torch.utils.flop_counter.FlopCounterMode` (FLOPs / 2), whose formulas cover
-  convolutions and matrix products (the fully connected layer). BN, ReLU, pooling,
+  convolutions and matrix products (the fully connected layer; attention; an LSTM's gates, whose
+  fused CPU op gets a formula here). A token model's MACs are per sequence. BN, ReLU, pooling,
   the residual additions, zero-padding and the element-wise products of attention and highway
   gates are not counted (the convention of torchvision's model metadata and of the papers). **FLOPs = 2 × MACs.** Counting is exact
   and linear in the batch, so a batch of ``B`` gives ``B ×`` the per-image figure.
@@ -53,6 +54,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 from reslab.errors import ConfigError, ModelConfigError
+from reslab.models.inputs import IMAGES, TOKENS, VECTORS, default_size, image_hw, input_kind, kind_of_name, \
+    sequence_length, vocabulary
 from reslab.models.introspect import named_blocks, weight_layers
 from reslab.models.registry import create_model, model_info
 from reslab.utils import resolve_device
@@ -77,8 +80,8 @@ class ModelProfile:
 
     name: str
     family: str | None
-    input_size: tuple[int, int]
-    in_chans: int
+    input_size: tuple[int, ...]  # (H, W); (T,) for a token model
+    in_chans: int  # 0 for a token model
     num_classes: int
     batch_size: int
     parameters: int
@@ -89,6 +92,7 @@ class ModelProfile:
     cuda_peak_bytes: int | None = None
     device: str = "cpu"
     options: dict = field(default_factory=dict)
+    input_kind: str = IMAGES  # reslab.models.inputs: "images", "vectors" or "tokens"
 
     @property
     def flops(self) -> int:
@@ -107,19 +111,26 @@ class ModelProfile:
 
     def format(self) -> str:
         """A readable block of ``key: value`` lines."""
-        h, w = self.input_size
         options = ", ".join(f"{k}={v}" for k, v in sorted(self.options.items())) or "-"
+        if self.input_kind == TOKENS:
+            unit = "sequence"
+            shown = f"{self.input_size[0]} int64 tokens (ids below {self.num_classes}), {self.num_classes} logits per token"
+        else:
+            unit = "image"
+            h, w = self.input_size
+            flat = f" (flattened to {self.in_chans * h * w} features)" if self.input_kind == VECTORS else ""
+            shown = f"{self.in_chans}×{h}×{w}{flat}, {self.num_classes} classes"
         lines = [
             f"model:              {self.name}" + (f" ({self.family})" if self.family else ""),
             f"options:            {options}",
-            f"input:              {self.in_chans}×{h}×{w}, {self.num_classes} classes",
+            f"input:              {shown}",
             f"parameters:         {self.parameters:,} ({self.parameters / 1e6:.2f} M)",
-            f"MACs / image:       {self.macs:,} ({_giga(self.macs)} G)",
-            f"FLOPs / image:      {self.flops:,} ({_giga(self.flops)} G; FLOPs = 2 × MACs, conv + matmul only)",
+            f"MACs / {unit + ':':<13}{self.macs:,} ({_giga(self.macs)} G)",
+            f"FLOPs / {unit + ':':<12}{self.flops:,} ({_giga(self.flops)} G; FLOPs = 2 × MACs, conv + matmul only)",
             f"weight layers:      {self.weight_layers} (main-path conv + fc)",
             f"blocks:             {self.num_blocks}",
             f"activation memory:  {self.activation_bytes / MIB:,.1f} MiB at batch {self.batch_size} "
-            f"({self.activation_bytes_per_image / MIB:,.2f} MiB/image; saved for backward in one training step)",
+            f"({self.activation_bytes_per_image / MIB:,.2f} MiB/{unit}; saved for backward in one training step)",
         ]
         if self.cuda_peak_bytes is not None:
             lines.append(
@@ -149,9 +160,11 @@ def profile_model(
         model_or_name: a registered/generic name (built with ``in_chans``, ``num_classes`` and
             ``options``) or an ``nn.Module`` (profiled as it is; it is not changed).
         input_size: image side ``N`` (``N×N``) or ``(H, W)``; default 32 for CIFAR models,
-            224 for ImageNet ones.
+            224 for ImageNet ones, a vector model's ``image_size`` (by name, ``N`` builds it for
+            ``N×N`` images). For a token model (transformer, LSTM, GRU) the sequence length ``T``
+            of an int64 ``(batch_size, T)`` input; default its context (256 for an LSTM).
         batch_size: batch of the training step whose activation memory is measured.
-        in_chans: input channels (default 3, or the model's ``in_chans``).
+        in_chans: input channels (default 3, or the model's ``in_chans``); none for a token model.
         num_classes: classifier outputs (names only; default the family's).
         device: ``"cpu"``, ``"meta"``, ``"cuda[:i]"`` or ``"auto"``. Counting runs on meta or
             CPU whatever it is; a CUDA device additionally measures a real training step's peak.
@@ -168,6 +181,13 @@ def profile_model(
     resolved = _resolve_profile_device(device)
     if isinstance(model_or_name, str):
         entry = model_info(model_or_name)
+        kind = kind_of_name(model_or_name)
+        if kind == TOKENS and in_chans is not None:
+            raise ConfigError(f"in_chans is for image and vector models; {model_or_name} is a language model, which "
+                              "reads token ids (N, T) with no channels")
+        if kind == VECTORS and input_size is not None and "image_size" not in options:
+            # A vector model's first layer is sized by C·H·W: build it for the images asked for.
+            options["image_size"] = image_hw(input_size)
         with _single_thread(True):  # initialising thousands of small tensors: see _single_thread
             model = create_model(model_or_name, num_classes=num_classes,
                                  in_chans=3 if in_chans is None else in_chans, **options)
@@ -191,9 +211,18 @@ def profile_model(
     else:
         raise ModelConfigError(f"expected a model name or an nn.Module, got {type(model_or_name).__name__}")
 
-    in_chans = 3 if in_chans is None else in_chans
-    _check_positive_int("in_chans", in_chans)
-    size = _resolve_input_size(input_size, family)
+    kind = input_kind(model)
+    if kind == TOKENS:
+        if in_chans is not None:
+            raise ConfigError(f"in_chans is for image and vector models; {name} reads token ids (N, T) with no "
+                              "channels")
+        in_chans = 0
+        size: tuple[int, ...] = (sequence_length(model, input_size if input_size is not None
+                                                 else default_size(model)),)
+    else:
+        in_chans = 3 if in_chans is None else in_chans
+        _check_positive_int("in_chans", in_chans)
+        size = _resolve_input_size(input_size if input_size is not None else default_size(model), family)
 
     macs, activation_bytes = _count(model, batch_size, in_chans, size)
     cuda_peak = _cuda_peak_bytes(model, batch_size, in_chans, size, resolved) if resolved.type == "cuda" else None
@@ -212,6 +241,7 @@ def profile_model(
         cuda_peak_bytes=cuda_peak,
         device=str(resolved),
         options=dict(getattr(model, "model_options", {})),
+        input_kind=kind,
     )
 
 
@@ -222,8 +252,9 @@ def _family_of(model: nn.Module, default: str | None) -> str | None:
 
 def _num_outputs(model: nn.Module) -> int:
     value = getattr(model, "num_classes", None)
-    if value is None and isinstance(getattr(model, "fc", None), nn.Linear):
-        value = model.fc.out_features
+    for head in ("fc", "head"):  # ResNets' classifier; the other families' (a language model's: its vocabulary)
+        if value is None and isinstance(getattr(model, head, None), nn.Linear):
+            value = getattr(model, head).out_features
     return int(value) if value is not None else 0
 
 
@@ -276,7 +307,27 @@ def _single_thread(enabled: bool):
         torch.set_num_threads(threads)
 
 
-def _count(model: nn.Module, batch_size: int, in_chans: int, size: tuple[int, int]) -> tuple[int, int]:
+def _elements(size: tuple[int, ...]) -> int:
+    """Pixels of one image, or tokens of one sequence: what a forward's cost grows with."""
+    total = 1
+    for side in size:
+        total *= side
+    return total
+
+
+def _input(model: nn.Module, batch_size: int, in_chans: int, size: tuple[int, ...], device,
+           generator: torch.Generator | None = None) -> torch.Tensor:
+    """Zeros (or, with ``generator``, random values) of the kind the model reads, on ``device``."""
+    if input_kind(model) == TOKENS:
+        if generator is None:
+            return torch.zeros(batch_size, size[0], dtype=torch.int64, device=device)
+        return torch.randint(0, vocabulary(model), (batch_size, size[0]), device=device, generator=generator)
+    if generator is None:
+        return torch.zeros(batch_size, in_chans, *size, device=device)
+    return torch.randn(batch_size, in_chans, *size, device=device, generator=generator)
+
+
+def _count(model: nn.Module, batch_size: int, in_chans: int, size: tuple[int, ...]) -> tuple[int, int]:
     """Per-image MACs and the bytes saved for backward by a training step at ``batch_size``.
 
     Where it is cheapest, and all three count exactly the same:
@@ -289,9 +340,12 @@ def _count(model: nn.Module, batch_size: int, in_chans: int, size: tuple[int, in
 
     A 1202-layer network at batch 128 thus takes about as long as at batch 1.
     """
-    pixels = size[0] * size[1]
+    pixels = _elements(size)
     on_cpu = all(t.device.type == "cpu" for t in itertools.chain(model.parameters(), model.buffers()))
-    if on_cpu and batch_size * pixels <= _CPU_COUNT_MAX_PIXELS:
+    # BatchNorm1d (a vector model's) refuses to train on one sample at any input size; its step of one
+    # is then the affine extrapolation below, from batches 2, 3 and 4.
+    one_sample_refused = batch_size == 1 and any(isinstance(m, nn.BatchNorm1d) for m in model.modules())
+    if on_cpu and batch_size * pixels <= _CPU_COUNT_MAX_PIXELS and not one_sample_refused:
         return _count_once(model, batch_size, in_chans, size, torch.device("cpu"))
     if on_cpu and 4 * pixels <= _CPU_COUNT_MAX_PIXELS:
         cpu = torch.device("cpu")
@@ -302,7 +356,20 @@ def _count(model: nn.Module, batch_size: int, in_chans: int, size: tuple[int, in
     return _count_once(model, batch_size, in_chans, size, torch.device("meta"))
 
 
-def _count_once(model: nn.Module, batch_size: int, in_chans: int, size: tuple[int, int],
+def _rnn_layer_flops(input_shape, weight_ih_shape, weight_hh_shape, *args, out_shape=None, **kwargs) -> int:
+    """FLOPs of oneDNN's fused LSTM layer (what ``nn.LSTM`` runs on the CPU): every token's gates
+    are two matrix products, ``W_ih x`` and ``W_hh h``. torch's counter has no formula for this op,
+    and would count an LSTM's recurrent layers as nothing."""
+    tokens = 1
+    for side in input_shape[:-1]:
+        tokens *= side
+    return 2 * tokens * (weight_ih_shape[0] * weight_ih_shape[1] + weight_hh_shape[0] * weight_hh_shape[1])
+
+
+_EXTRA_FLOPS = {torch.ops.aten.mkldnn_rnn_layer: _rnn_layer_flops}
+
+
+def _count_once(model: nn.Module, batch_size: int, in_chans: int, size: tuple[int, ...],
                 device: torch.device, count_macs: bool = True) -> tuple[int, int]:
     """One training-mode forward on ``device`` (``cpu`` or ``meta``): per-image MACs, saved bytes.
 
@@ -331,11 +398,11 @@ def _count_once(model: nn.Module, batch_size: int, in_chans: int, size: tuple[in
             saved[key] = storage
         return tensor
 
-    x = torch.zeros(batch_size, in_chans, *size, device=device)
+    x = _input(model, batch_size, in_chans, size, device)
     was_training = model.training
     model.train()
     try:
-        counter = FlopCounterMode(display=False)
+        counter = FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOPS)
         with torch.enable_grad(), _single_thread(on_cpu), counter if count_macs else contextlib.nullcontext(), \
                 torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
             output = functional_call(model, tensors, (x,))
@@ -347,8 +414,9 @@ def _count_once(model: nn.Module, batch_size: int, in_chans: int, size: tuple[in
             ) from exc
         raise
     except RuntimeError as exc:
+        shown = f"{size[0]}-token" if input_kind(model) == TOKENS else "×".join(map(str, (in_chans, *size)))
         raise ConfigError(
-            f"the model cannot run on {in_chans}×{size[0]}×{size[1]} inputs ({exc}); check --input-size and --in-chans"
+            f"the model cannot run on {shown} inputs ({exc}); check --input-size and --in-chans"
         ) from exc
     finally:
         model.train(was_training)
@@ -356,7 +424,7 @@ def _count_once(model: nn.Module, batch_size: int, in_chans: int, size: tuple[in
     return counter.get_total_flops() // (2 * batch_size), sum(storage.nbytes() for storage in saved.values())
 
 
-def _cuda_peak_bytes(model: nn.Module, batch_size: int, in_chans: int, size: tuple[int, int],
+def _cuda_peak_bytes(model: nn.Module, batch_size: int, in_chans: int, size: tuple[int, ...],
                      device: torch.device) -> int:
     """Peak CUDA memory of one real forward + backward, above what the model itself holds."""
     replica = copy.deepcopy(model).to(device).train()
@@ -367,7 +435,7 @@ def _cuda_peak_bytes(model: nn.Module, batch_size: int, in_chans: int, size: tup
     baseline = torch.cuda.memory_allocated(device)
     torch.cuda.reset_peak_memory_stats(device)
     generator = torch.Generator(device=device).manual_seed(0)
-    x = torch.randn(batch_size, in_chans, *size, device=device, generator=generator)
+    x = _input(model, batch_size, in_chans, size, device, generator)
     output = replica(x)
     target = torch.zeros(batch_size, dtype=torch.long, device=device)
     loss = nn.functional.cross_entropy(output, target) if output.dim() == 2 else output.float().sum()

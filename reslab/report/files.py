@@ -27,6 +27,7 @@ from reslab.store.rundir import (  # noqa: F401 - the report's view of a run's c
     config_model,
     config_source,
     config_value,
+    config_variant,
     experiment_runs,
     is_experiment_dir,
 )

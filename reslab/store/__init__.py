@@ -43,6 +43,7 @@ from reslab.store.rundir import (
     config_source,
     config_task,
     config_value,
+    config_variant,
     experiment_runs,
     is_experiment_dir,
     is_run_dir,
@@ -56,7 +57,7 @@ from reslab.store.rundir import (
 __all__ = [
     "ANALYSIS_DIRNAME", "CHECKPOINT_DIR", "CONFIG_FILE", "KIND_PLAIN", "KIND_RESIDUAL", "METRIC_COLUMNS",
     "METRICS_CSV", "METRICS_JSONL", "Result", "RunDirLock", "check_output_file", "config_dataset", "config_kind",
-    "config_model", "config_source", "config_task", "config_value", "dumps_readable", "experiment_runs", "from_dict",
+    "config_model", "config_source", "config_task", "config_value", "config_variant", "dumps_readable", "experiment_runs", "from_dict",
     "is_experiment_dir", "is_run_dir", "json_ready", "lock_holder", "natural_key", "read_config", "read_json", "read_jsonl",
     "read_metrics", "read_result", "same_training", "to_plain", "utc_now", "versions", "write_config",
     "write_json", "write_metrics",

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -60,6 +61,24 @@ TASK_LANGUAGE_MODEL = "language-model"
 
 KIND_RESIDUAL = "residual"
 KIND_PLAIN = "plain"
+
+#: What joins a block's branch and its input (:func:`config_variant`): the residual sum, nothing
+#: (a plain twin), a highway gate, a DenseNet's concatenation, ReZero's scaled sum.
+VARIANT_RESIDUAL, VARIANT_PLAIN, VARIANT_HIGHWAY, VARIANT_DENSE, VARIANT_REZERO = (
+    "residual", "plain", "highway", "dense", "rezero")
+VARIANTS = (VARIANT_RESIDUAL, VARIANT_PLAIN, VARIANT_HIGHWAY, VARIANT_DENSE, VARIANT_REZERO)
+
+#: Names that fix their variant, matched against the whole name (the registry's families; the store
+#: may not import models). A name none of them matches is residual unless its options say otherwise.
+_NAMED_VARIANTS = (
+    (VARIANT_DENSE, re.compile(r"densenet\w*")),
+    (VARIANT_HIGHWAY, re.compile(r"highway\d+")),
+    (VARIANT_REZERO, re.compile(r"rezero_(transformer|lstm|gru)\d+")),
+    (VARIANT_PLAIN, re.compile(r"(cifar_)?plain\d+|plain_(transformer|lstm|gru|mlp)\d+|unet_(cifar_)?plain\d+")),
+)
+#: The ``merge`` option of the transformer, RNN and MLP families, as a variant.
+_MERGE_VARIANTS = {"sum": VARIANT_RESIDUAL, "none": VARIANT_PLAIN, "highway": VARIANT_HIGHWAY,
+                   "rezero": VARIANT_REZERO}
 
 METRIC_COLUMNS = (
     "epoch", "iteration", "lr", "train_loss", "train_error", "test_loss", "test_error",
@@ -177,6 +196,14 @@ def config_task(config: Mapping[str, Any]) -> str:
     return TASK_CLASSIFY
 
 
+def config_window(config: Mapping[str, Any]) -> int | None:
+    """The token window a language-model run was trained on (its text data's ``context``), or None."""
+    dataset = config.get("dataset")
+    recorded = (dataset.get("options") or {}).get("context") if isinstance(dataset, Mapping) else None
+    window = recorded if recorded is not None else (config.get("data_options") or {}).get("context")
+    return int(window) if isinstance(window, int) and not isinstance(window, bool) and window > 0 else None
+
+
 def config_dataset(config: Mapping[str, Any]) -> str | None:
     """The dataset name recorded in a run's config."""
     for key in ("data", "dataset"):
@@ -199,12 +226,43 @@ def config_source(config: Mapping[str, Any]) -> str | None:
     return source
 
 
-def config_kind(name: str | None, options: Mapping[str, Any]) -> str:
-    """``"plain"`` or ``"residual"`` for a model name + options as a run config records them."""
+def model_variant(name: str | None, options: Mapping[str, Any]) -> str:
+    """One of :data:`VARIANTS` for a model name and its options: an option that sets the merge
+    (``merge``, ``shortcut="none"``, ``gated``) decides; else the name's family (:data:`_NAMED_VARIANTS`)."""
+    merge = options.get("merge")
+    if merge in _MERGE_VARIANTS:
+        return _MERGE_VARIANTS[merge]
     shortcut = options.get("shortcut")
-    if shortcut is None:  # the name's default: plain* and cifar_plain* have no shortcuts
-        return KIND_PLAIN if name and "plain" in name else KIND_RESIDUAL
-    return KIND_PLAIN if shortcut == "none" else KIND_RESIDUAL
+    if shortcut == "none":
+        return VARIANT_PLAIN
+    if options.get("gated") is True:
+        return VARIANT_HIGHWAY
+    if shortcut is not None or options.get("gated") is False:
+        # A shortcut set by the options overrides what the name implies (plain20 with shortcut A, highway20
+        # without its gate), but not a DenseNet's concatenation, which has no such option.
+        named = _named_variant(name)
+        return VARIANT_DENSE if named == VARIANT_DENSE else VARIANT_RESIDUAL
+    return _named_variant(name) or VARIANT_RESIDUAL
+
+
+def _named_variant(name: str | None) -> str | None:
+    return next((variant for variant, pattern in _NAMED_VARIANTS if name and pattern.fullmatch(name)), None)
+
+
+def config_variant(config: Mapping[str, Any]) -> str:
+    """One of :data:`VARIANTS` for a run: from its model name and the options it was built with (the
+    full ``model_settings`` the trainer records, over the ``model_options`` that were asked for)."""
+    name, options = config_model(config)
+    settings = config.get("model_settings")
+    if isinstance(settings, Mapping):
+        options = {**options, **settings}
+    return model_variant(name, options)
+
+
+def config_kind(name: str | None, options: Mapping[str, Any]) -> str:
+    """``"plain"`` or ``"residual"`` for a model name + options as a run config records them: what
+    twin-pairing needs (every variant with a path around its branches counts as residual)."""
+    return KIND_PLAIN if model_variant(name, options) == VARIANT_PLAIN else KIND_RESIDUAL
 
 
 def training_identity(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -237,9 +295,11 @@ def experiment_runs(experiment_dir: str | Path) -> list[Path]:
 
 
 __all__ = [
-    "ANALYSIS_DIRNAME", "CHECKPOINT_DIR", "CONFIG_FILE", "IDENTITY_KEYS", "KIND_PLAIN", "KIND_RESIDUAL",
-    "CONFIG_FORMAT", "EMA_WEIGHTS", "INIT_WEIGHTS", "LAST_WEIGHTS", "LOCK_FILE", "METRIC_COLUMNS", "NAMED_WEIGHTS", "METRICS_CSV", "METRICS_JSONL", "STATE_FILE", "analysis_dir", "checkpoints_dir",
-    "TASK_CLASSIFY", "TASK_LANGUAGE_MODEL", "TASK_SEGMENT", "config_dataset", "config_kind", "config_model", "config_source", "config_task", "config_value", "experiment_runs",
+    "ANALYSIS_DIRNAME", "CHECKPOINT_DIR", "CONFIG_FILE", "CONFIG_FORMAT", "EMA_WEIGHTS", "IDENTITY_KEYS",
+    "INIT_WEIGHTS", "KIND_PLAIN", "KIND_RESIDUAL", "LAST_WEIGHTS", "LOCK_FILE", "METRIC_COLUMNS", "METRICS_CSV",
+    "METRICS_JSONL", "NAMED_WEIGHTS", "STATE_FILE", "TASK_CLASSIFY", "TASK_LANGUAGE_MODEL", "TASK_SEGMENT", "VARIANTS",
+    "analysis_dir", "checkpoints_dir", "config_dataset", "config_kind", "config_model", "config_source", "config_task",
+    "config_value", "config_variant", "config_window", "experiment_runs", "model_variant",
     "is_experiment_dir", "is_run_dir", "read_config", "read_metrics", "same_training", "state_path",
     "training_identity", "write_config", "write_metrics",
 ]

@@ -371,3 +371,14 @@ def test_bench_infer_refuses_an_input_size_the_model_cannot_take_before_measurin
     monkeypatch.setattr("reslab.cli.bench.bench_inference", _no_bench)
     code, out, err = _cli(["bench", "infer", "unet_resnet20", "--input-size", "30", "--check-images", "2"], capsys)
     assert code == 2 and out == "" and err.count("\n") == 1 and "input 30×30 does not fit" in err, err
+
+
+def test_path_errors_in_the_table_carry_no_ansi_escape_codes():
+    from reslab.applications.inference import InferenceBench, PathResult, plain_text
+
+    coloured = "\x1b[0;93mneeds torchao\x1b[m"
+    assert plain_text(coloured) == "needs torchao"
+    bench = InferenceBench(model="m", input_shape=[3, 8, 8], batch=4, threads=1, check_images=1, check_source="",
+                           calibration_images=1, fp32_tolerance=1e-4, int8_agreement=0.99, cpu="cpu",
+                           cpu_features={}, results=[PathResult("int8-pt2e", "int8", error=coloured)])
+    assert "\x1b" not in bench.table() and "skipped: needs torchao" in bench.table()

@@ -26,22 +26,24 @@ def build(run_dirs: list[Path], experiment_dirs: list[Path]) -> str | None:
         if problems[run] and not config:
             rows.append([run.name, "unreadable", "–", "–", "–", "–", "–", "–", "–", "–", "–", "–"])
             continue
-        name, options = files.config_model(config)
+        name, _ = files.config_model(config)
         data_name, _ = files.dataset_of(config)
         last = metrics[-1] if metrics else {}
         tests = [m["test_error"] for m in metrics if isinstance(m.get("test_error"), (int, float))]
         elapsed = last.get("elapsed_s")
         rows.append([
-            run.name, name or "?", files.config_kind(name, options), data_name or "?",
+            run.name, name or "?", files.config_variant(config), data_name or "?",
             files.config_value(config, "seed", default="–"), files.config_value(config, "recipe", default="–"),
             last.get("epoch", "–"), last.get("iteration", "–"),
             percent(last.get("train_error")), percent(last.get("test_error")),
             percent(min(tests)) if tests else "–",
             _duration(elapsed),
         ])
-    headers = ["run", "model", "kind", "data", "seed", "recipe", "epochs", "iterations",
+    headers = ["run", "model", "variant", "data", "seed", "recipe", "epochs", "iterations",
                "final train error", "final test error", "best test error", "training time"]
-    body = [paragraph_html("Errors are top-1 error rates; final = after the last epoch run so far."),
+    body = [paragraph_html("Variant: what joins each block's branch and its input, from the model and its options "
+                           "(residual sum, plain: none, highway gate, dense concatenation, rezero scaled sum). "
+                           "Errors are top-1 error rates; final = after the last epoch run so far."),
             table_html(headers, rows)]
     damaged = [(run, reasons) for run, reasons in problems.items() if reasons]
     if damaged:
