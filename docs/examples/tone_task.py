@@ -2,10 +2,12 @@
 1-D conv net. ``python tone_task.py OUT [--resume] [KEY=VALUE ...]``; ``torchrun ... tone_task.py OUT``."""
 import sys
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import torch
 from torch import nn
 
+from reslab.errors import ReslabError
 from reslab.settings import Settings, setting
 from reslab.tasks import Task, register_task
 from reslab.train import parse_overrides, resolve_config, train
@@ -14,14 +16,6 @@ from reslab.train import parse_overrides, resolve_config, train
 @dataclass(frozen=True)
 class ToneSettings(Settings):
     noise: float = setting(0.5, "standard deviation of the noise", minimum=0)
-
-
-class Tones:  # the dataset; the engine records what it finds of these names in config.json
-    num_classes, in_chans, name, source = 4, 1, "tones", "generated"
-
-    def __init__(self, train, test):
-        (self.train_x, self.train_y), (self.test_x, self.test_y) = train, test
-        self.num_train, self.num_test = len(self.train_y), len(self.test_y)
 
 
 def tones(n: int, classes: int, noise: float, seed: int, length: int = 64):
@@ -66,8 +60,10 @@ class ToneTask(Task):
     name, settings, unit = "tones", ToneSettings, ("signals", "sig")
 
     def load_data(self, config, **_):
-        noise = self.options(config.task_options).noise
-        return Tones(tones(512, 4, noise, seed=1), tones(128, 4, noise, seed=2))
+        noise = self.options(config.task_options).noise  # the engine records what it finds of these names
+        (train_x, train_y), (test_x, test_y) = tones(512, 4, noise, seed=1), tones(128, 4, noise, seed=2)
+        return SimpleNamespace(train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y, num_classes=4,
+                               in_chans=1, name="tones", source="generated", num_train=512, num_test=128)
 
     def build_model(self, config, data):
         w = 16
@@ -82,5 +78,9 @@ class ToneTask(Task):
 if __name__ == "__main__":  # python tone_task.py OUT_DIR [--resume] [KEY=VALUE ...]
     settings = {"task": "tones", "epochs": 4, "batch_size": 32, "lr": 0.05, "out": sys.argv[1]}
     settings.update(parse_overrides(a for a in sys.argv[2:] if a != "--resume"))
-    config = resolve_config("digits-quick", model="tone_net", data="tones", overrides=settings)
-    print(train(config, resume=sys.argv[1] if "--resume" in sys.argv else None).summary())
+    try:
+        config = resolve_config("digits-quick", model="tone_net", data="tones", overrides=settings)
+        print(train(config, resume=sys.argv[1] if "--resume" in sys.argv else None).summary())
+    except ReslabError as exc:  # a bad setting or a busy run directory: one line, as reslab's commands say it
+        print(f"tone_task: error: {exc}", file=sys.stderr)
+        sys.exit(2)

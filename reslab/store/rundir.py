@@ -162,14 +162,12 @@ def write_metrics(run_dir: str | Path, records: Iterable[Mapping[str, Any]]) -> 
 
 # -- what a run's config says ---------------------------------------------------------------------------
 def config_value(config: Mapping[str, Any], *keys: str, default=None):
-    """The first of ``keys`` found in ``config`` or in its nested dicts (breadth first)."""
-    queue = [config]
-    while queue:
-        current = queue.pop(0)
-        for key in keys:
-            if key in current and current[key] is not None and not isinstance(current[key], Mapping):
-                return current[key]
-        queue.extend(v for v in current.values() if isinstance(v, Mapping))
+    """The first setting of ``keys`` a run's config records (settings are top-level keys in every
+    layout), or ``default``."""
+    for key in keys:
+        value = config.get(key)
+        if value is not None and not isinstance(value, Mapping):
+            return value
     return default
 
 
@@ -250,8 +248,11 @@ def _named_variant(name: str | None) -> str | None:
 
 
 def config_variant(config: Mapping[str, Any]) -> str:
-    """One of :data:`VARIANTS` for a run: from its model name and the options it was built with (the
-    full ``model_settings`` the trainer records, over the ``model_options`` that were asked for)."""
+    """One of :data:`VARIANTS` for a run: the ``variant`` its config records (format 2); for older
+    runs, from the model name and the options it was built with (the full ``model_settings`` they
+    recorded, over the ``model_options`` that were asked for)."""
+    if config.get("variant") in VARIANTS:
+        return config["variant"]
     name, options = config_model(config)
     settings = config.get("model_settings")
     if isinstance(settings, Mapping):

@@ -477,6 +477,8 @@ class _Trainer:
         resolved = {"format": schema.CONFIG_FORMAT, **c.to_dict(), "task": self.task.name, "out": str(self.run_dir)}
         resolved.update({
             **self.task.data_facts(self.dataset),
+            "variant": schema.model_variant(c.model, {**c.model_options,
+                                                      **getattr(self.model, "model_options", {})}),
             "depth": self.depth,
             "num_parameters": sum(p.numel() for p in self.model.parameters()),
             **self.task.facts(self.dataset, self.model),

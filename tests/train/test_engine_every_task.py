@@ -102,7 +102,7 @@ def test_killed_and_terminated_runs_resume_bit_identical_for_every_task(task, tm
 def test_torchrun_trains_a_unet_and_a_language_model_on_cpu(task, tmp_path):
     out = tmp_path / "ddp"
     arguments = [a if a != "5" else "2" for a in task_arguments(task, tmp_path)]
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0",
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                "-m", "reslab", "train", *arguments, "--out", str(out), "--quiet"]
     done = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
@@ -118,7 +118,7 @@ def test_a_task_defined_in_a_users_own_file_gets_the_engine(tmp_path):
     """docs/examples/tone_task.py: a task outside the package, in one short file, trained with resume,
     the lock, metrics and the report's curves from the engine."""
     example = Path(__file__).resolve().parents[2] / "docs" / "examples" / "tone_task.py"
-    assert len(example.read_text().splitlines()) <= 90
+    assert len(example.read_text().splitlines()) <= 90  # the issue asks for about 80
     out = tmp_path / "tones"
 
     def run(*extra: str) -> subprocess.CompletedProcess:
@@ -133,7 +133,10 @@ def test_a_task_defined_in_a_users_own_file_gets_the_engine(tmp_path):
     assert any("bf16" in note for note in config["notes"])
     again = run("epochs=2")
     assert again.returncode == 2 or "already holds a finished run" in again.stderr, again.stderr
-    longer = run("--resume", "epochs=3", "threads=1")
+    changed = run("--resume", "epochs=3")
+    assert changed.returncode == 2 and "cannot change bf16" in changed.stderr  # what the run was, it stays
+    assert len(changed.stderr.strip().splitlines()) == 1, changed.stderr
+    longer = run("--resume", "epochs=3", "threads=1", "bf16=true")
     assert longer.returncode == 0, longer.stderr
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2, 3]
