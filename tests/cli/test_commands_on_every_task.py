@@ -175,13 +175,13 @@ def test_every_analysis_measures_segmentation_and_language_model_runs(runs, run,
 @pytest.mark.parametrize("argv, words", [
     (["finetune", "{shapes}", "--data", "digits"], ["segmenter", "reslab train --resume"]),
     (["finetune", "{text}", "--data", "digits"], ["language model", "reslab train --resume"]),
-    (["finetune", "{classifier}", "--data", "shapes"], ["segmentation data", "--task segment"]),
+    (["finetune", "{classifier}", "--data", "shapes"], ["segmentation data", "reslab train unet_"]),
     (["predict", "{classifier}", "{images}", "--masks", "out"], ["--masks", "segmenter", "classifier"]),
     (["predict", "{shapes}", "{images}", "--fast"], ["--fast", "segmenter"]),
     (["predict", "{text}", "hello", "--csv", "x.csv"], ["--csv", "language model"]),
     (["analyze", "gradients", "{text}", "--shattered", "--no-classic"], ["--shattered", "language model"]),
     (["eval", "{shapes}", "--data", "digits"], ["labelled images", "segmenter"]),
-    (["bench", "infer", "{text}"], ["language model", "reslab eval"]),
+    (["bench", "infer", "{text}", "--paths", "bn-fold"], ["language model", "eager, compile, ort-fp32"]),
 ])
 def test_what_a_task_cannot_do_is_refused_in_one_line_naming_the_task(runs, argv, words, capsys):
     code, _, err = run_cli([part.format(**runs) for part in argv], capsys)
