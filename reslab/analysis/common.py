@@ -418,14 +418,22 @@ def _text_windows(dataset, split: str, samples: int | None, seed: int) -> tuple[
     return chunk[:, :-1].contiguous(), chunk[:, 1:].contiguous()
 
 
-def batches(x: torch.Tensor, y: torch.Tensor | None, batch_size: int, device=None
+def batches(x: torch.Tensor, y: torch.Tensor | None, batch_size: int, device=None, *, min_batch: int = 1
             ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-    """Consecutive batches of ``(x, y)`` moved to ``device``."""
+    """Consecutive batches of ``(x, y)`` moved to ``device``.
+
+    A last batch smaller than ``min_batch`` joins the one before it: BN in training mode cannot
+    normalise a batch of one vector (BatchNorm1d sees one value per feature), so analyses that
+    run BN in training mode ask for ``min_batch=2``.
+    """
     if batch_size < 1:
         raise AnalysisError(f"--batch-size must be positive, got {batch_size}")
-    for start in range(0, x.shape[0], batch_size):
-        xb = x[start:start + batch_size]
-        yb = None if y is None else y[start:start + batch_size]
+    starts = list(range(0, x.shape[0], batch_size))
+    if len(starts) > 1 and x.shape[0] - starts[-1] < min_batch:
+        starts.pop()
+    for start, stop in zip(starts, starts[1:] + [x.shape[0]]):
+        xb = x[start:stop]
+        yb = None if y is None else y[start:stop]
         if device is not None:
             xb = xb.to(device, non_blocking=True)
             yb = None if yb is None else yb.to(device, non_blocking=True)

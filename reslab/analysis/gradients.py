@@ -125,6 +125,11 @@ def layer_gradients(
     """
     if x.shape[0] != y.shape[0] or x.shape[0] == 0:
         raise AnalysisError(f"need as many labels as inputs (and at least one), got {x.shape[0]} and {y.shape[0]}")
+    if x.shape[0] < 2 and any(isinstance(m, nn.BatchNorm1d) for m in model.modules()):
+        # Gradients are measured with BN in training mode, and BatchNorm1d cannot normalise one vector.
+        raise AnalysisError(f"{getattr(model, 'model_name', type(model).__name__)} is a vector model whose "
+                            f"BatchNorm1d normalises each feature over the batch in training mode, which one sample "
+                            f"cannot fill: give --samples 2 or more")
     device = torch.device(device)
     layers = weight_layers_of(model)
     params = [module.weight for _, module in layers]
@@ -136,7 +141,7 @@ def layer_gradients(
     grads = [torch.zeros_like(p, dtype=torch.float64) for p in params]
     total_loss = 0.0
     try:
-        for xb, yb in batches(x, y, batch_size, device):
+        for xb, yb in batches(x, y, batch_size, device, min_batch=2):  # BN in training mode
             loss = task_cross_entropy(model(xb), yb, reduction="sum")
             batch_grads = torch.autograd.grad(loss, params)
             for acc, g in zip(grads, batch_grads):

@@ -80,12 +80,29 @@ def _eval_copy(model: nn.Module) -> nn.Module:
 
 def fold_batch_norms(model: nn.Module) -> nn.Module:
     """A CPU float32 copy of ``model`` (eval mode) whose conv → BN pairs are folded into the convs
-    (:func:`reslab.models.fusion.fold_batch_norms`); a model ``torch.fx`` cannot trace makes the path unavailable."""
+    (:func:`reslab.models.fusion.fold_batch_norms`).
+
+    ``torch.fx`` cannot trace every model: a U-Net checks its input size with ``int(x.shape[-1])``,
+    an MLP checks its input's features in an ``if``. Such a model's parts are folded one by one
+    instead (a U-Net's ResNet encoder and decoder blocks trace), and its own forward, checks
+    included, stays as it is. A model with no conv → BN pair left (an MLP's Linear → BatchNorm1d)
+    runs as eager does.
+    """
+    return _fold_parts(_eval_copy(model))
+
+
+def _fold_parts(module: nn.Module) -> nn.Module:
+    """``module`` folded whole where fx traces it, else with each child folded the same way."""
+    if not any(isinstance(m, nn.BatchNorm2d) for m in module.modules()) or not any(module.children()):
+        return module  # nothing to fold: keep the module itself rather than a graph of it
     try:
-        return fusion.fold_batch_norms(_eval_copy(model))
-    except Exception as exc:  # noqa: BLE001 - fx cannot trace every model (data-dependent control flow)
-        raise PathUnavailable(f"torch.fx could not trace the model to fold its BN layers ({type(exc).__name__}: "
-                              f"{str(exc)[:120]})") from None
+        folded = fusion.fold_batch_norms(module)
+    except Exception:  # noqa: BLE001 - fx raises many types on data-dependent control flow; fold the parts
+        for name, child in list(module.named_children()):
+            setattr(module, name, _fold_parts(child))
+        return module
+    batch_norms = lambda m: sum(isinstance(x, nn.BatchNorm2d) for x in m.modules())  # noqa: E731
+    return folded if batch_norms(folded) < batch_norms(module) else module
 
 
 def _no_grad_runner(module: nn.Module, channels_last: bool = False) -> Runner:
@@ -479,7 +496,7 @@ def bench_inference(model: nn.Module, check_images: torch.Tensor, calibration: t
         refused = [p for p in paths if p not in TOKEN_PATHS]
         if refused:
             name = model_name or getattr(model, "model_name", "the model")
-            raise ConfigError(f"{name} reads token ids (N, T): path(s) {', '.join(refused)} are for image models (BN "
+            raise ConfigError(f"{name} is a language model, reading token ids (N, T): path(s) {', '.join(refused)} are for image models (BN "
                               f"folding, channels-last, int8 calibration of convolutions); its paths are "
                               f"{', '.join(TOKEN_PATHS)}")
     order = ["eager"] + [p for p in dict.fromkeys(paths) if p != "eager"]

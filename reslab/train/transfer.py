@@ -378,10 +378,15 @@ def load_weights_file(model: nn.Module, source: TransferSource, where: str, hint
 
 # -- freezing -------------------------------------------------------------------------------------
 def stem_modules(model: nn.Module) -> list[str]:
-    """The top-level modules before the first stage (``conv1``, ``bn1``, ``maxpool``)."""
+    """The top-level modules before the first stage (``conv1``, ``bn1``, ``maxpool``; an MLP's ``input``).
+
+    The head ends the stem too: a model whose stages go by another name must not have its new
+    head frozen with ``--freeze stem``.
+    """
+    head = classifier_name(model)
     names = []
     for name, _ in model.named_children():
-        if name.startswith(("layer", "block", "stage")):
+        if name.startswith(("layer", "block", "stage", "units")) or name == head:
             break
         names.append(name)
     return names
@@ -394,7 +399,11 @@ def resolve_freeze(model: nn.Module, names: list[str]) -> list[str]:
     resolved: list[str] = []
     for name in names:
         if name == STEM:
-            resolved.extend(stem_modules(model))
+            stem = stem_modules(model)
+            if not stem:
+                raise ConfigError(f"--freeze stem: {getattr(model, 'model_name', 'the model')} has no modules before "
+                                  f"its first stage; name the modules to freeze instead")
+            resolved.extend(stem)
             continue
         if name not in modules or not name:
             top = [STEM] + [n for n, child in model.named_children() if n not in stem_modules(model)
