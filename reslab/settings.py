@@ -311,7 +311,7 @@ def add_arguments(parser, cls: type[Settings], *, include: Iterable[str] | None 
         if shown is None:
             shown = _default_text(cls.default(f.name))
         if unset is not None:
-            shown = unset
+            shown = "" if "default" in text else unset
         kwargs: dict[str, Any] = {"dest": f.name,
                                   "default": argparse.SUPPRESS if unset is not None else cls.default(f.name),
                                   "help": f"{text} (default {shown})" if shown else text}

@@ -1,5 +1,7 @@
 """A task of your own in one file: which of 4 pitches a noisy 1-D signal holds, by a small residual
-1-D conv net. ``python tone_task.py OUT [--resume] [KEY=VALUE ...]``; ``torchrun ... tone_task.py OUT``."""
+1-D conv net. ``python tone_task.py OUT [--resume] [KEY=VALUE ...]`` (engine settings, and the task's own
+as ``task_options.noise=1.0``); ``torchrun --standalone --nproc_per_node 2 tone_task.py OUT`` for DDP."""
+import os
 import sys
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -77,10 +79,12 @@ class ToneTask(Task):
 
 if __name__ == "__main__":  # python tone_task.py OUT_DIR [--resume] [KEY=VALUE ...]
     settings = {"task": "tones", "epochs": 4, "batch_size": 32, "lr": 0.05, "out": sys.argv[1]}
-    settings.update(parse_overrides(a for a in sys.argv[2:] if a != "--resume"))
     try:
-        config = resolve_config("digits-quick", model="tone_net", data="tones", overrides=settings)
-        print(train(config, resume=sys.argv[1] if "--resume" in sys.argv else None).summary())
+        settings.update(parse_overrides(a for a in sys.argv[2:] if a != "--resume"))
+        config = resolve_config(None, model="tone_net", data="tones", overrides=settings)  # the engine's defaults
+        result = train(config, resume=sys.argv[1] if "--resume" in sys.argv else None)
+        if int(os.environ.get("RANK", 0)) == 0:  # under torchrun every process runs this file; one prints
+            print(result.summary())
     except ReslabError as exc:  # a bad setting or a busy run directory: one line, as reslab's commands say it
         print(f"tone_task: error: {exc}", file=sys.stderr)
         sys.exit(2)

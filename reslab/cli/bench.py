@@ -32,7 +32,7 @@ from reslab.models.inputs import TOKENS, default_size, input_kind, vocabulary
 from reslab.settings import parse_key_values
 from reslab.store import check_output_file
 from reslab.store.jsonfiles import json_ready, write_json
-from reslab.store.rundir import config_window
+from reslab.store.rundir import TASK_CLASSIFY, config_task, config_window, read_config
 
 
 def register(subparsers) -> None:
@@ -204,7 +204,7 @@ def run_infer(args: argparse.Namespace) -> int:
     if run_dir is not None:
         data["checkpoint"] = args.checkpoint
         write_json(run_dir / RESULT_FILE, data)
-        if input_kind(model) == TOKENS:
+        if input_kind(model) == TOKENS or config_task(read_config(run_dir)) != TASK_CLASSIFY:
             print(f"wrote {run_dir / RESULT_FILE} (the measurements of these weights, fingerprint "
                   f"{bench.weights_fingerprint})", file=text)
         else:

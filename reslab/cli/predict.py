@@ -27,7 +27,7 @@ from reslab.utils import atomic_path
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "predict", help="classify PNG/JPEG images (files or folders of them) with a trained run",
+        "predict", help="predict with a trained run: classes of images, masks of a U-Net, continuations of a language model",
         description="Read each image exactly as image folders are read for training (16-bit scaled to 8 bits, "
                     "transparency composited over black), convert it to the run's channels, resize it to the "
                     "run's image size (each conversion is printed), and print the top-k classes with their "

@@ -74,7 +74,7 @@ def add_training_flags(parser, *, data_help: str | None = None) -> None:
     add_arguments(parser, TrainConfig, unset="the recipe's", helps={
         "data": data_help or f"dataset: {dataset_names()}; for segmentation {segmentation_data_names()}",
         "task": f"what the run learns: {', '.join(task_names())} (default: chosen from the model and the data; "
-                "needed only where both would fit)"})
+                "needed only where more than one would fit)"})
     parser.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
                         help="an option of the model, e.g. --model-option shortcut=B (repeatable)")
     parser.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE",
@@ -143,4 +143,7 @@ def finish(result) -> int:
     if result.stopped_by == "SIGTERM":
         print(f"reslab train: terminated; continue with: reslab train --resume {result.run_dir}", file=sys.stderr)
         return 143
+    if result.stopped_by == "stop_after_epoch" and int(os.environ.get("RANK", "0")) == 0:
+        print(f"reslab train: stopped after epoch {result.epoch} as asked (--stop-after); continue with: "
+              f"reslab train --resume {result.run_dir}", file=sys.stderr)
     return 0

@@ -89,13 +89,16 @@ class TextDataset:
 
 
 def load(data_dir: str | Path | None = None, download: bool = False, *, file: str | Path | None = None,
-         context: int = 128, val_fraction: float = 0.1, max_chars: int | None = None) -> TextDataset:
+         context: int = 128, val_fraction: float = 0.1, max_chars: int | None = None, **unknown) -> TextDataset:
     """The character corpus: Python's help topics, or the UTF-8 text ``file`` (also given as ``data_dir``).
 
     context: window length for training and validation; val_fraction: the last part of the text
     (by position) that validates; max_chars: use only the first characters (quick runs).
     """
     del download  # nothing to download: the corpus ships with Python or is the user's file
+    if unknown:
+        raise DatasetError(f"dataset 'text' does not take option(s) {', '.join(sorted(unknown))}; valid options: "
+                           "file, context, val_fraction, max_chars (e.g. --data-option context=64)")
     path = file if file is not None else data_dir
     if path is not None:
         given = "file" if file is not None else "--data-dir"

@@ -44,19 +44,27 @@ class Task:
     #: What a training sample is (plural, and the short form of rates: ``img/s``).
     unit: ClassVar[tuple[str, str]] = ("samples", "samples")
     #: Engine settings the task does not use, with the value that means "off": a run that sets
-    #: another value is refused before it starts (one line naming the task).
-    unused: ClassVar[Mapping[str, Any]] = {}
+    #: another value is refused before it starts (one line naming the task). By default the
+    #: engine's image augmentations: a task's own loader applies none of them.
+    unused: ClassVar[Mapping[str, Any]] = {"crop_padding": 0, "flip": False, "cutout": 0, "test_flip": False}
     #: Task options that may change when a run is resumed.
     resumable: ClassVar[frozenset[str]] = frozenset()
+    #: Whether :meth:`claims` names every pair the task can train (then ``--task NAME`` for another
+    #: pair is refused at once); a task without it trains what it is told to.
+    exclusive: ClassVar[bool] = False
 
     # -- choosing ------------------------------------------------------------------------------
     def claims(self, model: str, data: str) -> bool:
         """Whether a run of ``model`` on ``data`` is this task's (``--task`` then need not be given)."""
         return False
 
-    def default_recipe(self, data: str) -> str:
-        """The recipe a run without ``--recipe`` starts from."""
-        return "cifar10-fast"
+    def default_recipe(self, data: str) -> str | None:
+        """The recipe a run without ``--recipe`` starts from (None: the engine's defaults alone)."""
+        return None
+
+    def augment(self, config) -> str:
+        """How the training batches are augmented, in words (``config.json``'s ``augment``)."""
+        return "none by the engine (the task's loader decides)"
 
     def options(self, values: Mapping[str, Any] | None, where: str = "--task-option") -> Settings | None:
         """``task_options`` checked by :attr:`settings` (unknown or bad values are one ConfigError)."""
@@ -65,7 +73,14 @@ class Task:
             if values:
                 raise ConfigError(f"{where} {next(iter(values))}=...: task {self.name!r} takes no options")
             return None
-        return self.settings.from_dict(values, where=f"{where} (task {self.name})")
+        try:
+            return self.settings.from_dict(values, where=f"{where} (task {self.name})")
+        except ConfigError as exc:
+            # The settings class names its fields as flags (--vflip); a task's options are KEY=VALUE pairs.
+            message = str(exc)
+            for name in self.settings.field_names():
+                message = message.replace("--" + name.replace("_", "-"), f"{where} {name}")
+            raise ConfigError(message) from None
 
     # -- data and model ------------------------------------------------------------------------
     def load_data(self, config, *, download: bool = False, progress: bool = True):
@@ -188,9 +203,18 @@ def get_task(name: str) -> Task:
 def choose_task(model: str, data: str, task: str | None = None) -> Task:
     """The task of a run of ``model`` on ``data``: ``task`` when given, else the one task that claims
     the pair; ``classify`` when none does. Two claiming it is a ConfigError asking for ``--task``."""
-    if task:
-        return get_task(task)
     claiming = [t for t in _TASKS.values() if t.claims(model, data)]
+    if task:
+        chosen = get_task(task)
+        others = [t for t in claiming if t is not chosen]
+        if not chosen.claims(model, data) and (chosen.exclusive or others):
+            natural = others[0].name if len(others) == 1 else ("classify" if not others else None)
+            pair = f"{model} on {data}" if data else model
+            instead = (f"; {pair} is a {natural} run: leave --task out" if natural
+                       else f"; choose --task {' or --task '.join(t.name for t in others)}")
+            what = f" ({chosen.description})" if chosen.description else ""
+            raise ConfigError(f"--task {chosen.name} does not take {pair}{what}" + instead)
+        return chosen
     if len(claiming) > 1:
         raise ConfigError(f"{model} on {data} could be trained as {' or '.join(t.name for t in claiming)}; "
                           f"choose with --task {claiming[0].name} (or {', '.join(t.name for t in claiming[1:])})")

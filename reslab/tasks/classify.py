@@ -29,6 +29,7 @@ class Classify(Task):
     name = "classify"
     description = "one class per image or vector: cross-entropy, top-1 error"
     unit = ("images", "img")
+    unused: dict = {}
 
     def claims(self, model: str, data: str) -> bool:
         return False  # the task of every pair no other task claims
@@ -75,6 +76,9 @@ class Classify(Task):
                                     "or another device") from None
             raise
         return train, test
+
+    def augment(self, config) -> str:
+        return config.augment_summary
 
     def summary_parts(self, last: Mapping[str, Any]) -> list[str]:
         parts = super().summary_parts(last)

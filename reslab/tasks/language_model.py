@@ -30,6 +30,7 @@ class LanguageModel(Task):
     description = "the next character of a text: nats and bits per character"
     unit = ("characters", "char")
     unused = {"crop_padding": 0, "flip": False, "cutout": 0, "test_flip": False}
+    exclusive = True
 
     def claims(self, model: str, data: str) -> bool:
         if is_text_data(data):
@@ -41,6 +42,9 @@ class LanguageModel(Task):
 
     def default_recipe(self, data: str) -> str:
         return "text-char"
+
+    def augment(self, config) -> str:
+        return "none (windows at random offsets)"
 
     def load_data(self, config, *, download: bool = False, progress: bool = True):
         if not is_text_data(config.data):

@@ -174,12 +174,18 @@ class Segment(Task):
     unit = ("images", "img")
     unused = {"crop_padding": 0, "cutout": 0, "test_flip": False}
     resumable = frozenset()
+    exclusive = True
 
     def claims(self, model: str, data: str) -> bool:
         return model.startswith("unet_") or is_segmentation_data(data)
 
     def default_recipe(self, data: str) -> str:
         return "shapes-unet"
+
+    def augment(self, config) -> str:
+        flips = [name for name, on in (("horizontal", config.flip),
+                                       ("vertical", self.options(config.task_options).vflip)) if on]
+        return f"{' and '.join(flips)} flips of image and mask together" if flips else "none"
 
     def load_data(self, config, *, download: bool = False, progress: bool = True):
         if not is_segmentation_data(config.data):

@@ -341,7 +341,7 @@ def resolve_config(recipe: str | Path | None = None, *, model: str | None = None
 
         task = (overrides or {}).get("task")
         recipe = choose_task(model or TrainConfig.default("model"), data or "", task).default_recipe(data or "")
-    values = load_recipe(recipe)
+    values = load_recipe(recipe) if recipe is not None else {}
     if model is not None:
         values["model"] = model
     if data is not None:

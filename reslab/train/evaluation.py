@@ -41,6 +41,12 @@ def evaluate(model: nn.Module, data, labels: torch.Tensor | None = None, *, spli
         labels: int64 ``(N,)`` when ``data`` is a tensor.
     """
 
+    if getattr(data, "kind", None) == "segmentation":
+        raise DatasetError("evaluate gives a classifier's loss and error; for segmentation data (masks) use "
+                           "reslab.tasks.segment.evaluate_segmentation (pixel accuracy, mIoU) or reslab eval RUN")
+    if getattr(data, "kind", None) == "text":
+        raise DatasetError("evaluate gives a classifier's loss and error; for text use reslab eval RUN "
+                           "(nats and bits per character)")
     if isinstance(data, ImageDataset):
         if split not in ("test", "train"):
             raise ConfigError(f"split={split!r} must be 'test' or 'train'")

@@ -175,8 +175,8 @@ def dataset_for_config(config: dict[str, Any]):
     try:
         dataset = load_data_named(config["data"], data_dir=config.get("data_dir"), **options)
     except ReslabError as exc:
-        raise type(exc)(f"{exc} (loading the data of the run, dataset {config['data']!r}; pass dataset=... "
-                        "or the data directory to use another copy)") from None
+        raise type(exc)(f"{exc} (loading the data of the run, dataset {config['data']!r}; point to another copy "
+                        "with --data-dir, or dataset=... in Python)") from None
     if task == TASK_LANGUAGE_MODEL and config.get("class_names"):
         return text_in_vocabulary(dataset, config["class_names"])
     return dataset
@@ -427,6 +427,12 @@ def predict(source, images, top_k: int = 5, checkpoint: str | Path = "last") -> 
         top_k: classes per image, most probable first.
     """
     run = source if isinstance(source, LoadedRun) else load_run(source, checkpoint)
+    if run.task == TASK_SEGMENT:
+        raise ConfigError("predict gives a classifier's top-k classes; this run is a segmenter (U-Net): its masks "
+                          "come from reslab.train.prediction.predict_masks (reslab predict RUN IMAGES --masks DIR)")
+    if run.task == TASK_LANGUAGE_MODEL:
+        raise ConfigError("predict gives a classifier's top-k classes; this run is a language model: continue a "
+                          "prompt with reslab.train.prediction.continue_text (reslab predict RUN \"prompt\")")
     in_chans = int(run.config["in_chans"])
     if isinstance(images, torch.Tensor):
         tensor, names = images, None

@@ -124,8 +124,9 @@ class TrainResult:
         parts = [f"{c.model} on {c.data}:", *get_task(self.task).summary_parts({k: self.last(k) for k in keys})]
         if self.ema_test_error is not None:
             parts.append(f"| EMA test accuracy {100 * (1 - self.ema_test_error):.2f}%")
-        state = "done" if self.finished else f"stopped ({self.stopped_by})"
-        parts.append(f"| {self.epoch} epochs, {self.iteration}/{self.total_iterations} iterations, "
+        stopped = {"stop_after_epoch": "--stop-after"}.get(self.stopped_by, self.stopped_by)
+        state = "done" if self.finished else f"stopped ({stopped})"
+        parts.append(f"| {self.epoch} epoch{'s' if self.epoch != 1 else ''}, {self.iteration}/{self.total_iterations} iterations, "
                      f"{self.elapsed_s:.1f} s, {state} | run: {self.run_dir}")
         return " ".join(parts)
 
@@ -206,9 +207,23 @@ def task_of(config: TrainConfig) -> Task:
     for key, off in task.unused.items():
         value = getattr(config, key)
         if value != off and value != TrainConfig.default(key):
-            raise ConfigError(f"{key}={value!r}: task {task.name!r} does not use it ({task.description}); leave it "
-                              f"out or set {key}={off!r}")
+            what = f" ({task.description})" if task.description else ""
+            off_text = str(off).lower() if isinstance(off, bool) else off
+            raise ConfigError(f"{key}={value!r}: task {task.name!r} does not use it{what}; leave it out or set "
+                              f"{key}={off_text}")
     return task
+
+
+def with_absolute_paths(config: TrainConfig) -> TrainConfig:
+    """``config`` with its data paths made absolute where they exist, so the run's record finds its
+    data from any working directory (eval, the analyses and ``--resume`` read it back)."""
+    changes: dict[str, Any] = {}
+    if config.data_dir and Path(config.data_dir).expanduser().exists():
+        changes["data_dir"] = str(Path(config.data_dir).expanduser().resolve())
+    kind, separator, folder = config.data.partition(":")
+    if separator and folder and Path(folder).expanduser().exists():
+        changes["data"] = f"{kind}:{Path(folder).expanduser().resolve()}"
+    return config.replace(**changes) if changes else config
 
 
 def unused_notes(task: Task, config: TrainConfig) -> list[str]:
@@ -294,6 +309,8 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
         run_dir = Path(config.out) if config.out else rundir.default_run_dir(config.model, config.data)
     if config.task is None:  # the run records its task, so a resume never guesses
         config = config.replace(task=task_of(config).name)
+    if resume is None:
+        config = with_absolute_paths(config)
 
     dist_info = setup_distributed(config.device)
     holder = RunDirLock(run_dir) if dist_info.is_main else contextlib.nullcontext()
@@ -485,7 +502,7 @@ class _Trainer:
             "device": str(self.device), "world_size": self.dist.world_size,
             "steps_per_epoch": self.steps_per_epoch, "total_iterations": self.total_iterations,
             "total_epochs": self.total_epochs, "warmup_iterations": self.schedule.warmup,
-            "augment": c.augment_summary, "notes": list(self.notes),
+            "augment": self.task.augment(c), "notes": list(self.notes),
             "transfer": self.transfer_record,
             "versions": rundir.versions(),
             "written": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
