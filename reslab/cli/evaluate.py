@@ -89,7 +89,8 @@ def run(args) -> int:
     if args.json:
         weights = {key: config.get(key) for key in ("model_options", "weights_file", "mean", "std", "normalization")
                    } if config.get("weights_file") else {}
-        print(json.dumps(json_ready({**result.to_dict(), "model": config["model"], "checkpoint": str(run_.checkpoint),
+        print(json.dumps(json_ready({"task": run_.task, **result.to_dict(), "model": config["model"],
+                                     "checkpoint": str(run_.checkpoint),
                                      "data": dataset.name, **weights})))
     else:
         print(f"{config['model']} [{run_.checkpoint}] on {dataset.name} {args.split} ({result.count} images): "
@@ -144,7 +145,7 @@ def _run_language_model(args, run_, dataset) -> int:
     if args.json:
         print(json.dumps(json_ready({
             "task": run_.task, "loss": result.loss, "bits_per_char": bits, "accuracy": result.accuracy,
-            "error": result.error, "count": result.count, "split": args.split, "context": dataset.context,
+            "error": result.error, "count": result.count, "split": split, "context": dataset.context,
             "model": run_.config["model"], "checkpoint": str(run_.checkpoint), "data": dataset.name})))
         return 0
     print(f"{run_.config['model']} [{run_.checkpoint}] on {dataset.name} {split} ({result.count} characters, windows "

@@ -23,9 +23,11 @@ from reslab.errors import ReslabError
 from reslab.store import jsonfiles, results, rundir
 from reslab.store.rundir import (  # noqa: F401 - the report's view of a run's config, re-exported for sections
     ANALYSIS_DIRNAME,
+    TASK_LANGUAGE_MODEL,
     config_kind,
     config_model,
     config_source,
+    config_task,
     config_value,
     config_variant,
     experiment_runs,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ def build(run_dirs: list[Path], experiment_dirs: list[Path]) -> str | None:
     rows = []
     for run, config, metrics in runs:
         if problems[run] and not config:
-            rows.append([run.name, "unreadable", "–", "–", "–", "–", "–", "–", "–", "–", "–", "–"])
+            rows.append([run.name, "unreadable", "–", "–", "–", "–", "–", "–", "–", "–", "–", "–", "–", "–"])
             continue
         name, _ = files.config_model(config)
         data_name, _ = files.dataset_of(config)
@@ -32,18 +33,21 @@ def build(run_dirs: list[Path], experiment_dirs: list[Path]) -> str | None:
         tests = [m["test_error"] for m in metrics if isinstance(m.get("test_error"), (int, float))]
         elapsed = last.get("elapsed_s")
         rows.append([
-            run.name, name or "?", files.config_variant(config), data_name or "?",
+            run.name, name or "?", files.config_task(config), files.config_variant(config), data_name or "?",
             files.config_value(config, "seed", default="–"), files.config_value(config, "recipe", default="–"),
             last.get("epoch", "–"), last.get("iteration", "–"),
             percent(last.get("train_error")), percent(last.get("test_error")),
-            percent(min(tests)) if tests else "–",
+            percent(min(tests)) if tests else "–", _loss(last.get("test_loss"), files.config_task(config)),
             _duration(elapsed),
         ])
-    headers = ["run", "model", "variant", "data", "seed", "recipe", "epochs", "iterations",
-               "final train error", "final test error", "best test error", "training time"]
+    headers = ["run", "model", "task", "variant", "data", "seed", "recipe", "epochs", "iterations",
+               "final train error", "final test error", "best test error", "final test loss", "training time"]
     body = [paragraph_html("Variant: what joins each block's branch and its input, from the model and its options "
                            "(residual sum, plain: none, highway gate, dense concatenation, rezero scaled sum). "
-                           "Errors are top-1 error rates; final = after the last epoch run so far."),
+                           "Errors are each task's: the top-1 error of a classifier, the pixel error (1 − pixel "
+                           "accuracy) of a segmenter, the next-character error of a language model; the test loss is "
+                           "the mean cross-entropy per image, pixel or character (for a language model also in bits "
+                           "per character); final = after the last epoch run so far."),
             table_html(headers, rows)]
     damaged = [(run, reasons) for run, reasons in problems.items() if reasons]
     if damaged:
@@ -71,6 +75,14 @@ def flatten(config: dict[str, Any], prefix: str = "") -> list[list[str]]:
         else:
             rows.append([name, "–" if value is None else str(value)])
     return rows
+
+
+def _loss(value, task: str) -> str:
+    if not isinstance(value, (int, float)):
+        return "–"
+    if task == files.TASK_LANGUAGE_MODEL:
+        return f"{value:.3f} nats ({value / math.log(2):.3f} bits/char)"
+    return f"{value:.3f}"
 
 
 def _duration(seconds) -> str:

@@ -28,10 +28,13 @@ def build(run_dirs: list[Path], experiment_dirs: list[Path]) -> str | None:
         png = figure_to_png(plot_training_curves(chunk, label_smoothing=smoothing))
         names = ", ".join(name for name, _ in chunk)
         smoothed = sorted({smoothing[name] for name, _ in chunk if smoothing.get(name)})
-        note = (f" The training loss includes label smoothing ({', '.join(f'{s:g}' for s in smoothed)}), so it "
-                "lies above the plain cross-entropy of the test loss; `reslab eval --split train` gives the "
-                "unsmoothed training loss." if smoothed else "")
-        body.append(figure_html(png, f"Error (left of each pair) and cross-entropy loss (right) per epoch: "
+        with_smoothing = [name for name, _ in chunk if smoothing.get(name)]
+        note = (f" The training loss of {', '.join(with_smoothing)} includes label smoothing "
+                f"({', '.join(f'{s:g}' for s in smoothed)}), so it lies above the plain cross-entropy of the test "
+                "loss; `reslab eval --split train` gives the unsmoothed training loss." if smoothed else "")
+        body.append(figure_html(png, f"Error (left of each pair: top-1, pixel or next-character error by the "
+                                     f"run's task) and cross-entropy loss (right: per image, pixel or character, in "
+                                     f"nats) per epoch: "
                                      f"{curve_key()}. Training is measured during the epoch.{note} "
                                      f"Runs: {names}."))
     return section_html(TITLE, "".join(body))
