@@ -265,12 +265,37 @@ def load_run(run_dir: str | Path, checkpoint: str | Path = "last", dataset=None)
     config = read_config(run_dir)
     path = checkpoint_path(run_dir, checkpoint)
     state, _ = load_weights(path)
-    model = model_for_config(config)
+    task = config_task(config)
+    if task in SHIPPED_TASKS:
+        model = model_for_config(config)
+    else:
+        model, dataset = _model_of_own_task(task, config, run_dir, dataset)
     load_into(model, state, repr(str(path)))
     model.eval()
     if dataset is not None and config_task(config) == TASK_LANGUAGE_MODEL and config.get("class_names"):
         dataset = text_in_vocabulary(dataset, config["class_names"])
     return LoadedRun(model=model, config=config, run_dir=run_dir, checkpoint=path, _dataset=dataset)
+
+
+#: The tasks reslab ships, whose models the registry builds from a run's config alone.
+SHIPPED_TASKS = (TASK_CLASSIFY, TASK_SEGMENT, TASK_LANGUAGE_MODEL)
+
+
+def _model_of_own_task(task: str, config: dict[str, Any], run_dir: Path, dataset):
+    """A run of a task registered by its user's own code: the task builds the model (and loads the data)
+    as it did for training; without that code loaded, one line says what the run needs."""
+    from reslab.tasks import get_task, task_names  # noqa: PLC0415 - the tasks register when reslab.tasks loads
+    from reslab.train.config import TrainConfig  # noqa: PLC0415
+
+    if task not in task_names():
+        raise ConfigError(f"{str(run_dir)!r} is a run of task {task!r}, which reslab does not ship (its own code "
+                          "registered it with reslab.tasks.register_task); load it from that code "
+                          "(reslab.train.load_run after the task is registered); reslab's commands take runs of "
+                          f"{', '.join(SHIPPED_TASKS)}")
+    own = get_task(task)
+    settings = TrainConfig.from_dict(config)
+    data = dataset if dataset is not None else own.load_data(settings)
+    return own.build_model(settings, data), data
 
 
 #: What ``--checkpoint`` names in a run (a weights file with a model name is anything else).

@@ -145,3 +145,16 @@ def test_a_task_defined_in_a_users_own_file_gets_the_engine(tmp_path):
 
     report = build_report([out], tmp_path / "report.html")
     assert "Training curves" in report.sections
+
+    # reslab's commands do not know the task: one line naming it; the user's own code loads the run.
+    refused = subprocess.run([sys.executable, "-m", "reslab", "eval", str(out)], env=ENV, capture_output=True,
+                             text=True, timeout=120)
+    assert refused.returncode == 2 and "task 'tones'" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    loader = tmp_path / "load.py"
+    loader.write_text(f"import runpy, sys\nsys.argv = ['tone_task']\nrunpy.run_path({str(example)!r}, run_name='tones')\n"
+                      f"from reslab.train import load_run\nrun = load_run({str(out)!r})\n"
+                      "print(run.task, run.dataset.num_train, run.model(run.dataset.test_x[:2]).shape)\n")
+    loaded = subprocess.run([sys.executable, str(loader)], env=ENV, capture_output=True, text=True, timeout=120)
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.split() == ["tones", "512", "torch.Size([2,", "4])"]
