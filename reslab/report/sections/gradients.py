@@ -45,7 +45,8 @@ def _one(data: dict[str, Any], classic_seen: set[str]) -> str:
     if series:
         parts.append(figure(plot_gradient_flow, data,
                             f"Left: ‖∂L/∂W‖ per weight layer (log scale) on {settings.get('samples', '?')} training "
-                            "images, BN in training mode. Right: the relative size of an SGD step, lr·‖g‖/‖W‖ "
+                            "samples (images, images with masks or text windows, by the run's task), normalisation "
+                            "layers in training mode. Right: the relative size of an SGD step, lr·‖g‖/‖W‖ "
                             "(‖g‖/‖W‖ where the learning rate is unknown). Blue: residual, red: plain; darker "
                             "shades: later checkpoints."))
         rows = [[s.get("label"), s.get("kind"), s.get("checkpoint"), sci(_at(s, 0)), sci(_at(s, -1)),
