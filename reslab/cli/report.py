@@ -33,6 +33,10 @@ def run(args) -> int:
         shown = "none (no run, analysis or experiment files found)"
     if result.skipped:
         shown += f"; skipped: {', '.join(result.skipped)} (could not be built, see the warnings above)"
-    print(f"wrote {result.path} ({len(result.run_dirs)} runs, {len(result.experiment_dirs)} experiments; "
+    print(f"wrote {result.path} ({_count(len(result.run_dirs), 'run')}, {_count(len(result.experiment_dirs), 'experiment')}; "
           f"sections: {shown})")
     return 0
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"

@@ -110,6 +110,9 @@ def run(args) -> int:
         for name in list_recipes():
             print(f"{name:16s} {recipe_description(name)}")
         return 0
+    if args.stop_after is not None and args.stop_after < 1:
+        raise ConfigError(f"--stop-after {args.stop_after}: give the number of epochs (of the whole run) after which "
+                          "to save and stop, 1 or more")
     overrides = training_overrides(args)
     if args.resume:
         if args.recipe:

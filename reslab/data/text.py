@@ -88,6 +88,17 @@ class TextDataset:
                 "context": self.context, "class_names": list(self.vocab)}
 
 
+def _number(kind, name: str, value):
+    """``value`` as an int or float, or one DatasetError naming the option."""
+    try:
+        if isinstance(value, bool) or (kind is int and isinstance(value, float) and not value.is_integer()):
+            raise ValueError
+        return kind(value)
+    except (TypeError, ValueError):
+        expected = "a whole number" if kind is int else "a number"
+        raise DatasetError(f"dataset 'text': option {name}={value!r} must be {expected}") from None
+
+
 def load(data_dir: str | Path | None = None, download: bool = False, *, file: str | Path | None = None,
          context: int = 128, val_fraction: float = 0.1, max_chars: int | None = None, **unknown) -> TextDataset:
     """The character corpus: Python's help topics, or the UTF-8 text ``file`` (also given as ``data_dir``).
@@ -117,10 +128,11 @@ def load(data_dir: str | Path | None = None, download: bool = False, *, file: st
     else:
         text, source = python_topics_text(), DEFAULT_SOURCE
     if max_chars is not None:
-        if int(max_chars) < 1:
-            raise DatasetError(f"max_chars must be positive, got {max_chars}")
-        text = text[: int(max_chars)]
-    context, val_fraction = int(context), float(val_fraction)
+        max_chars = _number(int, "max_chars", max_chars)
+        if max_chars < 1:
+            raise DatasetError(f"dataset 'text': max_chars must be positive, got {max_chars}")
+        text = text[:max_chars]
+    context, val_fraction = _number(int, "context", context), _number(float, "val_fraction", val_fraction)
     if context < 2:
         raise DatasetError(f"context must be at least 2 characters, got {context}")
     if not 0.0 < val_fraction < 1.0:

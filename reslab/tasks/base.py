@@ -204,6 +204,12 @@ def choose_task(model: str, data: str, task: str | None = None) -> Task:
     """The task of a run of ``model`` on ``data``: ``task`` when given, else the one task that claims
     the pair; ``classify`` when none does. Two claiming it is a ConfigError asking for ``--task``."""
     claiming = [t for t in _TASKS.values() if t.claims(model, data)]
+    by_model = [t for t in claiming if t.claims(model, "")]
+    by_data = [t for t in claiming if data and t.claims("", data)]
+    if by_model and by_data and not set(by_model) & set(by_data):
+        raise ConfigError(f"{model} and --data {data} do not go together: {model} is a {by_model[0].name} model and "
+                          f"{data} is {by_data[0].name} data; give {by_model[0].name} data or a {by_data[0].name} "
+                          "model")
     if task:
         chosen = get_task(task)
         others = [t for t in claiming if t is not chosen]

@@ -123,7 +123,8 @@ class TrainResult:
         keys = {key for record in self.metrics for key in record}
         parts = [f"{c.model} on {c.data}:", *get_task(self.task).summary_parts({k: self.last(k) for k in keys})]
         if self.ema_test_error is not None:
-            parts.append(f"| EMA test accuracy {100 * (1 - self.ema_test_error):.2f}%")
+            ema = {k.replace("ema_test", "test", 1): self.last(k) for k in keys if k.startswith("ema_test")}
+            parts.append("| EMA " + " ".join(get_task(self.task).summary_parts(ema)))
         stopped = {"stop_after_epoch": "--stop-after"}.get(self.stopped_by, self.stopped_by)
         state = "done" if self.finished else f"stopped ({stopped})"
         parts.append(f"| {self.epoch} epoch{'s' if self.epoch != 1 else ''}, {self.iteration}/{self.total_iterations} iterations, "
@@ -223,12 +224,10 @@ def with_absolute_paths(config: TrainConfig) -> TrainConfig:
     kind, separator, folder = config.data.partition(":")
     if separator and folder and Path(folder).expanduser().exists():
         changes["data"] = f"{kind}:{Path(folder).expanduser().resolve()}"
+    file = config.data_options.get("file")
+    if isinstance(file, str) and Path(file).expanduser().exists():
+        changes["data_options"] = {**config.data_options, "file": str(Path(file).expanduser().resolve())}
     return config.replace(**changes) if changes else config
-
-
-def unused_notes(task: Task, config: TrainConfig) -> list[str]:
-    used = [key for key, off in task.unused.items() if getattr(config, key) != off]
-    return [f"task {task.name!r} does not use {', '.join(used)} (left at the engine's defaults)"] if used else []
 
 
 def _summary_writer_class():
@@ -281,6 +280,11 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
     if resume is not None:
         run_dir = Path(resume)
         saved = rundir.read_config(run_dir)
+        from reslab.tasks import task_names  # noqa: PLC0415 - the registry as it stands now, user tasks included
+
+        if schema.config_task(saved) not in task_names():
+            raise ConfigError(f"{str(run_dir)!r} is a run of task {schema.config_task(saved)!r}, which reslab does "
+                              "not ship (its own code registered it); resume it from that code")
         if "format" not in saved and schema.config_task(saved) == schema.TASK_SEGMENT:
             raise ckpt.CheckpointError(f"{str(run_dir)!r} is a segmentation run written before runs had one engine; "
                                        "it loads for eval, predict and the analyses but cannot be resumed: train "
@@ -416,7 +420,6 @@ class _Trainer:
         if c.threads:
             torch.set_num_threads(c.threads)
         self.task = task_of(c)
-        self.notes.extend(unused_notes(self.task, c))
         seed_everything(c.seed)
         self.dataset = ds = self._load_data()
         self.model = model = self.task.build_model(c, ds)
@@ -602,7 +605,8 @@ class _Trainer:
         for note in self.notes:
             self.say(f"note: {note}")
         self.say(f"{c.model} ({self.depth} layers) on {c.data} ({self.loader.dataset_size} train {self._unit()}), "
-                 f"{self.total_iterations} iterations = {self.total_epochs} epochs of {self.steps_per_epoch}, "
+                 f"{self.total_iterations} iterations = {self.total_epochs} epoch{'s' if self.total_epochs != 1 else ''} of "
+                 f"{self.steps_per_epoch}, "
                  f"batch {c.batch_size}, {self.device}"
                  + (f" x{self.dist.world_size}" if self.dist.distributed else "") + f", run dir {self.run_dir}")
 

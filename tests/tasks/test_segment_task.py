@@ -150,3 +150,13 @@ def test_cli_end_to_end(tmp_path, capsys):
     ):
         code, _, err = run_cli(argv, capsys)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_model_and_data_of_different_tasks_are_refused_as_not_going_together(capsys):
+    for argv, words in ((["train", "lstm2", "--data", "shapes"], "lstm2 and --data shapes do not go together"),
+                        (["train", "unet_resnet20", "--data", "text"], "unet_resnet20 and --data text do not go"),
+                        (["train", "resnet20", "--data", "digits", "--stop-after", "0"], "--stop-after 0"),
+                        (["train", "transformer2", "--data", "text", "--data-option", "context=abc"],
+                         "option context='abc' must be a whole number")):
+        code, _, err = run_cli(argv, capsys)
+        assert code == 2 and words in err and len(err.strip().splitlines()) == 1, err
