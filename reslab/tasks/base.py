@@ -24,12 +24,11 @@ import difflib
 from typing import Any, ClassVar, Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from reslab.errors import ConfigError
 from reslab.settings import Settings
-from reslab.tasks.common import EvalResult, eval_sums, flat_outputs, result_from_sums
+from reslab.tasks.common import eval_sums, flat_outputs, result_from_sums
 
 
 class Task:
@@ -168,11 +167,6 @@ def _listed(values) -> list | None:
     return None if values is None else list(values)
 
 
-def cross_entropy_sums(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(loss·n, wrong)`` of flattened logits, as the engine's step counts them."""
-    return F.cross_entropy(logits, y, reduction="sum"), (logits.argmax(dim=1) != y).sum()
-
-
 # -- the registry ---------------------------------------------------------------------------------
 _TASKS: dict[str, Task] = {}
 
@@ -227,4 +221,4 @@ def choose_task(model: str, data: str, task: str | None = None) -> Task:
     return claiming[0] if claiming else get_task("classify")
 
 
-__all__ = ["EvalResult", "Task", "choose_task", "cross_entropy_sums", "get_task", "register_task", "task_names"]
+__all__ = ["Task", "choose_task", "get_task", "register_task", "task_names"]

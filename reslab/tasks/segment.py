@@ -162,11 +162,6 @@ def scores_from_sums(sums: torch.Tensor, num_classes: int) -> SegmentationScores
     return SegmentationScores(confusion, float(sums[0]) / pixels if pixels else None)
 
 
-def flatten_pixels(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits ``(N, K, H, W)`` and masks ``(N, H, W)`` as ``(N·H·W, K)`` and ``(N·H·W,)``."""
-    return logits.permute(0, 2, 3, 1).reshape(-1, logits.shape[1]), y.reshape(-1)
-
-
 class Segment(Task):
     name = "segment"
     description = "a class per pixel (U-Nets): pixel accuracy and mean IoU"
@@ -231,9 +226,6 @@ class Segment(Task):
     def samples(self, y: torch.Tensor) -> int:
         return int(y.shape[0])  # images, not pixels
 
-    def flatten(self, logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return flatten_pixels(logits, y)
-
     def evaluate(self, model: nn.Module, loader, *, bf16: bool = False, flip: bool = False) -> torch.Tensor:
         return confusion_sums(model, loader, _num_classes(model), bf16)
 
@@ -279,4 +271,4 @@ def _num_classes(model: nn.Module) -> int:
 register_task(Segment)
 
 __all__ = ["MaskLoader", "Segment", "SegmentSettings", "SegmentationScores", "confusion_matrix", "confusion_sums",
-           "evaluate_segmentation", "flatten_pixels", "scores_from_sums"]
+           "evaluate_segmentation", "scores_from_sums"]

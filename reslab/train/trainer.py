@@ -88,8 +88,6 @@ class TrainResult:
                 return record[key]
         return None
 
-    _last = last
-
     @property
     def test_miou(self) -> float | None:
         return self.last("test_miou")
@@ -100,11 +98,11 @@ class TrainResult:
 
     @property
     def test_error(self) -> float | None:
-        return self._last("test_error")
+        return self.last("test_error")
 
     @property
     def test_loss(self) -> float | None:
-        return self._last("test_loss")
+        return self.last("test_loss")
 
     @property
     def test_accuracy(self) -> float | None:
@@ -113,7 +111,7 @@ class TrainResult:
 
     @property
     def ema_test_error(self) -> float | None:
-        return self._last("ema_test_error")
+        return self.last("ema_test_error")
 
     def summary(self) -> str:
         """One line: model, data, test accuracy, length and time, run directory."""
