@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from reslab.cli.experiment import finish
 from reslab.experiments.degradation import DegradationSettings, run_degradation
-from reslab.settings import add_arguments, given
+from reslab.cli._launch import add_launch_arguments, settings_given
+from reslab.settings import add_arguments
 from reslab.train import parse_overrides
 
 
@@ -25,10 +26,11 @@ def register(subparsers) -> None:
                         help="any training setting, the same for every run (e.g. --set lr=0.1 --set threads=1 "
                              "--set batch_size=64); repeatable")
     add_arguments(parser, DegradationSettings, include=["jobs", "out", "quiet"])
+    add_launch_arguments(parser)
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
     return finish("degradation", lambda: run_degradation(
-        settings=given(args, DegradationSettings), seeds=args.seeds, seed=args.seed,
+        settings=settings_given(args, DegradationSettings), seeds=args.seeds, seed=args.seed,
         overrides=parse_overrides(args.settings)))

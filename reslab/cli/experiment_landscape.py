@@ -8,7 +8,8 @@ from reslab.experiments.landscape import (
     default_budget,
     run_landscape_experiment,
 )
-from reslab.settings import add_arguments, given
+from reslab.cli._launch import add_launch_arguments, settings_given
+from reslab.settings import add_arguments
 from reslab.train import parse_overrides
 
 GROUPS = {
@@ -56,10 +57,11 @@ def register(subparsers) -> None:
         if title == "training":
             group.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                                help="any training setting, the same for every run (e.g. --set lr=0.1); repeatable")
+    add_launch_arguments(parser)
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
     return finish("landscape", lambda: run_landscape_experiment(
-        settings=given(args, LandscapeExperimentSettings), overrides=parse_overrides(args.settings)),
+        settings=settings_given(args, LandscapeExperimentSettings), overrides=parse_overrides(args.settings)),
         lambda result: f"report: reslab report {result.experiment_dir} -o {result.experiment_dir / 'report.html'}")

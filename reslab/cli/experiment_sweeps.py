@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from reslab.cli.experiment import finish
 from reslab.experiments.sweeps import PLANS, run_sweep
-from reslab.settings import add_arguments, given
+from reslab.cli._launch import LAUNCH_FIELDS, add_launch_arguments, settings_given
+from reslab.settings import add_arguments
 
 DESCRIPTIONS = {
     "transformer": ("causal character-level transformer LM, depth × (residual, plain): losses and rank collapse",
@@ -32,5 +33,6 @@ def register(subparsers) -> None:
         short, long = DESCRIPTIONS[name]
         parser = subparsers.add_parser(name, help=short, description=long + " Resumable: the same command again "
                                        "skips finished runs and resumes interrupted ones.")
-        add_arguments(parser, cls)
-        parser.set_defaults(func=lambda args, n=name, c=cls: finish(n, lambda: run_sweep(n, given(args, c))))
+        add_arguments(parser, cls, exclude=LAUNCH_FIELDS)
+        add_launch_arguments(parser)
+        parser.set_defaults(func=lambda args, n=name, c=cls: finish(n, lambda: run_sweep(n, settings_given(args, c))))

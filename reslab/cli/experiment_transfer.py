@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from reslab.cli.experiment import finish
 from reslab.experiments.transfer import TransferSettings, run_transfer
-from reslab.settings import add_arguments, given
+from reslab.cli._launch import LAUNCH_FIELDS, add_launch_arguments, settings_given
+from reslab.settings import add_arguments
 
 
 def register(subparsers) -> None:
@@ -16,5 +17,6 @@ def register(subparsers) -> None:
                     "images for the same epochs; both are tested on the new classes' test images. Writes "
                     "EXP_DIR/transfer.json (the report's Transfer learning section). Resumable: the same command "
                     "skips finished runs.")
-    add_arguments(parser, TransferSettings)
-    parser.set_defaults(func=lambda args: finish("transfer", lambda: run_transfer(given(args, TransferSettings))))
+    add_arguments(parser, TransferSettings, exclude=LAUNCH_FIELDS)
+    add_launch_arguments(parser)
+    parser.set_defaults(func=lambda args: finish("transfer", lambda: run_transfer(settings_given(args, TransferSettings))))

@@ -2,7 +2,7 @@
 
 An experiment is a resumable collection of run directories (one per trained model). Running
 the same experiment again must not redo finished work, so every run goes through
-:func:`ensure_run`, which looks at what its directory already holds:
+:func:`~reslab.experiments.runs.ensure_run`, which looks at what its directory already holds:
 
 =============  =====================================================  ===========
 status         the directory holds                                    action
@@ -18,64 +18,49 @@ A finished run asked for more epochs is resumed (the trainer extends it). A run 
 settings differ from the requested ones in anything that is not resumable (learning rate,
 batch size, model, data, …) is an error: reusing it would silently mix two experiments.
 
-:func:`ensure_runs` does this for a list of runs, one after the other or ``jobs`` at a time in
-worker processes (each with its own torch threads: on a small CPU, two single-threaded
-trainings beat one two-threaded one, because the tiny convolutions of deep CIFAR nets scale
-poorly across threads).
+:func:`ensure_runs` does this for a list of runs through a launcher
+(:mod:`reslab.experiments.launch`): one after the other or ``jobs`` at a time on this machine, or
+as Slurm jobs or Ray tasks, and keeps the experiment's index of runs
+(:mod:`reslab.experiments.index`).
 """
+
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import shlex
-import shutil
 import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from reslab.data import SUBSET_OPTIONS, TextDataset, load_dataset, select_classes
 from reslab.errors import ConfigError
+from reslab.experiments.index import FAILED, FINISHED, RUNNING, STOPPED, SUBMITTED, ExperimentLock, RunIndex
+from reslab.experiments.launch.base import Launcher, LaunchSettings, make_launcher
+from reslab.experiments.runs import (  # noqa: F401 - the run-level API, re-exported for experiments
+    POLL_S,
+    STATUS_EMPTY,
+    STATUS_FINISHED,
+    STATUS_NEW,
+    STATUS_UNFINISHED,
+    Message,
+    RunOutcome,
+    _read_metrics,
+    _report_new_epochs,
+    check_runs,
+    cpu_count,
+    describe_outcome,
+    ensure_run,
+    epoch_line,
+    plan_run,
+    run_id,
+    run_status,
+)
 from reslab.settings import Settings, key_value_arguments, to_arguments
-from reslab.store import rundir
 from reslab.store.jsonfiles import write_json
-from reslab.train import RESUMABLE_KEYS, TrainConfig, train
-from reslab.train import checkpoint as ckpt
-from reslab.train.config import config_differences
-from reslab.train.trainer import check_training
-
-STATUS_NEW = "new"
-STATUS_EMPTY = "empty"
-STATUS_UNFINISHED = "unfinished"
-STATUS_FINISHED = "finished"
-
-Message = Callable[[str], None]
-
-
-@dataclass
-class RunOutcome:
-    """What :func:`ensure_run` did with one run.
-
-    action: ``"trained"`` (from scratch), ``"restarted"`` (a run that had saved no checkpoint,
-    trained again), ``"resumed"`` (continued from its checkpoint), ``"reused"`` (already
-    finished: nothing trained). ``finished`` is False when training was stopped (SIGINT/SIGTERM);
-    ``stopped_by`` then names the signal. ``seconds`` is the wall time of this call.
-    """
-
-    run_dir: str
-    model: str
-    action: str
-    finished: bool
-    seconds: float
-    stopped_by: str | None = None
-
-    @property
-    def trained(self) -> bool:
-        """Whether this call ran any training step."""
-        return self.action != "reused"
+from reslab.store.lock import RunDirLockedError, check_unlocked, lock_holder
+from reslab.train import TrainConfig
 
 
 @dataclass
@@ -98,262 +83,160 @@ class ExperimentResult:
         return sum(1 for o in self.outcomes if o.trained)
 
 
-def _load_state(run_dir: Path) -> dict[str, Any] | None:
-    path = rundir.state_path(run_dir)
-    if not path.is_file():
-        return None
-    return ckpt.load_state(path)
+def ensure_runs(configs: Sequence[TrainConfig], *, jobs: int = 1, launch: LaunchSettings | None = None,
+                experiment_dir: str | Path | None = None, on_start: Callable[[], Any] | None = None,
+                command: str | None = None, say: Message | None = None, epoch_lines: bool = True) -> list[RunOutcome]:
+    """:func:`ensure_run` for every config, through a launcher; outcomes in the order of ``configs``.
 
+    ``launch`` (default: local) says where the runs train (:mod:`reslab.experiments.launch`): the
+    local launcher trains ``jobs`` at a time in worker processes started fresh with ``spawn`` (pass
+    configs with ``quiet=True`` and a ``threads`` value that shares the cores), or one after the
+    other in this process with ``jobs=1``; ``slurm`` and ``ray`` hand every run to that engine.
 
-def run_status(run_dir: str | Path) -> str:
-    """``"new"``, ``"empty"``, ``"unfinished"`` or ``"finished"`` (see the module docstring)."""
-    return _status_and_state(Path(run_dir))[0]
+    Before anything trains: settings that clash with a run already on disk are found, the
+    launcher starts and checks what it needs (its extra installed, the cluster reachable, the
+    experiment directory seen by its workers), and only then is anything written:
+    ``on_start()`` (the experiment's own files), the lock on ``experiment_dir`` (one driver at a
+    time) and its index ``runs.json`` (:mod:`reslab.experiments.index`). ``experiment_dir``
+    defaults to the folder holding the run directories.
 
-
-def _status_and_state(run_dir: Path) -> tuple[str, dict[str, Any] | None]:
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError(f"{run_dir} is a file, not a run directory; remove it or choose another --out")
-    if not (run_dir / rundir.CONFIG_FILE).is_file() and not rundir.checkpoints_dir(run_dir).exists():
-        return STATUS_NEW, None
-    state = _load_state(run_dir)
-    if state is None:
-        return STATUS_EMPTY, None
-    return (STATUS_FINISHED if state.get("finished") else STATUS_UNFINISHED), state
-
-
-def _check_same_settings(run_dir: Path, config: TrainConfig) -> TrainConfig:
-    """The run's saved settings; ConfigError if they differ from ``config`` in a non-resumable field."""
-    saved = TrainConfig.from_dict(rundir.read_config(run_dir), source=str(run_dir / rundir.CONFIG_FILE))
-    changed = {k: v for k, v in config_differences(saved, config).items() if k not in RESUMABLE_KEYS}
-    if changed:
-        listing = ", ".join(f"{k}: {old!r} there, {new!r} asked" for k, (old, new) in sorted(changed.items()))
-        raise ConfigError(
-            f"{run_dir} holds a run trained with other settings ({listing}); rerunning an experiment reuses its "
-            "runs, so give the same settings as before, or a fresh --out directory for the new ones")
-    return saved
-
-
-def _clear_empty_run(run_dir: Path) -> None:
-    """Remove what a run that stopped before its first checkpoint wrote (keeps ``analysis/``)."""
-    for name in (rundir.CONFIG_FILE, rundir.METRICS_JSONL, rundir.METRICS_CSV):
-        (run_dir / name).unlink(missing_ok=True)
-    shutil.rmtree(rundir.checkpoints_dir(run_dir), ignore_errors=True)
-
-
-def _requested_iterations(config: TrainConfig, saved_config: dict[str, Any]) -> int | None:
-    """Total iterations ``config`` asks for, using the run's recorded steps per epoch."""
-    if config.iterations is not None:
-        return config.iterations
-    steps = saved_config.get("steps_per_epoch")
-    return config.epochs * int(steps) if isinstance(steps, int) and config.epochs else None
-
-
-def plan_run(config: TrainConfig) -> str:
-    """What :func:`ensure_run` will do with ``config``'s run, without doing it.
-
-    Returns ``"train"`` (new), ``"restart"`` (stopped before its first checkpoint), ``"resume"``
-    (interrupted, or finished but shorter than asked) or ``"reuse"`` (finished, same length).
-    Raises ConfigError when the directory holds a run with other settings, or a finished run
-    longer than asked.
-    """
-    if not config.out:
-        raise ConfigError("an experiment run needs its run directory in config.out")
-    run_dir = Path(config.out)
-    status, state = _status_and_state(run_dir)
-    if status == STATUS_NEW:
-        return "train"
-    saved = _check_same_settings(run_dir, config)
-    if status == STATUS_EMPTY:
-        return "restart"
-    if status == STATUS_UNFINISHED:
-        return "resume"
-    done = int((state or {}).get("iteration") or 0)
-    wanted = _requested_iterations(config, rundir.read_config(run_dir))
-    if (saved.epochs, saved.iterations) == (config.epochs, config.iterations) or wanted == done:
-        return "reuse"
-    if wanted is not None and wanted < done:
-        raise ConfigError(
-            f"{run_dir} holds a finished run of {done} iterations ({saved.epochs or '?'} epochs), longer than the "
-            f"{wanted} asked now; ask for the same length, or give a fresh --out directory")
-    return "resume"  # the trainer extends a finished run to the longer schedule
-
-
-def check_runs(configs: Sequence[TrainConfig]) -> None:
-    """Check every run that will train before an experiment creates anything.
-
-    Each meets its data and model as the trainer would (:func:`reslab.train.trainer.check_training`:
-    data options, model options, modules to freeze, batch size), so a wrong setting of the last
-    run fails before the first one trains, and before ``EXP_DIR`` or its ``settings.json`` is
-    written. Finished runs are left to :func:`plan_run` (reuse, or a clash with the settings
-    asked). Runs on the same data share one load of it.
-    """
-    loaded: dict[tuple, Any] = {}
-    for config in configs:
-        if config.out and run_status(config.out) == STATUS_FINISHED:
-            continue
-        subset = {k: v for k, v in config.data_options.items() if k in SUBSET_OPTIONS}
-        rest = {k: v for k, v in config.data_options.items() if k not in SUBSET_OPTIONS}
-        key = (config.data, config.data_dir, repr(sorted(rest.items())))
-        if key not in loaded:
-            loaded[key] = load_dataset(config.data, data_dir=config.data_dir, download=config.download,
-                                       progress=False, **rest)
-        dataset = loaded[key]
-        if subset:
-            if isinstance(dataset, TextDataset):  # refused, in load_dataset's words
-                load_dataset(config.data, data_dir=config.data_dir, **config.data_options)
-            dataset = select_classes(dataset, **subset)
-        check_training(config, dataset)
-
-
-def ensure_run(config: TrainConfig, *, say: Message | None = None) -> RunOutcome:
-    """Make sure the run ``config.out`` exists and has trained for ``config``'s length.
-
-    Trains it if new, resumes it if interrupted (exactly, via the trainer's checkpoint), reuses
-    it if finished (see :func:`plan_run`). Raises ConfigError when the directory holds a run with
-    other settings, or a finished run longer than asked; otherwise whatever
-    :func:`reslab.train.train` raises.
-    """
-    say = say or (lambda message: None)
-    start = time.perf_counter()
-    plan = plan_run(config)
-    run_dir = Path(config.out)
-    if plan == "reuse":
-        return RunOutcome(str(run_dir), config.model, "reused", True, time.perf_counter() - start)
-    if plan == "restart":
-        say(f"{run_dir.name}: it stopped during its first epoch, before saving a checkpoint; training it again")
-        _clear_empty_run(run_dir)
-    result = train(config, resume=run_dir if plan == "resume" else None)
-    action = {"train": "trained", "restart": "restarted", "resume": "resumed"}[plan]
-    return RunOutcome(str(run_dir), config.model, action, result.finished, time.perf_counter() - start,
-                      result.stopped_by)
-
-
-def _worker(config: TrainConfig) -> dict[str, Any]:
-    return asdict(ensure_run(config))
-
-
-def cpu_count() -> int:
-    """CPU cores this process may use (the affinity mask, where the OS has one)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # pragma: no cover - macOS, Windows
-        return max(1, os.cpu_count() or 1)
-
-
-def ensure_runs(configs: Sequence[TrainConfig], *, jobs: int = 1, say: Message | None = None,
-                epoch_lines: bool = True) -> list[RunOutcome]:
-    """:func:`ensure_run` for every config, ``jobs`` at a time; outcomes in the order of ``configs``.
-
-    With ``jobs > 1`` the runs go to that many worker processes (started fresh with ``spawn``,
-    so no torch state is inherited); pass configs with ``quiet=True`` and a ``threads`` value
-    that shares the cores. Runs are handed out in the given order, so put the longest first.
-    With ``epoch_lines``, a line per finished epoch of a worker's run goes to ``say`` too (read
-    from its metrics file). If a run is stopped by a signal (Ctrl-C), no further run is started; the
-    ones in flight save their checkpoints and the outcomes say ``finished=False``. A run's error is
-    raised once the runs in flight have finished (their work is kept). Settings that clash with a
-    run already on disk are found before anything trains.
+    Runs are handed out in the given order, so put the longest first. With ``epoch_lines``, a line
+    per finished epoch of a run training elsewhere goes to ``say`` (read from its metrics file).
+    If a run is stopped (Ctrl-C, a signal), no further run is started; the runs in flight save
+    their checkpoints and the outcomes say ``finished=False``. A run's error is raised once the
+    runs in flight have finished (their work is kept).
     """
     say = say or (lambda message: None)
     configs = list(configs)
     if jobs < 1:
         raise ConfigError(f"jobs must be at least 1, got {jobs}")
-    outcomes: list[RunOutcome | None] = [None] * len(configs)
-    # Settings that clash with runs on disk fail here, before anything trains; finished runs
-    # are reused here too, without starting a worker for them.
+    launch = launch if launch is not None else LaunchSettings()
+    if experiment_dir is None:
+        parents = {str(Path(c.out).resolve().parent) for c in configs if c.out}
+        experiment_dir = os.path.commonpath(sorted(parents)) if parents else "."
+    experiment_dir = Path(experiment_dir)
+    # Settings that clash with runs on disk fail here, before anything trains or is written.
     plans = [plan_run(config) for config in configs]
+    launcher = make_launcher(launch, experiment_dir, jobs=jobs)
+    with launcher, ExperimentLock(experiment_dir):
+        if on_start is not None:
+            on_start()
+        index = RunIndex.load(experiment_dir)
+        index.set_launcher(launch.to_dict(), command)
+        for config in configs:
+            index.entry(config)
+        index.save()
+        return _dispatch(launcher, index, configs, plans, say, epoch_lines)
+
+
+def _dispatch(launcher: Launcher, index: RunIndex, configs: list[TrainConfig], plans: list[str], say: Message,
+              epoch_lines: bool) -> list[RunOutcome]:
+    outcomes: list[RunOutcome | None] = [None] * len(configs)
     done_count = 0
-    for index, (config, plan) in enumerate(zip(configs, plans)):
-        if plan == "reuse":
-            outcomes[index] = ensure_run(config)
-            say(describe_outcome(outcomes[index], done_count, len(configs)))
-            done_count += 1
-    todo = [index for index, plan in enumerate(plans) if plan != "reuse"]
-    if jobs == 1 or len(todo) <= 1:
-        for index in todo:
-            outcomes[index] = outcome = ensure_run(configs[index], say=say)
-            say(describe_outcome(outcome, done_count, len(configs)))
-            done_count += 1
+
+    def record(position: int, outcome: RunOutcome, where: str = "") -> None:
+        nonlocal done_count
+        outcomes[position] = outcome
+        index.mark(configs[position], FINISHED if outcome.finished else STOPPED, seconds=round(outcome.seconds, 1),
+                   **({"where": where} if where else {}))
+        say(describe_outcome(outcome, done_count, len(configs)))
+        done_count += 1
+
+    for position, plan in enumerate(plans):
+        if plan == "reuse":  # finished: nothing to hand out
+            record(position, ensure_run(configs[position]))
+    todo = [position for position, plan in enumerate(plans) if plan != "reuse"]
+    if getattr(launcher, "in_process", False) or (launcher.name == "local" and len(todo) <= 1):
+        for position in todo:
+            index.mark(configs[position], RUNNING, where="this process")
+            try:
+                outcome = ensure_run(configs[position], say=say)
+            except BaseException as error:
+                index.mark(configs[position], FAILED, error=_one_line(error))
+                raise
+            record(position, outcome)
             if not outcome.finished:
                 break
         return [o for o in outcomes if o is not None]
 
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=context) as pool:
-        pending = {pool.submit(_worker, configs[index]): index for index in todo}
-        epochs_seen = [len(_read_metrics(config)) for config in configs]
-        try:
-            while pending:
-                finished, _ = wait(pending, timeout=POLL_S, return_when=FIRST_COMPLETED)
-                # Workers train quietly (their lines would interleave): report their epochs from
-                # the metrics files they write instead.
-                for index in sorted(pending.values()) if epoch_lines else ():
-                    epochs_seen[index] = _report_new_epochs(configs[index], epochs_seen[index], say)
-                for future in finished:
-                    index = pending.pop(future)
-                    if future.cancelled():
-                        continue
-                    error = future.exception()
-                    if error is not None:
-                        if pending:
-                            say(f"{Path(configs[index].out).name} failed: {error}; waiting for the runs in flight "
-                                "to finish (Ctrl-C stops them with a checkpoint)")
-                        raise error
-                    outcome = RunOutcome(**future.result())
-                    outcomes[index] = outcome
-                    done_count += 1
-                    say(describe_outcome(outcome, done_count - 1, len(configs)))
-                    if not outcome.finished:
-                        for other in pending:
-                            other.cancel()
-        except BaseException:
-            # Ctrl-C reaches the workers too: let them save their checkpoints before leaving.
-            for other in pending:
-                other.cancel()
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
+    pending = list(todo)
+    running: dict[Any, int] = {}
+    epochs_seen = {position: len(_read_metrics(configs[position])) for position in todo}
+    failure: BaseException | None = None
+    stopping = False
+    waiting_said: set[int] = set()
+    last_look = 0.0
+    try:
+        while pending or running:
+            while pending and not stopping and failure is None and \
+                    (launcher.parallel is None or len(running) < launcher.parallel):
+                position = _next_unlocked(pending, configs, waiting_said, say)
+                if position is None:
+                    break
+                handle = launcher.submit(launcher.worker_config(configs[position]))
+                running[handle] = position
+                index.mark(configs[position], SUBMITTED, where=handle.where())
+            if not running and (stopping or failure is not None):
+                break
+            time.sleep(DONE_POLL_S if running else POLL_S)
+            if epoch_lines and time.monotonic() - last_look >= POLL_S:
+                last_look = time.monotonic()
+                # Runs elsewhere train quietly (their lines would interleave): report their epochs
+                # from the metrics files they write instead.
+                for position in sorted(running.values()):
+                    epochs_seen[position] = _report_new_epochs(configs[position], epochs_seen[position], say)
+            for handle in [h for h in running if h.done()]:
+                position = running.pop(handle)
+                if epoch_lines:
+                    epochs_seen[position] = _report_new_epochs(configs[position], epochs_seen[position], say)
+                try:
+                    outcome = handle.outcome()
+                except Exception as error:  # noqa: BLE001 - recorded, then raised once the others are done
+                    index.mark(configs[position], FAILED, error=_one_line(error), where=handle.where())
+                    if running:
+                        say(f"{Path(configs[position].out).name} failed: {_one_line(error)}; waiting for the runs in "
+                            "flight to finish (Ctrl-C stops them with a checkpoint)")
+                    failure = failure or error
+                    continue
+                record(position, outcome, handle.where())
+                if not outcome.finished:
+                    stopping = True
+    except BaseException:
+        # Ctrl-C reaches local workers too; runs elsewhere are cancelled (their engine sends
+        # SIGTERM, on which the trainer saves a checkpoint).
+        for handle in running:
+            handle.cancel()
+        raise
+    if failure is not None:
+        raise failure
     return [o for o in outcomes if o is not None]
 
 
-#: Seconds between looks at the metrics files of runs training in worker processes.
-POLL_S = 5.0
+def _next_unlocked(pending: list[int], configs: list[TrainConfig], waiting_said: set[int],
+                   say: Message) -> int | None:
+    """Take the first pending run no live process is training (one an earlier driver left running is
+    waited for: when it lets go, this driver reuses or resumes it)."""
+    for slot, position in enumerate(pending):
+        run_dir = Path(configs[position].out)
+        try:
+            check_unlocked(run_dir)
+        except RunDirLockedError:
+            if position not in waiting_said:
+                waiting_said.add(position)
+                say(f"{run_dir.name} is being trained by process {lock_holder(run_dir) or '?'} (started before this "
+                    "command); waiting for it")
+            continue
+        return pending.pop(slot)
+    return None
 
 
-def _read_metrics(config: TrainConfig) -> list[dict[str, Any]]:
-    # The run is training in a worker right now: tolerate the line it may be writing.
-    return rundir.read_metrics(config.out, partial_ok=True)
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
 
 
-def _report_new_epochs(config: TrainConfig, seen: int, say: Message) -> int:
-    """Say one line per epoch ``config``'s run finished since ``seen``; returns the new count."""
-    records = _read_metrics(config)
-    for record in records[seen:]:
-        say(epoch_line(Path(config.out).name, record, config.epochs))
-    return max(seen, len(records))
-
-
-def epoch_line(name: str, record: dict[str, Any], total_epochs: int | None) -> str:
-    """``resnet56-s0: epoch 2/3, train error 41.20%, test error 38.50% (812 s)``."""
-    def percent(key: str) -> str:
-        value = record.get(key)
-        return f"{100 * value:.2f}%" if isinstance(value, (int, float)) else "–"
-
-    total = f"/{total_epochs}" if total_epochs else ""
-    elapsed = record.get("elapsed_s")
-    when = f" ({elapsed:.0f} s)" if isinstance(elapsed, (int, float)) else ""
-    return (f"{name}: epoch {record.get('epoch')}{total}, train error {percent('train_error')}, "
-            f"test error {percent('test_error')}{when}")
-
-
-def describe_outcome(outcome: RunOutcome, index: int, total: int) -> str:
-    """One progress line, e.g. ``[2/6] resnet56-s0: trained (35.2 s)``."""
-    name = Path(outcome.run_dir).name
-    if outcome.action == "reused":
-        what = "already finished, reused"
-    elif outcome.finished:
-        what = f"{outcome.action} ({outcome.seconds:.1f} s)"
-    else:
-        what = f"stopped by {outcome.stopped_by} after {outcome.seconds:.1f} s; checkpoint saved"
-    return f"[{index + 1}/{total}] {name}: {what}"
+#: Seconds between looks at whether runs handed to a launcher are done.
+DONE_POLL_S = 0.2
 
 
 def stderr_printer(prefix: str, enabled: bool = True) -> Message:
@@ -370,6 +253,9 @@ def experiment_command(words: Sequence[str], settings: Settings, *, always: Iter
     ``overrides`` as ``--set KEY=VALUE``. Used by every experiment, so each one's ``command`` reads
     the same way and runs back into the same settings."""
     arguments = to_arguments(settings, base=type(settings)(), always=always)
+    slurm_options = getattr(settings, "slurm_option", None)
+    if slurm_options:
+        arguments += key_value_arguments(slurm_options, "--slurm-option")
     overrides = getattr(settings, "overrides", None)
     if overrides:
         # Before --out, which to_arguments writes last of the fields that come after it.
@@ -397,6 +283,7 @@ def unique_in_order(values: Iterable[Any]) -> list[Any]:
 
 __all__ = [
     "RunOutcome", "run_status", "plan_run", "check_runs", "ensure_run", "ensure_runs", "describe_outcome", "cpu_count",
+    "run_id",
     "stderr_printer",
     "STATUS_NEW", "STATUS_EMPTY", "STATUS_UNFINISHED", "STATUS_FINISHED",
 ]

@@ -38,6 +38,7 @@ from reslab.experiments.common import (
     unique_in_order,
     write_settings_file,
 )
+from reslab.experiments.launch.base import LaunchSettings
 from reslab.models import list_models, model_info
 from reslab.settings import Settings, setting
 from reslab.store.jsonfiles import finite_number, write_json
@@ -318,7 +319,7 @@ def write_summary(experiment_dir: Path, summary: Mapping[str, Any]) -> list[Path
 
 # -- the experiment -------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class DegradationSettings(Settings):
+class DegradationSettings(LaunchSettings):
     """Every option of :func:`run_degradation` and ``reslab experiment degradation``."""
 
     depths: tuple[int, ...] = setting(DEFAULT_DEPTHS, "weight layers, each 6n+2", metavar="D")
@@ -342,6 +343,7 @@ class DegradationSettings(Settings):
     epoch_lines: bool = setting(True, "with jobs > 1, also a line per epoch of each run", cli=False)
 
     def check(self) -> None:
+        super().check()
         validate_depths(self.depths)
         resolve_seeds(self.seeds, self.seed)
         fixed = [key for key in FIXED_KEYS if key in self.overrides]
@@ -402,9 +404,10 @@ def run_degradation(depths: Sequence[int] | None = None, data: str | None = None
     check_runs([p.config for p in order])
     say(f"{len(order)} runs ({', '.join(p.name for p in order)}) in {experiment_dir}"
         + (f", {jobs} at a time" if jobs > 1 else ""))
-    experiment_dir.mkdir(parents=True, exist_ok=True)
-    write_settings_file(experiment_dir, settings, command)
-    outcomes = ensure_runs([p.config for p in order], jobs=jobs, say=say, epoch_lines=settings.epoch_lines)
+    outcomes = ensure_runs([p.config for p in order], jobs=jobs, launch=settings.launch_settings(),
+                           experiment_dir=experiment_dir, command=command,
+                           on_start=lambda: write_settings_file(experiment_dir, settings, command),
+                           say=say, epoch_lines=settings.epoch_lines)
     complete = len(outcomes) == len(order) and all(o.finished for o in outcomes)
     if not complete:
         say(f"stopped before every run finished; rerun the same command to resume: {command}")

@@ -57,6 +57,7 @@ from reslab.analysis.landscape.surface import (
     pca_default_range,
 )
 from reslab.errors import AnalysisError, ConfigError, ReslabError
+from reslab.experiments.launch.base import LaunchSettings
 from reslab.experiments.common import (
     ExperimentResult,
     Message,
@@ -94,7 +95,7 @@ Plane = Literal["random", "pca", "interp"]
 
 
 @dataclass(frozen=True)
-class LandscapeExperimentSettings(Settings):
+class LandscapeExperimentSettings(LaunchSettings):
     """Every option of :func:`run_landscape_experiment` and ``reslab experiment landscape``.
 
     The evaluation options left ``None`` (grid, samples and the Hessian's) come from the
@@ -149,6 +150,7 @@ class LandscapeExperimentSettings(Settings):
     quiet: bool = setting(False, "print only the summary table")
 
     def check(self) -> None:
+        super().check()
         if not self.models:
             raise ConfigError("--models: give at least one model, e.g. --models resnet56 plain56")
         if not self.planes:
@@ -745,7 +747,9 @@ def _train_runs(plan: LandscapePlan, say: Message) -> tuple[list[ModelRun], list
     write_settings_file(plan.experiment_dir, plan.settings, plan.command)
     say(f"{len(planned)} runs ({', '.join(p.name for p in planned)}) in {plan.experiment_dir}")
     to_train = resolve_runs(planned, candidates, say)
-    outcomes = ensure_runs([p.config for p in to_train], jobs=plan.settings.jobs, say=say) if to_train else []
+    outcomes = ensure_runs([p.config for p in to_train], jobs=plan.settings.jobs,
+                           launch=plan.settings.launch_settings(), experiment_dir=plan.experiment_dir,
+                           command=plan.command, say=say) if to_train else []
     for item, outcome in zip(to_train, outcomes):
         item.action = outcome.action
     outcomes += [RunOutcome(str(p.run_dir), p.model, "reused", True, 0.0) for p in planned if p not in to_train]

@@ -40,6 +40,7 @@ from reslab.experiments.common import (
     stderr_printer,
     write_settings_file,
 )
+from reslab.experiments.launch.base import LaunchSettings
 from reslab.settings import Settings, setting
 from reslab.store.jsonfiles import finite_number, utc_now, versions, write_json
 from reslab.store.rundir import read_metrics
@@ -53,7 +54,7 @@ TEXT_SPLIT = "first 90 % of the characters train, the last 10 % validate (by pos
 
 # -- settings -------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class SweepSettings(Settings):
+class SweepSettings(LaunchSettings):
     """What every sweep shares: where, how long, how many at once, the budget."""
 
     out: str | None = setting(None, "experiment directory (default: experiments/<name>)", metavar="DIR")
@@ -398,14 +399,14 @@ def run_sweep(name: str, settings: Settings | None = None, *, say: Message | Non
     sweep = plan(s, command)
     out = Path(sweep.runs[0].config.out).parent
     check_runs([run.config for run in sweep.runs])
-    out.mkdir(parents=True, exist_ok=True)
-    write_settings_file(out, s, command)
     say = say or stderr_printer(f"reslab experiment {name}", not s.quiet)
     say(f"{len(sweep.runs)} runs into {out}")
     start = time.perf_counter()
     # Longest first, so the worker processes finish together.
     order = sorted(range(len(sweep.runs)), key=lambda i: -int(sweep.runs[i].meta.get("depth") or 0))
-    outcomes_in_order = ensure_runs([sweep.runs[i].config for i in order], jobs=s.jobs, say=say,
+    outcomes_in_order = ensure_runs([sweep.runs[i].config for i in order], jobs=s.jobs, launch=s.launch_settings(),
+                                    experiment_dir=out, command=command,
+                                    on_start=lambda: write_settings_file(out, s, command), say=say,
                                     epoch_lines=not s.quiet)
     outcomes = [None] * len(order)
     for i, outcome in zip(order, outcomes_in_order):

@@ -35,6 +35,7 @@ from reslab.experiments.common import (
     stderr_printer,
     write_settings_file,
 )
+from reslab.experiments.launch.base import LaunchSettings
 from reslab.settings import Settings, setting
 from reslab.store.jsonfiles import utc_now, versions, write_json
 from reslab.store.rundir import read_config, read_metrics
@@ -51,7 +52,7 @@ SPLITS = {
 
 
 @dataclass(frozen=True)
-class TransferSettings(Settings):
+class TransferSettings(LaunchSettings):
     """The split, the budget of each phase and the fine-tuning settings (defaults: measured in docs/results.md)."""
 
     data: str = setting("cifar10", "dataset: cifar10 (with --data-dir) or digits (small, for tests)")
@@ -168,17 +169,17 @@ def run_transfer(settings: TransferSettings | None = None, *, say: Message | Non
     # Classes, images per class, batch sizes and the modules to freeze meet the data and the model
     # here, so a wrong one fails before the pretraining trains and before EXP_DIR is created.
     check_runs([p["pretrain"], p["scratch"], p["finetuned"]])
-    out.mkdir(parents=True, exist_ok=True)
-    write_settings_file(out, s, command)
     say = say or stderr_printer(f"reslab experiment {NAME}", not s.quiet)
     say(f"pretrain {s.model} on {', '.join(p['source'])}; fine-tune vs scratch on {s.per_class} images each of "
         f"{', '.join(p['target'])}; runs in {out}")
     start = time.perf_counter()
     # Pretraining and the scratch run do not depend on each other; fine-tuning needs the first.
-    first = ensure_runs([p["pretrain"], p["scratch"]], jobs=s.jobs, say=say, epoch_lines=not s.quiet)
+    first = ensure_runs([p["pretrain"], p["scratch"]], jobs=s.jobs, launch=s.launch_settings(), experiment_dir=out,
+                        command=command, on_start=lambda: write_settings_file(out, s, command), say=say,
+                        epoch_lines=not s.quiet)
     if not all(o.finished for o in first):
         return TransferResult(out, first, None, [], complete=False)
-    second = ensure_runs([p["finetuned"]], say=say)
+    second = ensure_runs([p["finetuned"]], launch=s.launch_settings(), experiment_dir=out, command=command, say=say)
     outcomes = first + second
     if not all(o.finished for o in outcomes):
         return TransferResult(out, outcomes, None, [], complete=False)

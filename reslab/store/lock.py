@@ -37,12 +37,12 @@ def lock_holder(run_dir: str | Path) -> int | None:
         return None
 
 
-def _locked_error(run_dir: Path) -> RunDirLockedError:
+def _locked_error(run_dir: Path, what: str = "run directory",
+                  advice: str = "wait for it to finish or stop it, or choose another --out DIR") -> RunDirLockedError:
     holder = lock_holder(run_dir)
     who = f"process {holder}" if holder is not None else "another process"
-    return RunDirLockedError(
-        f"run directory {str(run_dir)!r} is being written by {who} (it holds {run_dir / LOCK_FILE}); wait for it to "
-        "finish or stop it, or choose another --out DIR")
+    return RunDirLockedError(f"{what} {str(run_dir)!r} is being written by {who} (it holds {run_dir / LOCK_FILE}); "
+                             f"{advice}")
 
 
 def check_unlocked(run_dir: str | Path) -> None:
@@ -76,6 +76,8 @@ class RunDirLock:
     """
 
     _held: dict[str, int] = {}  # resolved path -> nesting depth, for this process
+    what = "run directory"
+    advice = "wait for it to finish or stop it, or choose another --out DIR"
 
     def __init__(self, run_dir: str | Path):
         self.run_dir = Path(run_dir)
@@ -97,7 +99,7 @@ class RunDirLock:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.close()
-            raise _locked_error(self.run_dir) from None
+            raise _locked_error(self.run_dir, self.what, self.advice) from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"{os.getpid()}\n")

@@ -41,6 +41,9 @@ from reslab.utils import atomic_write_text
 CONFIG_FILE = "config.json"
 METRICS_JSONL = "metrics.jsonl"
 METRICS_CSV = "metrics.csv"
+#: A file that asks a training run to stop, with a checkpoint, at the end of its epoch (how a
+#: search prunes a trial that trains on another machine).
+STOP_REQUEST = "stop-request"
 CHECKPOINT_DIR = "checkpoints"
 STATE_FILE = "last.state.pt"
 INIT_WEIGHTS = "init.safetensors"

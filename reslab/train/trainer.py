@@ -29,7 +29,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.distributed as dist
@@ -134,14 +134,15 @@ class TrainResult:
 class _StopRequest:
     """Turns SIGINT/SIGTERM into a flag the loop checks after each step; a second one aborts."""
 
-    def __init__(self, announce) -> None:
+    def __init__(self, announce, extra_signals: Sequence[int] = ()) -> None:
         self.signal_name: str | None = None
         self._announce = announce
+        self._signals = (signal.SIGINT, signal.SIGTERM, *extra_signals)
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> "_StopRequest":
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in self._signals:
                 self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
@@ -257,7 +258,7 @@ def check_training(config: TrainConfig, dataset: Any = None) -> None:
 
 # -- the trainer ----------------------------------------------------------------------------------
 def train(config: TrainConfig | None = None, *, resume: str | Path | None = None,
-          stop_after_epoch: int | None = None) -> TrainResult:
+          stop_after_epoch: int | None = None, stop_signals: Sequence[int] = ()) -> TrainResult:
     """Train a model as ``config`` says, writing a run directory; or continue one.
 
     Args:
@@ -267,6 +268,10 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
         resume: a run directory to continue exactly from its ``last.state.pt``.
         stop_after_epoch: save and return once this many epochs (of the whole run) are done,
             leaving the run unfinished (continue it with ``resume``).
+        stop_signals: signals that stop the run with a checkpoint, besides SIGINT and SIGTERM
+            (a Slurm job's timeout warning, SIGUSR2, under submitit). A file
+            ``RUN_DIR/stop-request`` (:data:`schema.STOP_REQUEST`) stops it too, at the end of an
+            epoch (a search prunes a trial on another machine that way).
 
     Returns a :class:`TrainResult`. Raises ConfigError (bad settings, a run directory that is
     in use), DatasetError, ModelConfigError, CheckpointError (resume of a missing/corrupt run)
@@ -321,12 +326,12 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
             # One writer per run directory: a second `reslab train --resume SAME` stops here, at once.
             with holder:
                 state = ckpt.load_state(rundir.state_path(run_dir))
-                return _Trainer(config, run_dir, dist_info, state, stop_after_epoch).run()
+                return _Trainer(config, run_dir, dist_info, state, stop_after_epoch, stop_signals).run()
         if dist_info.is_main:
             # A busy or used directory is refused before the data loads, without creating anything.
             check_unlocked(run_dir)
             rundir.check_fresh(run_dir)
-        trainer = _Trainer(config, run_dir, dist_info, None, stop_after_epoch)
+        trainer = _Trainer(config, run_dir, dist_info, None, stop_after_epoch, stop_signals)
         # Every setting meets the data and the model here; the directory (and its lock) exists only
         # once they have all passed, so a refused command leaves nothing behind.
         trainer.build()
@@ -373,8 +378,9 @@ class _EpochProgress:
 
 class _Trainer:
     def __init__(self, config: TrainConfig, run_dir: Path, dist_info: DistInfo, state: dict | None,
-                 stop_after_epoch: int | None) -> None:
+                 stop_after_epoch: int | None, stop_signals: Sequence[int] = ()) -> None:
         self.config = config
+        self.stop_signals = tuple(stop_signals)
         self.run_dir = run_dir
         self.dist = dist_info
         self.device = dist_info.device
@@ -611,7 +617,7 @@ class _Trainer:
         writer = self._tensorboard() if c.tensorboard and self.is_main else None
         stopped_by = None
         try:
-            with _StopRequest(self.say) as stop:
+            with _StopRequest(self.say, self.stop_signals) as stop:
                 stopped_by = self._loop(stop, writer)
         finally:
             if writer is not None:
@@ -658,6 +664,10 @@ class _Trainer:
                 self.say(f"stopped by {progress.stopped_by} after epoch {epoch + 1}; checkpoint saved. "
                          f"Continue with: reslab train --resume {self.run_dir}")
                 return progress.stopped_by
+            if (self.run_dir / schema.STOP_REQUEST).is_file() and self.epoch_done < self.total_epochs:
+                self.say(f"stopped after epoch {epoch + 1}: {self.run_dir / schema.STOP_REQUEST} asked for it; "
+                         "checkpoint saved")
+                return "stop_request"
             if self.stop_after_epoch is not None and self.epoch_done >= self.stop_after_epoch \
                     and self.epoch_done < self.total_epochs:
                 return "stop_after_epoch"
