@@ -15,10 +15,11 @@ GROUP_TEXT = ("local (default) trains on this machine; slurm submits each run as
               "timed out or whose worker dies resumes from its checkpoint. See docs/scale.md.")
 
 
-def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
-    """The launcher flags, in their own group of ``--help``."""
+def add_launch_arguments(parser: argparse.ArgumentParser, *, unset: str | None = None) -> None:
+    """The launcher flags, in their own group of ``--help`` (``unset``: flags not given stay out of
+    the parsed arguments, and their help says what decides instead)."""
     group = parser.add_argument_group(GROUP_TITLE, GROUP_TEXT)
-    add_arguments(group, LaunchSettings, include=LAUNCH_FIELDS)
+    add_arguments(group, LaunchSettings, include=LAUNCH_FIELDS, unset=unset)
     group.add_argument("--slurm-option", dest="slurm_option", action="append", default=argparse.SUPPRESS,
                        metavar="KEY=VALUE", help="slurm: a further sbatch setting (e.g. account=lab, qos=high, "
                                                  "constraint=a100); repeatable")

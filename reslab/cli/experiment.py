@@ -25,19 +25,21 @@ def register(subparsers) -> None:
     parser.set_defaults(func=lambda args: parser.print_help() or 2)
 
 
-def finish(name: str, start: Callable[[], Any], *extra_lines: Callable[[Any], str]) -> int:
+def finish(name: str, start: Callable[[], Any], *extra_lines: Callable[[Any], str], prefix: str | None = None,
+           resume_hint: str | None = None) -> int:
     """Run an experiment for its command: ``start()`` → its result, printed as the table, the files and
     ``extra_lines``; 130 (with a line saying how to resume) when interrupted or stopped early."""
+    prefix = prefix or f"reslab experiment {name}"
+    how = resume_hint or "run the same command again"
     try:
         result = start()
     except KeyboardInterrupt:
         # The runs in flight saved their checkpoints (the trainer stops cleanly on SIGINT) and a
         # grid its partial file: the same command continues.
-        print(f"reslab experiment {name}: interrupted; run the same command again to resume", file=sys.stderr)
+        print(f"{prefix}: interrupted; {how} to resume", file=sys.stderr)
         return 130
     if not result.complete:
-        print(f"reslab experiment {name}: stopped before everything finished; run the same command again to resume",
-              file=sys.stderr)
+        print(f"{prefix}: stopped before everything finished; {how} to resume", file=sys.stderr)
         return 130
     print(result.table())
     print(f"wrote {', '.join(str(p) for p in result.files)}")

@@ -54,9 +54,9 @@ class RunFailed(ReslabError, RuntimeError):
 class LaunchSettings(Settings):
     """Where an experiment's runs train, and with what resources. Experiments' settings extend this."""
 
-    launcher: Literal["local", "slurm", "ray"] = setting(
+    launcher: str = setting(
         "local", "where the runs train: local (processes on this machine), slurm (jobs through submitit) or ray "
-                 "(tasks on a Ray cluster); slurm and ray need --out on storage every worker sees")
+                 "(tasks on a Ray cluster); slurm and ray need --out on storage every worker sees", metavar="local|slurm|ray")
     max_parallel: int | None = setting(None, "slurm/ray: runs training at the same time at most (default: all; "
                                              "local uses --jobs)", minimum=1, metavar="N")
     cpus_per_run: float = setting(1.0, "slurm/ray: CPU cores per run (ray takes fractions); torch uses that many "
@@ -78,6 +78,9 @@ class LaunchSettings(Settings):
                                             "cluster started for this command)", metavar="auto|HOST:PORT")
 
     def check(self) -> None:
+        if self.launcher not in LAUNCHERS:
+            raise ConfigError(f"--launcher {self.launcher!r}: unknown; choose one of {', '.join(LAUNCHERS)}")
+        require_extra(self.launcher)  # before an experiment says or writes anything
         if self.launcher == "local":
             engine_only = [name for name in ("max_parallel", "timeout_min", "max_requeues", "slurm_partition",
                                              "slurm_option", "slurm_executor", "ray_address", "cpus_per_run",

@@ -46,6 +46,9 @@ class LocalHandle:
         return outcome_from_worker(self.future.result())
 
     def where(self) -> str:
+        if self.future.done() and not self.future.cancelled() and self.future.exception() is None:
+            result = self.future.result()
+            return f"pid {result.get('pid')} on {result.get('host')}"
         return "a worker process on this machine"
 
     def cancel(self) -> None:
