@@ -1,18 +1,6 @@
 """Launchers: the runs of an experiment train here (``local``), on Slurm (``slurm``) or on Ray (``ray``).
 
-See :mod:`reslab.experiments.launch.base` for what a launcher does and what it needs.
+:mod:`reslab.experiments.launch.base` holds what every launcher shares (:class:`LaunchSettings`,
+``make_launcher``, what a worker runs); each engine has its own module, imported only when a
+command asks for it, so ``reslab --help`` and local runs never import Ray or submitit.
 """
-
-from reslab.experiments.launch.base import (
-    LAUNCH_FIELDS,
-    LAUNCHERS,
-    Launcher,
-    LaunchError,
-    LaunchSettings,
-    RunFailed,
-    make_launcher,
-    run_on_worker,
-)
-
-__all__ = ["LAUNCHERS", "LAUNCH_FIELDS", "Launcher", "LaunchError", "LaunchSettings", "RunFailed", "make_launcher",
-           "run_on_worker"]
