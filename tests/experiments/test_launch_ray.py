@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -82,19 +83,15 @@ def test_a_sweep_on_ray_computes_what_the_local_launcher_does(tmp_path, ray_clus
     assert {o.action for o in again} == {"reused"}
 
 
-def test_b_a_worker_killed_mid_run_is_retried_and_resumes_bit_identical(tmp_path, ray_cluster):
-    # Long enough (about a second an epoch on a busy core) for the killer to strike mid-run.
-    data = {"num_train": 1024, "num_test": 32, "image_size": 8}
-    reference = ensure_run(tiny(tmp_path / "reference" / "run", data=data, epochs=4))
-    assert reference.finished
-
-    run_dir = tmp_path / "exp" / "run"
+@contextmanager
+def killing_its_worker(run_dir: Path):
+    """SIGKILL the Ray worker training ``run_dir`` once it has saved its first epoch (the trainer
+    writes metrics after the checkpoint; the lock file holds the writer's PID). Yields the list
+    of PIDs killed."""
     killed: list[int] = []
     stop = threading.Event()
 
     def killer() -> None:
-        # Once the run has saved its first epoch (metrics come after the checkpoint), SIGKILL the
-        # Ray worker that holds the run directory's lock.
         while not stop.is_set():
             pid = lock_holder(run_dir)
             saved = (run_dir / rundir.METRICS_JSONL).is_file() and rundir.read_metrics(run_dir, partial_ok=True)
@@ -107,15 +104,38 @@ def test_b_a_worker_killed_mid_run_is_retried_and_resumes_bit_identical(tmp_path
     thread = threading.Thread(target=killer, daemon=True)
     thread.start()
     try:
-        [outcome] = ensure_runs([tiny(run_dir, data=data, epochs=4)], launch=ray_settings(max_requeues=1))
+        yield killed
     finally:
         stop.set()
         thread.join()
     assert killed, "the run finished before the killer found its worker"
+
+
+BIGGER = {"num_train": 1024, "num_test": 32, "image_size": 8}
+
+
+def test_b_a_worker_killed_mid_run_is_retried_and_resumes_bit_identical(tmp_path, ray_cluster):
+    # Long enough (a second or so an epoch on a busy core) for the killer to strike mid-run.
+    data = BIGGER
+    reference = ensure_run(tiny(tmp_path / "reference" / "run", data=data, epochs=4))
+    assert reference.finished
+
+    run_dir = tmp_path / "exp" / "run"
+    with killing_its_worker(run_dir):
+        [outcome] = ensure_runs([tiny(run_dir, data=data, epochs=4)], launch=ray_settings(max_requeues=1))
     assert outcome.finished and outcome.action == "resumed"  # the retry continued from the checkpoint
     assert computed(run_dir) == computed(tmp_path / "reference" / "run")
     ours, theirs = weights(run_dir), weights(tmp_path / "reference" / "run")
     assert ours.keys() == theirs.keys() and all((ours[k] == theirs[k]).all() for k in ours)
+
+
+def test_b_a_worker_that_dies_more_often_than_retries_allow_fails_in_one_line(tmp_path, ray_cluster):
+    run_dir = tmp_path / "exp" / "run"
+    with pytest.raises(RunFailed) as error, killing_its_worker(run_dir):
+        ensure_runs([tiny(run_dir, data=BIGGER, epochs=4)], launch=ray_settings(max_requeues=0))
+    message = one_line(error.value)
+    assert message.startswith(f"{run_dir} failed: its Ray worker died 1 time (--max-requeues 0)")
+    assert run_status(run_dir) == "unfinished"  # its checkpoint is kept: a rerun resumes it
 
 
 def test_c_an_unreachable_ray_address_is_one_line_fast_and_writes_nothing(tmp_path):
@@ -169,7 +189,7 @@ def test_f_a_cancelled_run_saves_its_checkpoint(tmp_path, ray_cluster):
 
     run_dir = tmp_path / "exp" / "run"
     (tmp_path / "exp").mkdir()
-    data = {"num_train": 1024, "num_test": 32, "image_size": 8}
+    data = BIGGER
     with make_launcher(ray_settings(), tmp_path / "exp") as launcher:
         handle = launcher.submit(launcher.worker_config(tiny(run_dir, data=data, epochs=6)))
         deadline = time.monotonic() + 60
