@@ -21,6 +21,7 @@ ray        as Ray tasks on a cluster (retried elsewhere when a worker or node di
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 import socket
@@ -37,6 +38,10 @@ from reslab.train import TrainConfig
 LAUNCHERS = ("local", "slurm", "ray")
 #: launcher → (the module it needs, the extra that installs it)
 EXTRAS = {"slurm": ("submitit", "reslab[slurm]"), "ray": ("ray", "reslab[ray]")}
+#: launcher → (its module, its Launcher class)
+ENGINE_MODULES = {"local": ("reslab.experiments.launch.local", "LocalLauncher"),
+                  "slurm": ("reslab.experiments.launch.slurm", "SlurmLauncher"),
+                  "ray": ("reslab.experiments.launch.ray", "RayLauncher")}
 #: The launcher flags, in the order ``--help`` shows them.
 LAUNCH_FIELDS = ("launcher", "max_parallel", "cpus_per_run", "gpus_per_run", "timeout_min", "max_requeues",
                  "slurm_partition", "slurm_option", "slurm_executor", "ray_address")
@@ -167,14 +172,11 @@ def make_launcher(settings: LaunchSettings, storage_root: str | Path, *, jobs: i
     if name not in LAUNCHERS:
         raise ConfigError(f"--launcher {name!r}: unknown; choose one of {', '.join(LAUNCHERS)}")
     require_extra(name)
-    if name == "local":
-        from reslab.experiments.launch.local import LocalLauncher
-        return LocalLauncher(settings, storage_root, jobs=jobs)
-    if name == "slurm":
-        from reslab.experiments.launch.slurm import SlurmLauncher
-        return SlurmLauncher(settings, storage_root, jobs=jobs)
-    from reslab.experiments.launch.ray import RayLauncher
-    return RayLauncher(settings, storage_root, jobs=jobs)
+    # Each engine's module imports this one; naming it here (not importing it) keeps the
+    # dependency one-way, and Ray or submitit load only when a command asks for them.
+    module_name, class_name = ENGINE_MODULES[name]
+    launcher_class = getattr(importlib.import_module(module_name), class_name)
+    return launcher_class(settings, storage_root, jobs=jobs)
 
 
 # -- on the worker ---------------------------------------------------------------------------------
