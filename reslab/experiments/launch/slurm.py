@@ -232,7 +232,16 @@ class SlurmLauncher(Launcher):
         name = Path(config.out).name
         if not self.local:
             self._executor.update_parameters(job_name=f"reslab-{name}")
-        job = self._executor.submit(RunJob(), config.to_dict(), str(self.storage_root))
+        try:
+            job = self._executor.submit(RunJob(), config.to_dict(), str(self.storage_root))
+        except Exception as error:  # noqa: BLE001 - sbatch refused it (partition, account, limits): one line
+            from submitit.core.utils import FailedJobError  # noqa: PLC0415
+
+            if not isinstance(error, (FailedJobError, OSError)):
+                raise
+            lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+            raise LaunchError(f"{name}: sbatch refused the job: {lines[-1] if lines else type(error).__name__}") \
+                from None
         return SlurmHandle(job, config, self)
 
 
