@@ -157,3 +157,27 @@ def test_e_what_is_submitted_to_slurm(tmp_path, monkeypatch):
 
     with pytest.raises(LaunchError, match="whole GPUs"):
         SlurmLauncher(LaunchSettings(launcher="slurm", gpus_per_run=0.5), exp).start()
+
+
+def test_f_a_job_that_raised_fails_in_one_line_naming_its_error_and_log(tmp_path):
+    from submitit.core.utils import FailedJobError
+
+    from reslab.experiments.launch.slurm import SlurmHandle
+
+    trace = ('Traceback (most recent call last):\n  File "x.py", line 1, in <module>\n'
+             "reslab.errors.ConfigError: the run in 'a' was trained with lr 0.1; this asks for 0.2\n")
+
+    class Job:  # what submitit hands back for a job that raised
+        job_id = "77"
+        paths = type("Paths", (), {"stderr": tmp_path / "77_0_log.err"})()
+
+        def result(self):
+            raise FailedJobError(f"Job (task=0) failed during processing with trace:\n----------------------\n{trace}\n"
+                                 "----------------------\nYou can check full logs with 'job.stderr(0)'")
+
+    launcher = SlurmLauncher(LaunchSettings(launcher="slurm"), tmp_path)
+    handle = SlurmHandle(Job(), tiny(tmp_path, "a"), launcher)
+    with pytest.raises(RunFailed) as failure:
+        handle.outcome()
+    assert str(failure.value) == (f"a failed in slurm job 77: the run in 'a' was trained with lr 0.1; this asks for "
+                                  f"0.2 (log: {tmp_path / '77_0_log.err'})")
