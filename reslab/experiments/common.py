@@ -165,6 +165,7 @@ def _dispatch(launcher: Launcher, index: RunIndex, configs: list[TrainConfig], p
     failure: BaseException | None = None
     stopping = False
     waiting_said: set[int] = set()
+    requeued: dict[int, int] = {}
     last_look = 0.0
     try:
         while pending or running:
@@ -197,6 +198,17 @@ def _dispatch(launcher: Launcher, index: RunIndex, configs: list[TrainConfig], p
                         say(f"{Path(configs[position].out).name} failed: {_one_line(error)}; waiting for the runs in "
                             "flight to finish (Ctrl-C stops them with a checkpoint)")
                     failure = failure or error
+                    continue
+                if not outcome.finished and launcher.name != "local" and \
+                        requeued.get(position, 0) < launcher.settings.max_requeues:
+                    # Stopped by its engine (a preemption's SIGTERM, a scancel), not by this
+                    # driver: hand it out again; it resumes from the checkpoint it saved.
+                    requeued[position] = requeued.get(position, 0) + 1
+                    say(f"{Path(configs[position].out).name} stopped ({outcome.stopped_by}) on {handle.where()}; "
+                        f"handing it out again ({requeued[position]}/{launcher.settings.max_requeues}), it resumes "
+                        "from its checkpoint")
+                    index.mark(configs[position], STOPPED, where=handle.where())
+                    pending.insert(0, position)
                     continue
                 record(position, outcome, handle.where())
                 if not outcome.finished:

@@ -84,7 +84,7 @@ def test_a_sweep_on_ray_computes_what_the_local_launcher_does(tmp_path, ray_clus
 
 
 @contextmanager
-def killing_its_worker(run_dir: Path):
+def killing_its_worker(run_dir: Path, sig: int = signal.SIGKILL):
     """SIGKILL the Ray worker training ``run_dir`` once it has saved its first epoch (the trainer
     writes metrics after the checkpoint; the lock file holds the writer's PID). Yields the list
     of PIDs killed."""
@@ -96,7 +96,7 @@ def killing_its_worker(run_dir: Path):
             pid = lock_holder(run_dir)
             saved = (run_dir / rundir.METRICS_JSONL).is_file() and rundir.read_metrics(run_dir, partial_ok=True)
             if pid and pid != os.getpid() and saved:
-                os.kill(pid, signal.SIGKILL)
+                os.kill(pid, sig)
                 killed.append(pid)
                 return
             time.sleep(0.01)
@@ -127,6 +127,20 @@ def test_b_a_worker_killed_mid_run_is_retried_and_resumes_bit_identical(tmp_path
     assert computed(run_dir) == computed(tmp_path / "reference" / "run")
     ours, theirs = weights(run_dir), weights(tmp_path / "reference" / "run")
     assert ours.keys() == theirs.keys() and all((ours[k] == theirs[k]).all() for k in ours)
+
+
+def test_a_run_its_engine_stops_with_sigterm_is_handed_out_again_and_ends_bit_identical(tmp_path, ray_cluster):
+    # A preemption or an operator's SIGTERM: the trainer saves and returns unfinished; the driver did
+    # not ask for it, so it hands the run out again and the run resumes from its checkpoint.
+    reference = ensure_run(tiny(tmp_path / "reference" / "run", data=BIGGER, epochs=4))
+    run_dir = tmp_path / "exp" / "run"
+    lines: list[str] = []
+    with killing_its_worker(run_dir, signal.SIGTERM):
+        [outcome] = ensure_runs([tiny(run_dir, data=BIGGER, epochs=4)], launch=ray_settings(max_requeues=1),
+                                say=lines.append)
+    assert reference.finished and outcome.finished and outcome.action == "resumed"
+    assert any("stopped (SIGTERM)" in line and "handing it out again (1/1)" in line for line in lines), lines
+    assert computed(run_dir) == computed(tmp_path / "reference" / "run")
 
 
 def test_b_a_worker_that_dies_more_often_than_retries_allow_fails_in_one_line(tmp_path, ray_cluster):
