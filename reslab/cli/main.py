@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "reslab.cli.bench",
     "reslab.cli.analyze",
     "reslab.cli.experiment",
+    "reslab.cli.search",
     "reslab.cli.report",
     "reslab.cli.demo",
 )
