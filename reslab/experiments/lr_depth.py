@@ -43,8 +43,9 @@ PLOT_FILE = "lr_depth.png"
 FORMAT = 1
 DEFAULT_DEPTHS = (20, 56, 110)
 DEFAULT_TRIALS = 8
-#: Epochs per trial by default: the recipe's 15 put 6 studies × 8 trials past 15 minutes on two cores.
-DEFAULT_EPOCHS = 10
+#: Epochs per trial by default: the recipe's 15 put 6 studies × 8 trials well past 15 minutes on two
+#: (shared) cores; 10 took 7 minutes for the first 10 of 48 trials.
+DEFAULT_EPOCHS = 8
 #: --quick: two shallow depths, 4 epochs, 4 trials per study (about a minute on two cores).
 QUICK = {"depths": (8, 20), "epochs": 4, "trials": 4}
 FIXED_KEYS = ("model", "data", "out", "lr")

@@ -24,6 +24,7 @@ COMPLETE + PRUNED trials of the study, never counted twice.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import math
 import re
@@ -70,8 +71,11 @@ SPACE_EXAMPLE = "lr=loguniform:1e-3:1, weight_decay=uniform:0:1e-3, depth=choice
 NOT_SEARCHABLE = ("model", "model_options", "data", "data_options", "data_dir", "download", "task", "task_options",
                   "recipe", "init_from", "freeze", "out", "quiet", "threads", "device", "tensorboard", "compile",
                   "sync_bn", "progress", "iterations", "eval_every", "save_every", "eval_batch_size", "milestones")
+#: What people call some settings.
+ALIASES = {"learning_rate": "lr", "wd": "weight_decay", "bs": "batch_size", "layers": "depth",
+           "smoothing": "label_smoothing"}
 #: Seconds between looks at the running trials' metrics files.
-METRICS_POLL_S = 1.0
+METRICS_POLL_S = 0.25
 #: A run that stopped because its loss became non-finite (the trainer's TrainingError says so).
 DIVERGED_TEXT = "training loss became"
 
@@ -95,6 +99,11 @@ class Param:
     low: float | int | None = None
     high: float | int | None = None
     choices: tuple = ()
+    text: str = field(default="", compare=False)  # as the user wrote it, for messages
+
+    @property
+    def given(self) -> str:
+        return self.text or self.spec
 
     @property
     def spec(self) -> str:
@@ -115,9 +124,9 @@ class Param:
         return list(self.choices) if self.kind == "choice" else [self.low, self.high]
 
 
-def _space_error(key: str, spec: str, why: str) -> ConfigError:
+def _space_error(key: str, spec: str, why: str, example: str | None = None) -> ConfigError:
     kind = spec.split(":", 1)[0] if isinstance(spec, str) else ""
-    example = EXAMPLES.get(kind, SPACE_EXAMPLE if key not in ("depth", "lr") else EXAMPLES[
+    example = example or EXAMPLES.get(kind, SPACE_EXAMPLE if key not in ("depth", "lr") else EXAMPLES[
         "choice" if key == "depth" else "loguniform"])
     return ConfigError(f"--space {key}={spec}: {why}; e.g. --space {example}")
 
@@ -160,7 +169,7 @@ def parse_param(key: str, spec: Any) -> Param:
         values = tuple(_choice(item) for item in items)
         if len(set(map(repr, values))) != len(values):
             raise _space_error(key, spec, "a value is listed twice")
-        return Param(key, kind, choices=values)
+        return Param(key, kind, choices=values, text=spec)
     parts = rest.split(":")
     if len(parts) != 2 or not all(p.strip() for p in parts):
         raise _space_error(key, spec, f"expected {kind}:LOW:HIGH")
@@ -170,7 +179,7 @@ def parse_param(key: str, spec: Any) -> Param:
         raise _space_error(key, spec, f"the low bound {low} is above the high bound {high}")
     if kind in ("loguniform", "intlog") and low <= 0:
         raise _space_error(key, spec, f"a log scale needs positive bounds, got {low}")
-    return Param(key, kind, low, high)
+    return Param(key, kind, low, high, text=spec)
 
 
 def parse_space(space: Mapping[str, Any] | Sequence[str] | None) -> dict[str, Param]:
@@ -369,7 +378,7 @@ class Search:
         if settings.sampler == "grid":
             loose = [k for k, p in params.items() if p.kind != "choice"]
             if loose:
-                raise ConfigError(f"--sampler grid: --space {loose[0]}={params[loose[0]].spec} is not a list of "
+                raise ConfigError(f"--sampler grid: --space {loose[0]}={params[loose[0]].given} is not a list of "
                                   f"values; a grid needs choice spaces, e.g. --space {EXAMPLES['choice']}, or use "
                                   "--sampler tpe/random")
             size = math.prod(len(p.choices) for p in params.values())
@@ -386,26 +395,27 @@ class Search:
         for key, param in self.params.items():
             if key == "depth":
                 if param.kind != "choice":
-                    raise _space_error(key, param.spec, "depth picks a model: give a list of depths")
+                    raise _space_error(key, param.given, "depth picks a model: give a list of depths")
                 for value in param.choices:
                     model_for_depth(self.settings.model, value)
                 continue
             if key not in names or key in NOT_SEARCHABLE:
                 import difflib  # noqa: PLC0415
 
-                close = difflib.get_close_matches(key, sorted(names - set(NOT_SEARCHABLE) | {"depth"}), n=1)
+                close = [ALIASES[key]] if key in ALIASES else difflib.get_close_matches(
+                    key, sorted(names - set(NOT_SEARCHABLE) | {"depth"}), n=1)
                 hint = f" (did you mean {close[0]}?)" if close else ""
                 why = ("a setting a search may not vary" if key in NOT_SEARCHABLE else "not a training setting")
-                raise _space_error(key, param.spec, f"{key!r} is {why}{hint}; search over training settings such "
+                raise _space_error(key, param.given, f"{key!r} is {why}{hint}; search over training settings such "
                                    "as lr, weight_decay, label_smoothing, batch_size, epochs, or depth")
             if key in self.settings.overrides:
-                raise _space_error(key, param.spec, f"--set {key} fixes it too; give one or the other")
+                raise _space_error(key, param.given, f"--set {key} fixes it too; give one or the other")
             default = TrainConfig.default(key)
             if isinstance(default, bool) and param.kind != "choice":
-                raise _space_error(key, param.spec, f"{key} is true or false: give choice:true,false")
+                raise _space_error(key, param.given, f"{key} is true or false: give choice:true,false")
             if isinstance(default, int) and not isinstance(default, bool) and param.kind in ("uniform", "loguniform"):
-                raise _space_error(key, param.spec, f"{key} is a whole number: give int:LOW:HIGH, intlog:LOW:HIGH "
-                                   "or choice:A,B")
+                raise _space_error(key, param.given, f"{key} is a whole number: give int:LOW:HIGH, intlog:LOW:HIGH "
+                                   "or choice:A,B", example=f"{key}=int:{max(1, int(default) // 2)}:{int(default) * 2 or 8}")
 
     def config_for(self, params: Mapping[str, Any]) -> TrainConfig:
         """The trial's TrainConfig: recipe + model (its depth) + --set + the trial's parameters; ``out`` in trials/."""
@@ -434,7 +444,7 @@ class Search:
                 try:
                     config = self.config_for(params)
                 except ConfigError as error:
-                    raise _space_error(key, param.spec, f"{key}={value!r} is not valid: {error}") from None
+                    raise _space_error(key, param.given, f"{key}={value!r} is not valid: {error}") from None
                 configs.setdefault(config.out, config)
         try:
             check_runs(list(configs.values()))
@@ -484,7 +494,7 @@ class Search:
         samplers = _optuna().samplers
         settings = self.settings
         if settings.sampler == "grid":
-            return samplers.GridSampler({k: list(p.choices) for k, p in self.params.items()}, seed=seed)
+            return _grid_sampler()({k: list(p.choices) for k, p in self.params.items()}, seed=seed)
         if settings.sampler == "random":
             return samplers.RandomSampler(seed=seed)
         return samplers.TPESampler(seed=seed, n_startup_trials=settings.startup_trials)
@@ -572,6 +582,18 @@ class Search:
 
     def write_summary(self) -> Path:
         return write_json(self.experiment_dir / SUMMARY_FILE, self.summary(), indent=1)
+
+
+def _grid_sampler():
+    """Optuna's GridSampler, without its ``study.stop()`` once the grid is done: that works only inside
+    ``study.optimize`` (and fails a ``tell`` outside it); this driver counts the trials itself."""
+    samplers = _optuna().samplers
+
+    class GridSampler(samplers.GridSampler):
+        def after_trial(self, study, trial, state, values) -> None:
+            pass
+
+    return GridSampler
 
 
 def _finite(value: Any) -> float | None:
@@ -741,8 +763,14 @@ def drive(searches: Sequence[Search], launcher: Launcher, say: Message) -> bool:
                 flights.remove(flight)
                 finish(flight)
     except BaseException:
+        # Stopped (Ctrl-C, a signal, an error of the driver): the runs in flight stop at the end of their epoch
+        # with a checkpoint, wherever they train (a local worker also gets Ctrl-C itself); their trials stay
+        # RUNNING, and the next command continues them from their checkpoints.
         for flight in flights:
             if flight.handle is not None:
+                with contextlib.suppress(OSError):
+                    (flight.run_dir / rundir.STOP_REQUEST).write_text("the search driver stopped\n",
+                                                                      encoding="utf-8")
                 flight.handle.cancel()
         raise
     finally:

@@ -25,8 +25,10 @@ def plot_lr_depth(data: dict[str, Any], title: str | None = None) -> Figure:
         rows = sorted((r for r in records if r.get("kind") == kind and isinstance(r.get("best_lr"), (int, float))),
                       key=lambda r: r["depth"])
         if rows:
-            ax.plot([r["depth"] for r in rows], [r["best_lr"] for r in rows], marker=MARKERS[kind], lw=2,
-                    color=KIND_COLORS[kind], label=f"{kind}")
+            plain = kind == "plain"  # dashed and open, so a plain line on top of the residual one shows both
+            ax.plot([r["depth"] for r in rows], [r["best_lr"] for r in rows], marker=MARKERS[kind],
+                    lw=1.4 if plain else 2.4, ls="--" if plain else "-", ms=8 if plain else 6,
+                    mfc="white" if plain else KIND_COLORS[kind], color=KIND_COLORS[kind], label=f"{kind}")
     lr_range = data.get("lr_range")
     if isinstance(lr_range, list) and len(lr_range) == 2:
         ax.set_ylim(lr_range[0] * 0.8, lr_range[1] * 1.25)
