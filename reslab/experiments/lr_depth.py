@@ -153,8 +153,11 @@ def run_lr_depth(settings: LrDepthSettings | Mapping[str, Any] | None = None, *,
     jobs = plan["jobs"]
     launch = settings.launch_settings()
     threads = default_threads(launch, jobs, settings.overrides)
-    command = experiment_command(["reslab", "experiment", "lr-depth"], settings.replace(out=str(experiment_dir)),
-                                 always=("data",))
+    # The resolved depths, epochs and trials: the command remakes these studies even if the defaults change.
+    resolved = settings.replace(out=str(experiment_dir), depths=tuple(plan["depths"]), epochs=plan["epochs"],
+                                trials=plan["trials"], quick=False)
+    command = experiment_command(["reslab", "experiment", "lr-depth"], resolved,
+                                 always=("data", "depths", "epochs", "trials"))
     searches: list[tuple[str, int, Search]] = []
     for depth in plan["depths"]:
         for kind, model in zip((KIND_RESIDUAL, KIND_PLAIN), twin_models(depth)):
