@@ -364,6 +364,7 @@ class Search:
     storage_url: str = ""
     command: str | None = None
     index: RunIndex | None = None
+    _storage: Any = None
 
     @classmethod
     def prepare(cls, settings: SearchSettings, experiment_dir: Path, *, threads: int | None = None,
@@ -387,6 +388,8 @@ class Search:
                                   f"{size} or fewer")
         if settings.storage is not None:
             check_storage_url(settings.storage)
+            if not settings.storage.startswith("journal:"):
+                search._storage = open_storage(settings.storage)  # a database that is not there fails here
         search.check_configs()
         return search
 
@@ -462,7 +465,7 @@ class Search:
         optuna = _optuna()
         settings = self.settings
         self.storage_url = settings.storage or self.default_storage()
-        storage = open_storage(self.storage_url)
+        storage = self._storage if self._storage is not None else open_storage(self.storage_url)
         name = settings.study_name or self.experiment_dir.resolve().name
         try:
             study = optuna.create_study(storage=storage, study_name=name, direction=settings.direction,
@@ -806,10 +809,11 @@ class SearchResult(ExperimentResult):
 def format_trials(summary: Mapping[str, Any]) -> str:
     space = list((summary.get("space") or {}))
     metric = summary.get("metric", "value")
-    header = f"{'trial':>5} {'state':<8} " + " ".join(f"{k:>12}" for k in space) + f" {metric:>12} {'epochs':>6}"
+    widths = {k: max(12, len(k)) for k in space}
+    header = f"{'trial':>5} {'state':<8} " + " ".join(f"{k:>{widths[k]}}" for k in space) + f" {metric:>12} {'epochs':>6}"
     lines = [header, "-" * len(header)]
     for trial in summary.get("trials") or []:
-        values = " ".join(f"{_fmt(trial['params'].get(k)):>12}" for k in space)
+        values = " ".join(f"{_fmt(trial['params'].get(k)):>{widths[k]}}" for k in space)
         value = trial.get("value")
         lines.append(f"{trial['number']:>5} {trial['state']:<8} {values} "
                      f"{(f'{value:.4g}' if value is not None else '–'):>12} {trial.get('epochs', 0):>6}")
