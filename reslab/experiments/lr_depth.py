@@ -231,9 +231,30 @@ def verdict(summary: Mapping[str, Any]) -> list[str]:
             trend = f"rises {ratio:.1f}-fold from the shallowest to the deepest"
         else:
             trend = "stays within a factor of 2 across depths: no clear shift"
-        losses = ", ".join(f"{r['best_value']:.3f}" for r in rows if isinstance(r.get("best_value"), (int, float)))
+        losses = ", ".join(f"{r['best_value']:.3f} (depth {r['depth']})" for r in rows
+                           if isinstance(r.get("best_value"), (int, float)))
         sentences.append(f"{kind.capitalize()} nets: the best peak lr is {path}; it {trend}. Their best final "
-                         f"{summary.get('metric', 'loss')} is {losses} with depth.")
+                         f"{summary.get('metric', 'loss')} is {losses}.")
+        edge = [r for r in rows if _at_edge(r)]
+        if edge:
+            sentences.append(f"For {', '.join(r['model'] for r in edge)} the best lr is the highest or lowest one "
+                             "tried: the optimum may lie beyond it, so that number is a bound more than an estimate.")
+    ratios = []
+    for depth in sorted({r.get("depth") for r in records if isinstance(r.get("depth"), int)}):
+        twins = {r.get("kind"): r.get("best_value") for r in records if r.get("depth") == depth}
+        res, pla = twins.get(KIND_RESIDUAL), twins.get(KIND_PLAIN)
+        if isinstance(res, (int, float)) and isinstance(pla, (int, float)) and res > 0:
+            ratios.append((depth, pla / res))
+    if ratios:
+        listing = ", ".join(f"{ratio:.1f}× at depth {depth}" for depth, ratio in ratios)
+        gap = [depth for depth, ratio in ratios if ratio > 1.2]
+        if len(gap) == len(ratios):
+            tail = "tuning the lr per depth does not close the gap between the twins"
+        elif not gap:
+            tail = "at their own best lrs the twins end about equal"
+        else:
+            tail = f"a gap remains at depth {', '.join(map(str, gap))} only"
+        sentences.append(f"Each at its own best lr, the plain net's best loss is the residual net's {listing}: {tail}.")
     if len(shifts) == 2:
         same = all(0.5 <= r <= 2 for r in shifts.values())
         if same:
@@ -248,6 +269,14 @@ def verdict(summary: Mapping[str, Any]) -> list[str]:
         sentences.append(f"Each best lr comes from {trials} trials per study (the sampler's spread, not a fine "
                          "grid): a shift within a factor of about 2 is within what the sampling alone can give.")
     return sentences
+
+
+def _at_edge(record: Mapping[str, Any]) -> bool:
+    """Whether a study's best lr is the highest or the lowest of its finished trials (with at least 3)."""
+    lrs = [t.get("lr") for t in record.get("trials") or [] if t.get("state") == "COMPLETE"
+           and isinstance(t.get("lr"), (int, float))]
+    best = record.get("best_lr")
+    return len(lrs) >= 3 and isinstance(best, (int, float)) and best in (min(lrs), max(lrs))
 
 
 __all__ = ["LrDepthSettings", "LrDepthResult", "run_lr_depth", "format_table", "verdict", "SUMMARY_FILE",
