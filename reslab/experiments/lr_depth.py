@@ -70,6 +70,9 @@ class LrDepthSettings(LaunchSettings):
     sampler: Literal["tpe", "random"] = setting("tpe", "how each study picks learning rates")
     pruner: Literal["median", "none"] = setting("median", "stop trials worse than the median at the same epoch")
     metric: str = setting("test_loss", "the loss each study minimises (its final value)", metavar="NAME")
+    start_points: int = setting(4, "learning rates every study tries first, log-spaced over the range (the same "
+                                   "for every network, so the twins compare at equal lrs); the sampler picks the "
+                                   "rest", minimum=0, metavar="K")
     seed: int = setting(0, "seed of the samplers", minimum=0)
     quick: bool = setting(False, "a smoke test: depths 8 20, 4 epochs, 4 trials per study")
     overrides: dict[str, Any] = setting(default_factory=dict, help="training settings, the same for every trial",
@@ -165,6 +168,7 @@ def run_lr_depth(settings: LrDepthSettings | Mapping[str, Any] | None = None, *,
                 model=model, data=data, data_dir=settings.data_dir, recipe=recipe,
                 space={"lr": f"loguniform:{settings.lr_min:g}:{settings.lr_max:g}"}, trials=plan["trials"],
                 sampler=settings.sampler, pruner=settings.pruner, metric=settings.metric, seed=settings.seed,
+                startup_trials=settings.start_points or SearchSettings.default("startup_trials"),
                 epochs=plan["epochs"], overrides=dict(settings.overrides), jobs=jobs, out=str(experiment_dir / model),
                 **{name: getattr(launch, name) for name in LaunchSettings.field_names()})
             search = Search.prepare(sub, experiment_dir / model, threads=threads, label=model)
@@ -178,8 +182,12 @@ def run_lr_depth(settings: LrDepthSettings | Mapping[str, Any] | None = None, *,
         for _, _, search in searches:
             stack.enter_context(ExperimentLock(search.experiment_dir))
         write_settings_file(experiment_dir, settings, command)
+        starts = start_lrs(settings.lr_min, settings.lr_max, min(settings.start_points, plan["trials"]))
         for _, _, search in searches:
             search.open(say)
+            if not search.study.trials:  # a new study: the shared start points first
+                for lr in starts:
+                    search.study.enqueue_trial({"lr": lr})
             search.index = RunIndex.load(search.experiment_dir)
             search.index.set_launcher(launch.to_dict(), command)
             search.index.save()
@@ -216,10 +224,20 @@ def verdict(summary: Mapping[str, Any]) -> list[str]:
     trials = summary.get("trials")
     sentences = []
     shifts = {}
+    dead = [r for r in records if untrained(r)]
+    for r in sorted(dead, key=lambda r: (r.get("kind") != KIND_PLAIN, r.get("depth", 0))):
+        finals = [t["final_loss"] for t in r["trials"] if t.get("state") == "COMPLETE"]
+        sentences.append(f"{r['model']} does not train at any lr tried: its {len(finals)} finished trials all end at "
+                         f"{min(finals):.3f}–{max(finals):.3f}, so its 'best' lr ({r['best_lr']:.3g}) is noise and is "
+                         "left out of the trend below.")
+    dead_models = {r.get("model") for r in dead}
     for kind in (KIND_RESIDUAL, KIND_PLAIN):
-        rows = sorted((r for r in records if r.get("kind") == kind and isinstance(r.get("best_lr"), (int, float))),
-                      key=lambda r: r["depth"])
+        rows = sorted((r for r in records if r.get("kind") == kind and isinstance(r.get("best_lr"), (int, float))
+                       and r.get("model") not in dead_models), key=lambda r: r["depth"])
         if len(rows) < 2:
+            if rows and len([r for r in records if r.get("kind") == kind]) > 1:
+                sentences.append(f"{kind.capitalize()} nets: only {rows[0]['model']} trains (best lr "
+                                 f"{rows[0]['best_lr']:.3g}), so there is no trend with depth to read.")
             continue
         low, high = rows[0], rows[-1]
         ratio = high["best_lr"] / low["best_lr"]
@@ -255,29 +273,47 @@ def verdict(summary: Mapping[str, Any]) -> list[str]:
         else:
             tail = f"a gap remains at depth {', '.join(map(str, gap))} only"
         sentences.append(f"Each at its own best lr, the plain net's best loss is the residual net's {listing}: {tail}.")
-    if len(shifts) == 2:
-        same = all(0.5 <= r <= 2 for r in shifts.values())
-        if same:
-            sentences.append("Null result: with this budget neither twin's best lr moves by more than a factor of 2 "
-                             "with depth, so the data show no depth dependence of the best lr for either.")
+    if shifts:
+        kinds = " and ".join(shifts)
+        moved = [k for k, r in shifts.items() if not 0.5 <= r <= 2]
+        if not moved:
+            sentences.append(f"Null result: the best lr of the {kinds} nets does not move by more than a factor of 2 "
+                             "across depths; these data show no depth dependence of the best lr.")
         else:
-            moved = [k for k, r in shifts.items() if not 0.5 <= r <= 2]
+            still = [k for k in shifts if k not in moved]
             sentences.append(f"The best lr shifts with depth for the {' and '.join(moved)} nets"
-                             + ("" if len(moved) == 2 else f" but not for the {'plain' if moved == [KIND_RESIDUAL] else 'residual'} nets")
-                             + ".")
+                             + (f" but not for the {' and '.join(still)} nets" if still else "") + ".")
     if trials is not None:
         sentences.append(f"Each best lr comes from {trials} trials per study (the sampler's spread, not a fine "
                          "grid): a shift within a factor of about 2 is within what the sampling alone can give.")
     return sentences
 
 
+def start_lrs(low: float, high: float, count: int) -> list[float]:
+    """``count`` learning rates log-spaced over ``[low, high]``: the middles of equal bins on a log scale
+    (1e-3..1 with 4: 0.0024, 0.013, 0.075, 0.42), so neither end of the range, rarely the best, is spent."""
+    if count <= 0:
+        return []
+    a, b = math.log10(low), math.log10(high)
+    return [float(f"{10 ** (a + (b - a) * (i + 0.5) / count):.4g}") for i in range(count)]
+
+
+def untrained(record: Mapping[str, Any]) -> bool:
+    """No lr trained the network: its finished trials (3 or more) all end within 10 % of the same loss."""
+    finals = [t["final_loss"] for t in record.get("trials") or [] if t.get("state") == "COMPLETE"
+              and isinstance(t.get("final_loss"), (int, float))]
+    if len(finals) < 3:
+        return False
+    mean = sum(finals) / len(finals)
+    return mean > 0 and (max(finals) - min(finals)) / mean < 0.1
+
+
 def _at_edge(record: Mapping[str, Any]) -> bool:
-    """Whether a study's best lr is the highest or the lowest of its finished trials (with at least 3)."""
-    lrs = [t.get("lr") for t in record.get("trials") or [] if t.get("state") == "COMPLETE"
-           and isinstance(t.get("lr"), (int, float))]
+    """Whether a study's best lr is the highest or the lowest lr it tried (finished or pruned; 3 trials or more)."""
+    lrs = [t.get("lr") for t in record.get("trials") or [] if isinstance(t.get("lr"), (int, float))]
     best = record.get("best_lr")
     return len(lrs) >= 3 and isinstance(best, (int, float)) and best in (min(lrs), max(lrs))
 
 
-__all__ = ["LrDepthSettings", "LrDepthResult", "run_lr_depth", "format_table", "verdict", "SUMMARY_FILE",
+__all__ = ["LrDepthSettings", "LrDepthResult", "run_lr_depth", "format_table", "verdict", "start_lrs", "untrained", "SUMMARY_FILE",
            "PLOT_FILE", "QUICK", "DEFAULT_DEPTHS", "DEFAULT_TRIALS"]

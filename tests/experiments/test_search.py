@@ -123,7 +123,7 @@ def test_median_pruner_prunes_a_clearly_bad_lr(tmp_path):
 
 
 def test_lr_depth_quick_writes_its_json_and_the_report_section(tmp_path):
-    from reslab.experiments.lr_depth import run_lr_depth
+    from reslab.experiments.lr_depth import run_lr_depth, start_lrs
     from reslab.report.sections import lr_depth as section
 
     out = tmp_path / "lr-depth"
@@ -137,6 +137,9 @@ def test_lr_depth_quick_writes_its_json_and_the_report_section(tmp_path):
     for record in data["records"]:
         assert len(record["trials"]) == 2 and isinstance(record["best_lr"], float)
         assert all(1e-3 <= t["lr"] <= 1 and t["final_loss"] > 0 for t in record["trials"])
+    # Both twins tried the same log-spaced start points (the twins compare at equal lrs).
+    assert [t["lr"] for t in data["records"][0]["trials"]] == [t["lr"] for t in data["records"][1]["trials"]] \
+        == start_lrs(1e-3, 1.0, 2)
     assert (out / "lr_depth.png").read_bytes()[:4] == b"\x89PNG"
     html = section.build([], [out])
     assert "Learning rate and depth" in html and "cifar_plain8" in html and "best peak lr" in html
