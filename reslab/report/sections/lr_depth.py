@@ -53,9 +53,11 @@ def build(run_dirs: list[Path], experiment_dirs: list[Path]) -> str | None:
             table_html(["model", "kind", "depth", "best lr", f"best final {metric}", "trials", "pruned",
                         "lrs tried"], rows),
             figure_html(figure_to_png(plot_lr_depth(data)),
-                        f"Left: the best peak lr of each study against depth. Middle and right: every trial's final "
-                        f"{metric} against its peak lr (filled: finished trials; open: pruned ones, at their last "
-                        "reported value); a star marks each study's best; colours: depth."),
+                        f"Left: the best peak lr of each study against depth (a cross: a network that trains at no "
+                        f"lr tried, whose 'best' lr is noise). Middle and right: every trial's final {metric} against "
+                        "its peak lr (filled: finished trials; open: pruned ones, at their last reported value; "
+                        "a triangle on the top edge: a pruned trial whose loss is off the scale, a diverging lr); "
+                        "a star marks each study's best; colours: depth."),
             *(paragraph_html(s) for s in verdict(data)),
         ]
         title = experiment.name if len(parts) > 1 else f"Experiment {experiment.name}"
