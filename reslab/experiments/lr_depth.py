@@ -224,7 +224,8 @@ def verdict(summary: Mapping[str, Any]) -> list[str]:
     trials = summary.get("trials")
     sentences = []
     shifts = {}
-    dead = [r for r in records if untrained(r)]
+    unresolved: list[str] = []
+    dead = [r for r in records if untrained(r, records)]
     for r in sorted(dead, key=lambda r: (r.get("kind") != KIND_PLAIN, r.get("depth", 0))):
         finals = [t["final_loss"] for t in r["trials"] if t.get("state") == "COMPLETE"]
         sentences.append(f"{r['model']} does not train at any lr tried: its {len(finals)} finished trials all end at "
@@ -253,6 +254,17 @@ def verdict(summary: Mapping[str, Any]) -> list[str]:
                            if isinstance(r.get("best_value"), (int, float)))
         sentences.append(f"{kind.capitalize()} nets: the best peak lr is {path}; it {trend}. Their best final "
                          f"{summary.get('metric', 'loss')} is {losses}.")
+        if not 0.5 <= ratio <= 2:
+            flat = [(r, near_best(r)) for r in (low, high)]
+            overlap = [r for r, lrs in flat if lrs and min(lrs) <= (high if r is low else low)["best_lr"] <= max(lrs)]
+            if overlap:
+                r, lrs = next((r, lrs) for r, lrs in flat if r is overlap[0])
+                other = high if r is low else low
+                sentences.append(f"But the optimum is flat: {r['model']}'s finished trials within 10 % of its best "
+                                 f"loss span lrs {min(lrs):.3g}–{max(lrs):.3g}, which includes {other['model']}'s best "
+                                 f"lr ({other['best_lr']:.3g}); these trials do not pin the shift down.")
+                shifts[kind] = 1.0  # not a shift the data resolve
+                unresolved.append(kind)
         edge = [r for r in rows if _at_edge(r)]
         if edge:
             sentences.append(f"For {', '.join(r['model'] for r in edge)} the best lr is the highest or lowest one "
@@ -276,7 +288,10 @@ def verdict(summary: Mapping[str, Any]) -> list[str]:
     if shifts:
         kinds = " and ".join(shifts)
         moved = [k for k, r in shifts.items() if not 0.5 <= r <= 2]
-        if not moved:
+        if not moved and unresolved:
+            sentences.append(f"Null result: these data resolve no shift of the best lr with depth for the {kinds} "
+                             "nets (an apparent one lies within a flat optimum).")
+        elif not moved:
             sentences.append(f"Null result: the best lr of the {kinds} nets does not move by more than a factor of 2 "
                              "across depths; these data show no depth dependence of the best lr.")
         else:
@@ -298,14 +313,27 @@ def start_lrs(low: float, high: float, count: int) -> list[float]:
     return [float(f"{10 ** (a + (b - a) * (i + 0.5) / count):.4g}") for i in range(count)]
 
 
-def untrained(record: Mapping[str, Any]) -> bool:
-    """No lr trained the network: its finished trials (3 or more) all end within 10 % of the same loss."""
+def untrained(record: Mapping[str, Any], records: Sequence[Mapping[str, Any]] = ()) -> bool:
+    """No lr trained the network: its finished trials (3 or more) all end within 15 % of one loss, and (given
+    the experiment's ``records``) its best loss is over 3× the best any network of the experiment reached."""
     finals = [t["final_loss"] for t in record.get("trials") or [] if t.get("state") == "COMPLETE"
               and isinstance(t.get("final_loss"), (int, float))]
     if len(finals) < 3:
         return False
     mean = sum(finals) / len(finals)
-    return mean > 0 and (max(finals) - min(finals)) / mean < 0.1
+    if mean <= 0 or (max(finals) - min(finals)) / mean >= 0.15:
+        return False
+    bests = [r.get("best_value") for r in records if isinstance(r.get("best_value"), (int, float))]
+    return not bests or min(finals) > 3 * min(bests)
+
+
+def near_best(record: Mapping[str, Any], tolerance: float = 0.1) -> list[float]:
+    """The lrs of the finished trials that end within ``tolerance`` (relative) of the study's best loss."""
+    best = record.get("best_value")
+    if not isinstance(best, (int, float)):
+        return []
+    return sorted(t["lr"] for t in record.get("trials") or [] if t.get("state") == "COMPLETE"
+                  and isinstance(t.get("final_loss"), (int, float)) and t["final_loss"] <= best * (1 + tolerance))
 
 
 def _at_edge(record: Mapping[str, Any]) -> bool:
@@ -315,5 +343,5 @@ def _at_edge(record: Mapping[str, Any]) -> bool:
     return len(lrs) >= 3 and isinstance(best, (int, float)) and best in (min(lrs), max(lrs))
 
 
-__all__ = ["LrDepthSettings", "LrDepthResult", "run_lr_depth", "format_table", "verdict", "start_lrs", "untrained", "SUMMARY_FILE",
+__all__ = ["LrDepthSettings", "LrDepthResult", "run_lr_depth", "format_table", "verdict", "start_lrs", "untrained", "near_best", "SUMMARY_FILE",
            "PLOT_FILE", "QUICK", "DEFAULT_DEPTHS", "DEFAULT_TRIALS"]

@@ -31,8 +31,8 @@ def plot_lr_depth(data: dict[str, Any], title: str | None = None) -> Figure:
     for kind in KINDS:
         rows = sorted((r for r in records if r.get("kind") == kind and isinstance(r.get("best_lr"), (int, float))),
                       key=lambda r: r["depth"])
-        trained = [r for r in rows if not untrained(r)]
-        dead = [r for r in rows if untrained(r)]
+        trained = [r for r in rows if not untrained(r, records)]
+        dead = [r for r in rows if untrained(r, records)]
         plain = kind == "plain"  # dashed and open, so a plain line on top of the residual one shows both
         if trained:
             ax.plot([r["depth"] for r in trained], [r["best_lr"] for r in trained], marker=MARKERS[kind],
@@ -63,7 +63,7 @@ def plot_lr_depth(data: dict[str, Any], title: str | None = None) -> Figure:
             color = colors[r["depth"]]
             done = sorted(_finals(r, "COMPLETE"), key=lambda t: t["lr"])
             pruned = [t for t in trials if t.get("state") != "COMPLETE"]
-            label = r["model"] + (" (trains at no lr)" if untrained(r) else "")
+            label = r["model"] + (" (trains at no lr)" if untrained(r, records) else "")
             if done:
                 ax.plot([t["lr"] for t in done], [t["final_loss"] for t in done], marker=MARKERS[kind], ls="-",
                         lw=1.2, color=color, label=label)
