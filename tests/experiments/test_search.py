@@ -145,3 +145,25 @@ def test_lr_depth_quick_writes_its_json_and_the_report_section(tmp_path):
     assert "Learning rate and depth" in html and "cifar_plain8" in html and "best peak lr" in html
     assert "<img" in html
     assert "cifar_resnet8" in result.table()
+
+
+def test_lr_depth_prose_says_what_the_numbers_show():
+    from reslab.experiments.lr_depth import verdict
+
+    def record(kind, depth, model, trials):
+        done = [t for t in trials if t[2] == "COMPLETE"]
+        best = min(done, key=lambda t: t[1])
+        return {"kind": kind, "depth": depth, "model": model, "best_lr": best[0], "best_value": best[1],
+                "trials": [{"lr": lr, "final_loss": loss, "state": state} for lr, loss, state in trials]}
+
+    residual = [(0.01, 1.0, "COMPLETE"), (0.1, 0.2, "COMPLETE"), (0.5, 0.9, "COMPLETE")]
+    chance = [(0.01, 2.31, "COMPLETE"), (0.1, 2.30, "COMPLETE"), (0.5, 2.32, "COMPLETE")]
+    data = {"metric": "test_loss", "trials": 3, "records": [
+        record("residual", 20, "resnet20", residual), record("residual", 56, "resnet56", residual),
+        record("plain", 20, "plain20", [(0.01, 1.5, "COMPLETE"), (0.1, 0.4, "COMPLETE"), (0.5, 0.3, "COMPLETE")]),
+        record("plain", 56, "plain56", chance)]}
+    text = " ".join(verdict(data))
+    assert "plain56 does not train at any lr tried" in text
+    assert "Plain nets: only plain20 trains" in text
+    assert "Null result" in text and "residual" in text
+    assert "1.5× at depth 20" in text and "11.5× at depth 56" in text
