@@ -9,6 +9,7 @@ from typing import Any, Callable
 EXPERIMENT_MODULES = (
     "reslab.cli.experiment_degradation",
     "reslab.cli.experiment_landscape",
+    "reslab.cli.experiment_lr_depth",
     "reslab.cli.experiment_sweeps",
     "reslab.cli.experiment_transfer",
 )
@@ -16,7 +17,7 @@ EXPERIMENT_MODULES = (
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "experiment", help="train residual and plain twins and compare them (degradation, landscape, transformer, rnn, mlp, dropout, family, transfer)",
+        "experiment", help="train residual and plain twins and compare them (degradation, landscape, lr-depth, transformer, rnn, mlp, dropout, family, transfer)",
         description="Experiments: resumable collections of training runs plus their analyses.",
     )
     kinds = parser.add_subparsers(dest="experiment", metavar="EXPERIMENT")

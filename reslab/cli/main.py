@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "reslab.cli.analyze",
     "reslab.cli.experiment",
     "reslab.cli.sweep",
+    "reslab.cli.search",
     "reslab.cli.report",
     "reslab.cli.demo",
 )

@@ -4,6 +4,10 @@
   (He et al. 2015, Fig. 6): :func:`run_degradation`.
 * :mod:`reslab.experiments.landscape` — loss surfaces and Hessian sharpness of several models
   (Li et al. 2018): :func:`run_landscape_experiment`.
+* :mod:`reslab.experiments.search` — an Optuna study whose trials are runs through any launcher
+  (``reslab search``): :func:`~reslab.experiments.search.run_search`; needs ``reslab[search]``.
+* :mod:`reslab.experiments.lr_depth` — the best peak lr per depth for residual and plain twins, one
+  search each: :func:`~reslab.experiments.lr_depth.run_lr_depth`.
 * :mod:`reslab.experiments.common` — :func:`ensure_run` / :func:`ensure_runs`: train a run if
   it is new, resume it if interrupted, reuse it if finished (several at a time if asked).
 

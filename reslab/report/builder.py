@@ -206,7 +206,8 @@ def data_sources(run_dirs: list[Path], experiment_dirs: list[Path]) -> list[str]
             if isinstance(data, dict) and isinstance(data.get("target"), dict):
                 add(data["target"].get("dataset"), data["target"].get("data_source"))
     for experiment in experiment_dirs:
-        data = files.read_json(experiment / "degradation.json")
-        if isinstance(data, dict):
-            add(data.get("dataset"), data.get("data_source"))
+        for summary in ("degradation.json", "lr_depth.json"):
+            data = files.read_json(experiment / summary)
+            if isinstance(data, dict):
+                add(data.get("dataset"), data.get("data_source"))
     return seen
