@@ -670,9 +670,14 @@ def drive(searches: Sequence[Search], launcher: Launcher, say: Message) -> bool:
         return True
 
     def report(flight: _Flight) -> None:
+        # The pruner is asked after every epoch in order, whenever the driver happens to read them,
+        # so whether a trial is pruned depends on its numbers only, never on how fast it ran: a
+        # run that finished before its stop request landed is still told PRUNED.
         records = rundir.read_metrics(flight.config.out, partial_ok=True)
         metric = flight.search.settings.metric
         for record in records[flight.seen:]:
+            if flight.prune_asked:
+                break
             value, step = record.get(metric), record.get("epoch")
             if isinstance(value, (int, float)) and math.isfinite(value) and isinstance(step, int) \
                     and step not in flight.steps:
@@ -681,14 +686,13 @@ def drive(searches: Sequence[Search], launcher: Launcher, say: Message) -> bool:
                 flight.trial.report(float(value), step)
                 say(f"{flight.search.label} trial {flight.trial.number} ({_params_text(flight.trial.params)}): "
                     f"epoch {step}, {metric} {value:.4g}")
+                last_epoch = flight.config.epochs is not None and step >= flight.config.epochs
+                if not last_epoch and flight.trial.should_prune():
+                    flight.prune_asked = True
+                    if flight.handle is not None and not flight.handle.done():
+                        (flight.run_dir / rundir.STOP_REQUEST).write_text("pruned by the search\n", encoding="utf-8")
+                    say(f"{flight.search.label} trial {flight.trial.number}: pruned after epoch {step}")
         flight.seen = max(flight.seen, len(records))
-        last_epoch = flight.config.epochs is not None and max(flight.steps, default=0) >= flight.config.epochs
-        if flight.handle is not None and not flight.prune_asked and flight.steps and not last_epoch \
-                and flight.trial.should_prune():
-            flight.prune_asked = True
-            (flight.run_dir / rundir.STOP_REQUEST).write_text("pruned by the search\n", encoding="utf-8")
-            say(f"{flight.search.label} trial {flight.trial.number}: pruned after epoch {max(flight.steps)} "
-                "(stops at the end of its epoch)")
 
     def finish(flight: _Flight) -> None:
         nonlocal failure, stopping
@@ -711,7 +715,9 @@ def drive(searches: Sequence[Search], launcher: Launcher, say: Message) -> bool:
         search.index.mark(flight.config, FINISHED if outcome.finished else STOPPED, seconds=round(outcome.seconds, 1),
                           where=flight.handle.where())
         (flight.run_dir / rundir.STOP_REQUEST).unlink(missing_ok=True)
-        if outcome.finished:
+        if flight.prune_asked:
+            tell(flight, TrialState.PRUNED)
+        elif outcome.finished:
             value = final_value(flight.config.out, search.settings.metric)
             if value is None:
                 say(f"{search.label} trial {trial.number}: no finite {search.settings.metric}; told PRUNED")
@@ -720,8 +726,6 @@ def drive(searches: Sequence[Search], launcher: Launcher, say: Message) -> bool:
                 tell(flight, TrialState.COMPLETE, value)
                 say(f"{search.label} trial {trial.number} ({_params_text(trial.params)}): "
                     f"{search.settings.metric} {value:.4g} ({outcome.action}, {outcome.seconds:.1f} s)")
-        elif flight.prune_asked:
-            tell(flight, TrialState.PRUNED)
         else:  # stopped by a signal: left RUNNING, so the next command continues it
             say(f"{search.label} trial {trial.number}: stopped by {outcome.stopped_by}; checkpoint saved")
             stopping = True

@@ -22,7 +22,7 @@ def plot_lr_depth(data: dict[str, Any], title: str | None = None) -> Figure:
     "best" lr is noise). Middle and right: every trial's final loss against its lr (residual nets, plain
     nets), one colour per depth; open markers: pruned trials at their last reported loss (a triangle on
     the top edge: above the axis, a diverging lr); a star: each study's best."""
-    from reslab.experiments.lr_depth import untrained  # noqa: PLC0415
+    from reslab.report.lr_depth_text import untrained  # noqa: PLC0415
 
     records = [r for r in data.get("records") or [] if isinstance(r, dict)]
     figure, axes = new_figure(3)

@@ -32,7 +32,7 @@ def build(run_dirs: list[Path], experiment_dirs: list[Path]) -> str | None:
             parts.append((experiment, data))
     if not parts:
         return None
-    from reslab.experiments.lr_depth import verdict  # noqa: PLC0415
+    from reslab.report.lr_depth_text import verdict  # noqa: PLC0415
     from reslab.report.lr_depth_plots import plot_lr_depth  # noqa: PLC0415
 
     body = [paragraph_html(
