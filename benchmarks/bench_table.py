@@ -1,6 +1,6 @@
 """Run every benchmark and print one table: work, peer, reslab, ratio, % of peak (``make bench``).
 
-    python benchmarks/bench_table.py [--only hessian landscape train infer predict] [--json FILE]
+    python benchmarks/bench_table.py [--only hessian landscape train infer predict sweep] [--json FILE]
 
 Each benchmark runs in its own process (its full output goes to the terminal as it runs) and
 writes its summary rows as JSON; the table gathers them. The peers are benchmark-only
@@ -28,6 +28,7 @@ BENCHMARKS = {
     "train": "train_throughput.py",
     "infer": "infer_throughput.py",
     "predict": "predict_fast.py",
+    "sweep": "sweep_overhead.py",
 }
 
 
