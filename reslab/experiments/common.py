@@ -4,26 +4,14 @@ An experiment is a resumable collection of run directories (one per trained mode
 the same experiment again must not redo finished work, so every run goes through
 :func:`~reslab.experiments.runs.ensure_run`, which looks at what its directory already holds:
 
-=============  =====================================================  ===========
-status         the directory holds                                    action
-=============  =====================================================  ===========
-``new``        nothing (or no trainer files)                          train
-``empty``      ``config.json`` but no ``last.state.pt`` (the run       train again
-               stopped in its first epoch, before any checkpoint)     from scratch
-``unfinished`` a resumable checkpoint of an interrupted run           resume
-``finished``   a finished run of the same length                      reuse
-=============  =====================================================  ===========
-
-A finished run asked for more epochs is resumed (the trainer extends it). A run whose saved
-settings differ from the requested ones in anything that is not resumable (learning rate,
-batch size, model, data, …) is an error: reusing it would silently mix two experiments.
+(new: train; stopped before its first checkpoint: train again; unfinished: resume; finished:
+reuse; the table is in :mod:`reslab.experiments.runs`).
 
 :func:`ensure_runs` does this for a list of runs through a launcher
 (:mod:`reslab.experiments.launch`): one after the other or ``jobs`` at a time on this machine, or
 as Slurm jobs or Ray tasks, and keeps the experiment's index of runs
 (:mod:`reslab.experiments.index`).
 """
-
 
 from __future__ import annotations
 
