@@ -2,8 +2,7 @@
 
 An experiment is a resumable collection of run directories (one per trained model). Running
 the same experiment again must not redo finished work, so every run goes through
-:func:`~reslab.experiments.runs.ensure_run`, which looks at what its directory already holds:
-
+:func:`~reslab.experiments.runs.ensure_run`, which looks at what its directory already holds
 (new: train; stopped before its first checkpoint: train again; unfinished: resume; finished:
 reuse; the table is in :mod:`reslab.experiments.runs`).
 
