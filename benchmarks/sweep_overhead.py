@@ -45,7 +45,9 @@ def timed_sweep(name: str, launch: LaunchSettings, root: Path, runs: int, epochs
     out = root / name
     configs = sweep_configs(out, runs, epochs)
     start = time.perf_counter()
-    ensure_runs(configs, jobs=jobs, launch=launch, experiment_dir=out, epoch_lines=False)
+    # --jobs is the local pool's; the engines take max_parallel.
+    ensure_runs(configs, jobs=jobs if launch.launcher == "local" else 1, launch=launch, experiment_dir=out,
+                epoch_lines=False)
     seconds = time.perf_counter() - start
     curves = {Path(c.out).name: [(m["train_loss"], m["test_loss"]) for m in rundir.read_metrics(c.out)]
               for c in configs}

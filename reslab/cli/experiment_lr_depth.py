@@ -19,7 +19,7 @@ def register(subparsers) -> None:
                     "each, about 15 minutes on two cores; --quick about a minute. Resumable. Needs optuna.",
     )
     add_arguments(parser, LrDepthSettings, include=["depths", "data", "data_dir", "recipe", "trials", "epochs",
-                                                    "lr_min", "lr_max", "sampler", "pruner", "metric", "seed",
+                                                    "lr_min", "lr_max", "start_points", "sampler", "pruner", "metric", "seed",
                                                     "quick"])
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                         help="any training setting, the same for every trial; repeatable")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 from pathlib import Path
 
 from reslab.cli._launch import LAUNCH_FIELDS, add_launch_arguments, settings_given
@@ -53,7 +52,9 @@ def register(subparsers) -> None:
                     "sweep's own launcher is used. One driver at a time: a second resume of the same directory "
                     "is refused.")
     resume.add_argument("experiment_dir", metavar="EXP_DIR")
-    add_launch_arguments(resume, unset="the sweep's own")
+    add_launch_arguments(resume, unset="the sweep's own", storage="EXP_DIR",
+                         more="Launcher flags given here replace the ones the sweep was started with, and later "
+                              "resumes use them too (--jobs goes when the runs move to slurm or ray).")
     resume.set_defaults(func=_resume)
 
 
@@ -97,12 +98,15 @@ def _resume(args) -> int:
     if words[:1] != ["reslab"] or len(words) < 3:
         raise ConfigError(f"{experiment_dir / SETTINGS_FILE}: its command {recorded['command']!r} is not a reslab "
                           "experiment or sweep command")
-    argv = _with_launcher(words[1:], _given_launch_arguments(args))
-    print("reslab sweep resume: " + shlex.join(["reslab", *argv]), file=sys.stderr)
+    # The directory given is the one resumed, wherever the command first wrote (it may have moved).
+    argv = _with_flag(_with_launcher(words[1:], _given_launch_arguments(args)), "--out", str(experiment_dir))
     from reslab.cli.main import build_parser  # noqa: PLC0415 - the command recorded may be any experiment
+    from reslab.experiments.index import said_on_start  # noqa: PLC0415
 
     parsed = build_parser().parse_args(argv)
-    return parsed.func(parsed)
+    # Said once the driver holds the experiment, so a refusal before that is the only line.
+    with said_on_start("reslab sweep resume: " + shlex.join(["reslab", *argv])):
+        return parsed.func(parsed)
 
 
 def _given_launch_arguments(args: argparse.Namespace) -> list[str]:
@@ -120,10 +124,14 @@ def _given_launch_arguments(args: argparse.Namespace) -> list[str]:
 
 
 def _with_launcher(argv: list[str], launch_arguments: list[str]) -> list[str]:
-    """``argv`` with its launcher flags replaced by ``launch_arguments`` (kept when none are given)."""
+    """``argv`` with its launcher flags replaced by ``launch_arguments`` (kept when none are given).
+
+    ``--jobs`` (the local launcher's runs at a time) goes too when the runs move to an engine."""
     if not launch_arguments:
         return argv
     flags = {"--" + name.replace("_", "-") for name in LAUNCH_FIELDS}
+    if _launcher_named(launch_arguments) not in (None, "local"):
+        flags.add("--jobs")
     kept: list[str] = []
     skip = False
     for word in argv:
@@ -136,3 +144,26 @@ def _with_launcher(argv: list[str], launch_arguments: list[str]) -> list[str]:
             continue
         kept.append(word)
     return kept + launch_arguments
+
+
+def _with_flag(argv: list[str], flag: str, value: str) -> list[str]:
+    """``argv`` with ``flag``'s value (``--flag V`` or ``--flag=V``) replaced by ``value``, or added."""
+    kept: list[str] = []
+    words = iter(argv)
+    for word in words:
+        if word == flag:
+            next(words, None)
+            continue
+        if word.startswith(flag + "="):
+            continue
+        kept.append(word)
+    return [*kept, flag, value]
+
+
+def _launcher_named(arguments: list[str]) -> str | None:
+    for position, word in enumerate(arguments):
+        if word == "--launcher" and position + 1 < len(arguments):
+            return arguments[position + 1]
+        if word.startswith("--launcher="):
+            return word.split("=", 1)[1]
+    return None

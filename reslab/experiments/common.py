@@ -23,7 +23,16 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from reslab.errors import ConfigError
-from reslab.experiments.index import FAILED, FINISHED, RUNNING, STOPPED, SUBMITTED, ExperimentLock, RunIndex
+from reslab.experiments.index import (
+    FAILED,
+    FINISHED,
+    RUNNING,
+    STOPPED,
+    SUBMITTED,
+    ExperimentLock,
+    RunIndex,
+    announce_start,
+)
 from reslab.experiments.launch.base import Launcher, LaunchSettings, make_launcher
 from reslab.experiments.runs import (  # noqa: F401 - the run-level API, re-exported for experiments
     POLL_S,
@@ -104,11 +113,15 @@ def ensure_runs(configs: Sequence[TrainConfig], *, jobs: int = 1, launch: Launch
     experiment_dir = Path(experiment_dir)
     # Settings that clash with runs on disk fail here, before anything trains or is written.
     plans = [plan_run(config) for config in configs]
-    launcher = make_launcher(launch, experiment_dir, jobs=jobs)
+    # Every run finished: nothing to hand out, so no engine (a Ray cluster, Slurm) is started.
+    nothing_to_train = all(plan == "reuse" for plan in plans)
+    launcher = make_launcher(LaunchSettings() if nothing_to_train else launch, experiment_dir,
+                             jobs=1 if nothing_to_train else jobs)
     with launcher, ExperimentLock(experiment_dir):
+        index = RunIndex.load(experiment_dir)
+        announce_start()
         if on_start is not None:
             on_start()
-        index = RunIndex.load(experiment_dir)
         index.set_launcher(launch.to_dict(), command)
         for config in configs:
             index.entry(config)

@@ -35,12 +35,12 @@ from reslab.experiments.common import (
     write_settings_file,
 )
 from reslab.experiments.launch.base import LaunchSettings
-from reslab.experiments.runs import run_id
+from reslab.experiments.runs import default_threads, run_id
 from reslab.settings import key_value_arguments, parse_value, setting
 from reslab.store import rundir
 from reslab.store.jsonfiles import finite_number, utc_now, versions, write_json
 from reslab.train import TrainConfig, resolve_config
-from reslab.train.config import FIELD_NAMES
+from reslab.train.config import FIELD_NAMES, coerce
 
 SUMMARY_FILE = "sweep.json"
 FORMAT = 1
@@ -109,6 +109,9 @@ def parse_grid(pairs: Sequence[str]) -> dict[str, list[Any]]:
         if key in grid:
             raise ConfigError(f"--grid {key}: given twice; list every value once, e.g. --grid {key}=0.05,0.1")
         grid[key] = [parse_value(item.strip()) for item in text.split(",") if item.strip()]
+        if key in FIELD_NAMES:  # a value of the wrong type is named here, with the flag it came from
+            for value in grid[key]:
+                coerce(key, value, f"--grid {key}")
     return grid
 
 
@@ -131,6 +134,7 @@ def plan_grid(settings: GridSweepSettings) -> list[GridRun]:
     """Every grid point × seed as a run with its settings, id and directory (nothing written)."""
     experiment_dir = Path(settings.out)
     keys = list(settings.grid)
+    threads = default_threads(settings.launcher, settings.jobs, {**settings.overrides, **settings.grid})
     runs = []
     for values in itertools.product(*(settings.grid[k] for k in keys)):
         point = dict(zip(keys, values))
@@ -140,6 +144,8 @@ def plan_grid(settings: GridSweepSettings) -> list[GridRun]:
                 changes["epochs"] = settings.epochs
             if settings.data_dir is not None:
                 changes["data_dir"] = settings.data_dir
+            if threads is not None:
+                changes["threads"] = threads
             model = changes.pop("model", settings.model)
             data = changes.pop("data", settings.data)
             config = resolve_config(settings.recipe, model=model, data=data, overrides=changes)
@@ -202,11 +208,14 @@ def run_grid_sweep(settings: GridSweepSettings | Mapping[str, Any] | None = None
     command = s.command()
     check_runs([r.config for r in runs])
     say = say or stderr_printer("reslab sweep", enabled=not s.quiet)
-    say(f"{len(runs)} run{'s' if len(runs) != 1 else ''} in {experiment_dir} through the {s.launcher} launcher")
+
+    def on_start() -> None:
+        say(f"{len(runs)} run{'s' if len(runs) != 1 else ''} in {experiment_dir} through the {s.launcher} launcher")
+        write_settings_file(experiment_dir, s, command)
+
     start = time.perf_counter()
     outcomes = ensure_runs([r.config for r in runs], jobs=s.jobs, launch=s.launch_settings(),
-                           experiment_dir=experiment_dir, command=command,
-                           on_start=lambda: write_settings_file(experiment_dir, s, command), say=say,
+                           experiment_dir=experiment_dir, command=command, on_start=on_start, say=say,
                            epoch_lines=not s.quiet)
     if not (len(outcomes) == len(runs) and all(o.finished for o in outcomes)):
         say(f"stopped before every run finished; continue with: reslab sweep resume {experiment_dir}")

@@ -12,8 +12,11 @@ One driver at a time: ``EXP_DIR/.lock`` is held (``flock``) while runs are hande
 
 from __future__ import annotations
 
+import contextlib
 import os
-from dataclasses import dataclass
+import sys
+from contextvars import ContextVar
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -29,6 +32,8 @@ INDEX_FORMAT = 1
 
 PENDING, SUBMITTED, RUNNING, FINISHED, FAILED, STOPPED = "pending", "submitted", "running", "finished", "failed", \
     "stopped"
+#: A search's trial its pruner stopped early: done with, never resumed.
+PRUNED = "pruned"
 
 
 class ExperimentLock(RunDirLock):
@@ -37,6 +42,29 @@ class ExperimentLock(RunDirLock):
     what = "experiment directory"
     advice = ("another reslab command is running this experiment; wait for it (reslab sweep status DIR shows its "
               "runs) or stop it, then run reslab sweep resume DIR")
+
+
+#: Lines a driver prints once it holds its experiment and has read its index (``reslab sweep
+#: resume`` names the command it re-runs this way), so that input refused before that point
+#: (a launcher that cannot start, a second driver, a corrupt index) is the only line printed.
+_START_LINES: ContextVar[tuple[str, ...]] = ContextVar("start_lines", default=())
+
+
+@contextlib.contextmanager
+def said_on_start(line: str):
+    """``with said_on_start("…"):`` the driver started inside prints ``line`` when it starts (announce_start)."""
+    token = _START_LINES.set((*_START_LINES.get(), line))
+    try:
+        yield
+    finally:
+        _START_LINES.reset(token)
+
+
+def announce_start() -> None:
+    """Print the lines :func:`said_on_start` left for this driver (once)."""
+    for line in _START_LINES.get():
+        print(line, file=sys.stderr, flush=True)
+    _START_LINES.set(())
 
 
 class RunIndex:
@@ -150,6 +178,12 @@ def run_states(experiment_dir: str | Path) -> list[RunState]:
     so they are right whatever happened to the driver; ``where`` and a failure's reason come
     from the index.
     """
+    if not (Path(experiment_dir) / INDEX_FILE).is_file():
+        # An experiment made of several (lr-depth: one study per network): each part's runs.
+        parts = sorted(p for p in Path(experiment_dir).iterdir() if (p / INDEX_FILE).is_file()) \
+            if Path(experiment_dir).is_dir() else []
+        if parts:
+            return [replace(state, name=f"{part.name}/{state.name}") for part in parts for state in run_states(part)]
     index = RunIndex.load(experiment_dir, missing_ok=False)
     driving = driver_alive(Path(experiment_dir))
     states = []
@@ -163,8 +197,8 @@ def run_states(experiment_dir: str | Path) -> list[RunState]:
             status = FINISHED
         elif holder is not None:
             status = RUNNING
-        elif recorded == FAILED:
-            status = FAILED
+        elif recorded in (FAILED, PRUNED):
+            status = recorded
         elif recorded in (SUBMITTED, RUNNING) and driving:
             status = RUNNING if recorded == RUNNING else "queued"
         else:
@@ -191,4 +225,4 @@ def format_states(states: Sequence[RunState]) -> str:
 
 
 __all__ = ["INDEX_FILE", "RunIndex", "ExperimentLock", "RunState", "run_states", "format_states", "driver_alive",
-           "PENDING", "SUBMITTED", "RUNNING", "FINISHED", "FAILED", "STOPPED"]
+           "PENDING", "SUBMITTED", "RUNNING", "FINISHED", "FAILED", "STOPPED", "PRUNED"]

@@ -32,9 +32,10 @@ from reslab.experiments.common import (
     write_settings_file,
 )
 from reslab.experiments.degradation import KIND_PLAIN, KIND_RESIDUAL, default_recipe, twin_models, validate_depths
-from reslab.experiments.index import ExperimentLock, RunIndex
+from reslab.experiments.index import ExperimentLock, RunIndex, announce_start
 from reslab.experiments.launch.base import LaunchSettings, make_launcher
-from reslab.experiments.search import Search, SearchSettings, _optuna, default_threads, drive
+from reslab.experiments.runs import default_threads
+from reslab.experiments.search import Search, SearchSettings, _optuna, drive
 from reslab.settings import setting
 from reslab.store.jsonfiles import write_json
 
@@ -77,7 +78,7 @@ class LrDepthSettings(LaunchSettings):
     quick: bool = setting(False, "a smoke test: depths 8 20, 4 epochs, 4 trials per study")
     overrides: dict[str, Any] = setting(default_factory=dict, help="training settings, the same for every trial",
                                         cli=False)
-    jobs: int | None = setting(None, "trials trained at the same time (default: one per core)", minimum=1)
+    jobs: int | None = setting(None, "local: trials trained at the same time (default: one per core)", minimum=1)
     out: str | None = setting(None, "experiment directory (default runs/lr-depth-DATA)", metavar="DIR")
     quiet: bool = setting(False, "print only the summary table")
 
@@ -100,7 +101,8 @@ class LrDepthSettings(LaunchSettings):
                                           else quick.get("depths", DEFAULT_DEPTHS)),
                 "epochs": self.epochs if self.epochs is not None else quick.get("epochs", DEFAULT_EPOCHS),
                 "trials": self.trials if self.trials is not None else quick.get("trials", DEFAULT_TRIALS),
-                "jobs": self.jobs if self.jobs is not None else cpu_count()}
+                # The local launcher's runs at a time; an engine's are --max-parallel.
+                "jobs": self.jobs if self.jobs is not None else cpu_count() if self.launcher == "local" else 1}
 
 
 class LrDepthResult(ExperimentResult):
@@ -155,7 +157,7 @@ def run_lr_depth(settings: LrDepthSettings | Mapping[str, Any] | None = None, *,
     say = say or stderr_printer("reslab experiment lr-depth", enabled=not settings.quiet)
     jobs = plan["jobs"]
     launch = settings.launch_settings()
-    threads = default_threads(launch, jobs, settings.overrides)
+    threads = default_threads(launch.launcher, jobs, settings.overrides)
     # The resolved depths, epochs and trials: the command remakes these studies even if the defaults change.
     resolved = settings.replace(out=str(experiment_dir), depths=tuple(plan["depths"]), epochs=plan["epochs"],
                                 trials=plan["trials"], quick=False)
@@ -174,21 +176,23 @@ def run_lr_depth(settings: LrDepthSettings | Mapping[str, Any] | None = None, *,
             search = Search.prepare(sub, experiment_dir / model, threads=threads, label=model)
             search.command = command
             searches.append((kind, depth, search))
-    say(f"{len(searches)} studies of {plan['trials']} trials ({', '.join(s.label for _, _, s in searches)}) in "
-        f"{experiment_dir}, {jobs} trials at a time")
     launcher = make_launcher(launch, experiment_dir, jobs=jobs)
     with launcher, contextlib.ExitStack() as stack:
         stack.enter_context(ExperimentLock(experiment_dir))
         for _, _, search in searches:
             stack.enter_context(ExperimentLock(search.experiment_dir))
+        indexes = [RunIndex.load(search.experiment_dir) for _, _, search in searches]
+        announce_start()
+        say(f"{len(searches)} studies of {plan['trials']} trials ({', '.join(s.label for _, _, s in searches)}) in "
+            f"{experiment_dir}, {jobs} trials at a time")
         write_settings_file(experiment_dir, settings, command)
         starts = start_lrs(settings.lr_min, settings.lr_max, min(settings.start_points, plan["trials"]))
-        for _, _, search in searches:
+        for (_, _, search), index in zip(searches, indexes):
             search.open(say)
             if not search.study.trials:  # a new study: the shared start points first
                 for lr in starts:
                     search.study.enqueue_trial({"lr": lr})
-            search.index = RunIndex.load(search.experiment_dir)
+            search.index = index
             search.index.set_launcher(launch.to_dict(), command)
             search.index.save()
         complete = drive([s for _, _, s in searches], launcher, say)

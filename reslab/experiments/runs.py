@@ -31,7 +31,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from reslab.data import SUBSET_OPTIONS, TextDataset, load_dataset, select_classes
 from reslab.errors import ConfigError
@@ -211,6 +211,16 @@ def cpu_count() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):  # pragma: no cover - macOS, Windows
         return max(1, os.cpu_count() or 1)
+
+
+def default_threads(launcher: str, jobs: int, overrides: Mapping[str, Any]) -> int | None:
+    """Torch threads per run on the local launcher: the cores shared by the ``jobs`` runs at a time
+    (torch's own default, one thread per core in every worker, oversubscribes the cores ``jobs``
+    times over). None where the settings choose (``overrides`` has ``threads``) or the launcher
+    sets them from the CPUs a run gets (slurm, ray)."""
+    if launcher == "local" and "threads" not in overrides:
+        return max(1, cpu_count() // jobs)
+    return None
 
 
 #: Seconds between looks at the metrics files of runs training in worker processes.

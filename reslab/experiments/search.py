@@ -12,8 +12,8 @@ asked again with the same parameters finds its run (finished: reused; interrupte
 
 The driver asks the study for trials (ask/tell), keeps up to ``launcher.parallel`` of them in
 flight, reports each running trial's metric per epoch (read from its ``metrics.jsonl``) to the
-pruner and, when the pruner says so, writes the run's ``stop-request`` file: the trainer stops at
-the end of the epoch, with a checkpoint, and the trial is told PRUNED. A run whose loss became
+pruner and, when the pruner says so, writes the run's ``stop-request`` file: the trainer stops within
+a few steps, with a checkpoint, and the trial is told PRUNED. A run whose loss became
 non-finite is a diverged trial: PRUNED too (with its last reported value), and marked ``diverged``.
 
 Resume: the same command on the same EXP_DIR continues the study. Trials left RUNNING by a driver
@@ -41,14 +41,23 @@ from reslab.experiments.common import (
     Message,
     _one_line,
     check_runs,
-    cpu_count,
     plan_run,
     run_id,
     stderr_printer,
     write_settings_file,
 )
-from reslab.experiments.index import FAILED, FINISHED, STOPPED, SUBMITTED, ExperimentLock, RunIndex
+from reslab.experiments.index import (
+    FAILED,
+    FINISHED,
+    PRUNED,
+    STOPPED,
+    SUBMITTED,
+    ExperimentLock,
+    RunIndex,
+    announce_start,
+)
 from reslab.experiments.launch.base import Launcher, LaunchSettings, make_launcher
+from reslab.experiments.runs import default_threads
 from reslab.settings import key_value_arguments, setting, to_arguments
 from reslab.store import rundir
 from reslab.store.jsonfiles import write_json
@@ -712,8 +721,8 @@ def drive(searches: Sequence[Search], launcher: Launcher, say: Message) -> bool:
             say(f"{search.label} trial {trial.number} failed: {line}")
             failure = failure or error
             return
-        search.index.mark(flight.config, FINISHED if outcome.finished else STOPPED, seconds=round(outcome.seconds, 1),
-                          where=flight.handle.where())
+        search.index.mark(flight.config, PRUNED if flight.prune_asked else FINISHED if outcome.finished else STOPPED,
+                          seconds=round(outcome.seconds, 1), where=flight.handle.where())
         (flight.run_dir / rundir.STOP_REQUEST).unlink(missing_ok=True)
         if flight.prune_asked:
             tell(flight, TrialState.PRUNED)
@@ -834,13 +843,6 @@ def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def default_threads(settings: LaunchSettings, jobs: int, overrides: Mapping[str, Any]) -> int | None:
-    """Threads per local run: the cores shared by the ``jobs`` runs (as the degradation experiment does)."""
-    if settings.launcher == "local" and "threads" not in overrides:
-        return max(1, cpu_count() // jobs)
-    return None
-
-
 def run_search(settings: SearchSettings | Mapping[str, Any] | None = None, *, say: Message | None = None,
                **changes: Any) -> SearchResult:
     """Run (or continue) a search: ``settings`` a :class:`SearchSettings` (or a mapping), ``changes`` its fields.
@@ -855,14 +857,15 @@ def run_search(settings: SearchSettings | Mapping[str, Any] | None = None, *, sa
     if experiment_dir.exists() and not experiment_dir.is_dir():
         raise ConfigError(f"--out {experiment_dir} is a file; give a directory for the search")
     say = say or stderr_printer("reslab search", enabled=not settings.quiet)
-    threads = default_threads(settings, settings.jobs, settings.overrides)
+    threads = default_threads(settings.launcher, settings.jobs, settings.overrides)
     search = Search.prepare(settings, experiment_dir, threads=threads)
     command = search.command = settings.command(experiment_dir)
     launcher = make_launcher(settings.launch_settings(), experiment_dir, jobs=settings.jobs)
     with launcher, ExperimentLock(experiment_dir):
+        search.index = RunIndex.load(experiment_dir)
+        announce_start()
         search.open(say)
         write_settings_file(experiment_dir, settings, command)
-        search.index = RunIndex.load(experiment_dir)
         search.index.set_launcher(settings.launch_settings().to_dict(), command)
         search.index.save()
         done, _ = search.counts()

@@ -270,8 +270,8 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
             leaving the run unfinished (continue it with ``resume``).
         stop_signals: signals that stop the run with a checkpoint, besides SIGINT and SIGTERM
             (a Slurm job's timeout warning, SIGUSR2, under submitit). A file
-            ``RUN_DIR/stop-request`` (:data:`schema.STOP_REQUEST`) stops it too, at the end of an
-            epoch (a search prunes a trial on another machine that way).
+            ``RUN_DIR/stop-request`` (:data:`schema.STOP_REQUEST`) stops it too, within
+            ``CHECK_EVERY`` steps (a search prunes a trial on another machine that way).
 
     Returns a :class:`TrainResult`. Raises ConfigError (bad settings, a run directory that is
     in use), DatasetError, ModelConfigError, CheckpointError (resume of a missing/corrupt run)
@@ -713,6 +713,12 @@ class _Trainer:
                     progress.window_count = 0
                 if d.any(stop.signal_name is not None):
                     progress.stopped_by = stop.signal_name or "signal on another rank"
+                    break
+                # A stop request (a pruned trial, a driver gone) is looked for as often as the loss
+                # is checked: the run stops within a few steps, with a checkpoint, not an epoch later.
+                if progress.batch % CHECK_EVERY == 0 and progress.batch < steps and \
+                        d.any((self.run_dir / schema.STOP_REQUEST).is_file()):
+                    progress.stopped_by = "stop_request"
                     break
         finally:
             bar.close()

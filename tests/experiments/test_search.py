@@ -121,6 +121,11 @@ def test_median_pruner_prunes_a_clearly_bad_lr(tmp_path):
     run = out / pruned[0]["run"]
     assert not (run / "stop-request").exists()
     assert (run / "checkpoints" / "last.state.pt").is_file()  # stopped with a checkpoint, not killed
+    # reslab sweep status: pruned (done with), not pending.
+    from reslab.experiments.index import run_states
+
+    states = {s.name: s.status for s in run_states(out)}
+    assert {states[Path(t["run"]).name] for t in pruned} == {"pruned"}
 
 
 def test_lr_depth_quick_writes_its_json_and_the_report_section(tmp_path):
@@ -146,6 +151,12 @@ def test_lr_depth_quick_writes_its_json_and_the_report_section(tmp_path):
     assert "Learning rate and depth" in html and "cifar_plain8" in html and "best peak lr" in html
     assert "<img" in html
     assert "cifar_resnet8" in result.table()
+    # reslab sweep status on the whole experiment: every study's runs, named by their study.
+    from reslab.experiments.index import run_states
+
+    states = run_states(out)
+    assert len(states) == 4 and {s.name.split("/")[0] for s in states} == {"cifar_plain8", "cifar_resnet8"}
+    assert {s.status for s in states} <= {"finished", "pruned"}
 
 
 def test_lr_depth_prose_says_what_the_numbers_show():

@@ -59,6 +59,29 @@ def locked(path: Path) -> bool:
     return False
 
 
+def _stat(pid: int) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2:].split()  # state, ppid, ... (the name may hold spaces)
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat(int(entry.name))
+            if fields and int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    fields = _stat(pid)
+    return fields is not None and fields[0] != "Z"  # a zombie has exited (only no one has reaped it)
+
+
 def epochs_done(run_dir: Path) -> int:
     return len(rundir.read_metrics(run_dir, partial_ok=True)) if (run_dir / rundir.METRICS_JSONL).is_file() else 0
 
@@ -101,6 +124,11 @@ def test_a_malformed_grid_is_one_line(pairs, words):
     (["--launcher", "kubernetes"], "--launcher 'kubernetes': unknown; choose one of local, slurm, ray"),
     (["--max-parallel", "2"], "--max-parallel: only for --launcher slurm or ray"),
     (["--launcher", "ray", "--timeout-min", "5"], "--timeout-min: a Slurm setting"),
+    (["--slurm-partition", "gpu"], "--slurm-partition: a Slurm setting; give it with --launcher slurm"),
+    (["--ray-address", "auto"], "--ray-address: a Ray setting; give it with --launcher ray"),
+    (["--launcher", "ray", "--jobs", "2"], "--jobs 2: the local launcher's; with --launcher ray"),
+    (["--launcher", "ray", "--ray-address", "127.0.0.1:1"], "127.0.0.1:1"),
+    (["--grid", "lr=a,b"], "--grid lr: lr='a' is not valid; expected a number"),
 ])
 def test_bad_sweep_input_is_one_line_and_writes_nothing(tmp_path, capsys, argv, words):
     out = tmp_path / "sweep"
@@ -184,6 +212,8 @@ def test_a_sweep_whose_driver_is_killed_resumes_reruns_no_finished_run_and_ends_
             return bool(finished) and bool(training)
 
         wait_for(one_finished_one_under_way, 240, "a finished run and one under way")
+        workers = children_of(driver.pid)
+        assert workers
         driver.send_signal(signal.SIGKILL)
         driver.wait(30)
     finally:
@@ -192,6 +222,8 @@ def test_a_sweep_whose_driver_is_killed_resumes_reruns_no_finished_run_and_ends_
     runs = sorted(p for p in out.glob("lr*") if p.is_dir())
     # The workers die with their driver (each saves its checkpoint first): nothing trains on.
     wait_for(lambda: not any(locked(p) for p in runs), 60, "the workers to let go of their runs")
+    # ...and exit, rather than wait for work forever from a driver that is gone.
+    wait_for(lambda: not any(alive(pid) for pid in workers), 60, f"the driver's processes {workers} to exit")
     finished = [p for p in runs if _finished(p)]
     unfinished = [p for p in runs if not _finished(p)]
     assert finished and unfinished
@@ -243,7 +275,7 @@ def test_two_resumes_of_one_sweep_at_once_one_refuses(tmp_path):
             wait_for(lambda: locked(out), 120, "the first resume to take the sweep")
             resume_b = reslab("sweep", "resume", str(out), timeout=120)
             assert resume_b.returncode == 2
-            lines = [line for line in resume_b.stderr.splitlines() if "error" in line]
+            lines = resume_b.stderr.splitlines()  # the refusal alone, not what it would have run
             assert len(lines) == 1 and "experiment directory" in lines[0] and "being written by process" in lines[0]
             assert resume_a.poll() is None  # the first one goes on
         finally:
@@ -255,3 +287,56 @@ def test_two_resumes_of_one_sweep_at_once_one_refuses(tmp_path):
     # The interrupted run kept its checkpoint: it resumes, it does not start over.
     run = next(p for p in out.glob("lr*") if p.is_dir())
     assert (run / rundir.CHECKPOINT_DIR / rundir.STATE_FILE).is_file()
+
+
+
+def test_a_local_worker_whose_driver_dies_saves_its_run_then_exits_instead_of_waiting_for_work(tmp_path):
+    """Multi-threaded workers (torch's threads) outlived a SIGKILLed driver, blocked on the pool's pipe."""
+    out = tmp_path / "sweep"
+    command = sweep_command(out, epochs=200, lrs="0.05,0.1") + ["--set", "threads=2"]
+    driver = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: len([p for p in out.glob("lr*") if epochs_done(p) >= 1]) == 2, 240, "both runs to train")
+        workers = children_of(driver.pid)
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(30)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    try:
+        wait_for(lambda: not any(alive(pid) for pid in workers), 60, f"the driver's processes {workers} to exit")
+    finally:
+        for pid in workers:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    for run in out.glob("lr*"):  # each saved where it stopped
+        assert (run / rundir.CHECKPOINT_DIR / "last.safetensors").is_file()
+        assert not _finished(run)
+
+
+def test_resume_works_on_the_directory_given_even_if_the_sweep_was_moved(tmp_path, capsys):
+    first = tmp_path / "first"
+    assert run_grid_sweep(out=str(first), model="cifar_resnet8", data="synthetic", epochs=1, overrides=TINY_SETTINGS,
+                          grid={"lr": [0.05]}, quiet=True).complete
+    moved = tmp_path / "moved"
+    first.rename(moved)
+    stamps = {p: p.stat().st_mtime_ns for p in moved.glob("*/checkpoints/*")}
+    assert _run_main(["sweep", "resume", str(moved)]) == 0
+    assert f"--out {moved}" in capsys.readouterr().err
+    assert not first.exists()  # nothing trained again where the sweep used to be
+    assert {p: p.stat().st_mtime_ns for p in moved.glob("*/checkpoints/*")} == stamps  # reused as it is
+
+
+def test_local_sweep_runs_share_the_cores_unless_threads_are_set(tmp_path):
+    from reslab.experiments.grid import GridSweepSettings
+    from reslab.experiments.runs import cpu_count
+
+    def threads(**changes):
+        settings = {"out": str(tmp_path / "s"), "model": "cifar_resnet8", "data": "synthetic",
+                    "grid": {"lr": [0.1]}, **changes}
+        return plan_grid(GridSweepSettings.of(settings))[0].config.threads
+
+    assert threads(jobs=2) == max(1, cpu_count() // 2)
+    assert threads(jobs=1) == cpu_count()
+    assert threads(jobs=2, overrides={"threads": 3}) == 3
+    assert threads(launcher="ray") == 0  # the engine sets them from the CPUs a run gets

@@ -180,3 +180,25 @@ def test_out_of_memory_becomes_a_training_error(tiny_config, monkeypatch):
     with pytest.raises(TrainingError, match=r"out of memory.*smaller --batch-size \(e.g. 16\).*accumulate=2"):
         train(tiny_config("run"))
 
+
+
+def test_a_stop_request_file_stops_the_run_within_a_few_steps_and_it_resumes_exactly(tiny_config, same_weights,
+                                                                                      tmp_path, monkeypatch):
+    """A pruned trial's run stops mid-epoch (not after another whole epoch) and resumes as if never stopped."""
+    data = {"num_train": 1024, "num_test": 32, "image_size": 8}  # 32 steps per epoch
+    straight = train(tiny_config("straight", epochs=2, data_options=data))
+    real_step = trainer_module._Trainer._step
+
+    def step_then_request_a_stop(self, x, y):
+        if self.iteration == 2:
+            (self.run_dir / "stop-request").touch()
+        return real_step(self, x, y)
+
+    monkeypatch.setattr(trainer_module._Trainer, "_step", step_then_request_a_stop)
+    stopped = train(tiny_config("split", epochs=2, data_options=data))
+    assert not stopped.finished and stopped.stopped_by == "stop_request"
+    assert stopped.iteration == trainer_module.CHECK_EVERY and stopped.epoch == 0
+    monkeypatch.setattr(trainer_module._Trainer, "_step", real_step)
+    (tmp_path / "split" / "stop-request").unlink()
+    resumed = train(resume=tmp_path / "split")
+    assert resumed.finished and same_weights(straight.model, resumed.model)

@@ -28,7 +28,7 @@ import socket
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, Sequence
 
 from reslab.errors import ConfigError, ReslabError
 from reslab.experiments.runs import RunOutcome, ensure_run
@@ -86,22 +86,19 @@ class LaunchSettings(Settings):
         if self.launcher not in LAUNCHERS:
             raise ConfigError(f"--launcher {self.launcher!r}: unknown; choose one of {', '.join(LAUNCHERS)}")
         require_extra(self.launcher)  # before an experiment says or writes anything
-        if self.launcher == "local":
-            engine_only = [name for name in ("max_parallel", "timeout_min", "max_requeues", "slurm_partition",
-                                             "slurm_option", "slurm_executor", "ray_address", "cpus_per_run",
-                                             "gpus_per_run")
-                           if getattr(self, name) != LaunchSettings.default(name)]
-            if engine_only:
-                flags = ", ".join("--" + n.replace("_", "-") for n in engine_only)
-                raise ConfigError(f"{flags}: only for --launcher slurm or ray; the local launcher trains --jobs "
-                                  "runs at a time on this machine")
-        if self.launcher != "slurm":
-            given = [n for n in ("timeout_min", "slurm_partition", "slurm_option", "slurm_executor")
-                     if getattr(self, n) != LaunchSettings.default(n)]
-            if given and self.launcher == "ray":
-                raise ConfigError(f"--{given[0].replace('_', '-')}: a Slurm setting; give it with --launcher slurm")
-        if self.launcher != "ray" and self.ray_address is not None and self.launcher == "slurm":
+        def given(names: Sequence[str]) -> str:
+            return ", ".join("--" + n.replace("_", "-") for n in names if getattr(self, n) != LaunchSettings.default(n))
+
+        slurm_only = given(("timeout_min", "slurm_partition", "slurm_option", "slurm_executor"))
+        if slurm_only and self.launcher != "slurm":
+            what = "Slurm settings; give them" if "," in slurm_only else "a Slurm setting; give it"
+            raise ConfigError(f"{slurm_only}: {what} with --launcher slurm")
+        if self.ray_address is not None and self.launcher != "ray":
             raise ConfigError("--ray-address: a Ray setting; give it with --launcher ray")
+        engine_only = given(("max_parallel", "max_requeues", "cpus_per_run", "gpus_per_run"))
+        if engine_only and self.launcher == "local":
+            raise ConfigError(f"{engine_only}: only for --launcher slurm or ray; the local launcher trains --jobs "
+                              "runs at a time on this machine")
 
     def launch_settings(self) -> "LaunchSettings":
         """Just the launcher's settings (experiments' settings extend this class)."""
@@ -172,6 +169,9 @@ def make_launcher(settings: LaunchSettings, storage_root: str | Path, *, jobs: i
     if name not in LAUNCHERS:
         raise ConfigError(f"--launcher {name!r}: unknown; choose one of {', '.join(LAUNCHERS)}")
     require_extra(name)
+    if jobs > 1 and name != "local":
+        raise ConfigError(f"--jobs {jobs}: the local launcher's; with --launcher {name} the engine runs them all at "
+                          "once, or --max-parallel N at a time")
     # Each engine's module imports this one; naming it here (not importing it) keeps the
     # dependency one-way, and Ray or submitit load only when a command asks for them.
     module_name, class_name = ENGINE_MODULES[name]
