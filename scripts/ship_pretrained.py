@@ -47,6 +47,13 @@ def reproducing_command(config: dict) -> str:
     return command
 
 
+def _cpu() -> str:
+    """The CPU and its vector features, for the record (assumes shipping on the machine that trained)."""
+    from reslab.utils.cpu import describe_cpu  # noqa: PLC0415
+
+    return describe_cpu()
+
+
 def record_of(run_dir: Path, config: dict, tag: str, checkpoint: str = "last") -> dict:
     final = [row for row in read_metrics(run_dir) if row.get("test_error") is not None][-1]
     prefix = "ema_" if checkpoint == "ema" else ""
@@ -59,7 +66,10 @@ def record_of(run_dir: Path, config: dict, tag: str, checkpoint: str = "last") -
         "in_chans": config["in_chans"], "input_size": config["image_size"],
         "mean": config["mean"], "std": config["std"],
         "recipe": config.get("recipe"), "seed": config["seed"], "epochs": final["epoch"],
-        "batch_size": config["batch_size"], "bf16": config.get("bf16"), "threads": config.get("threads"),
+        "batch_size": config["batch_size"],
+        # Asked for and used: a CPU without bf16 units trains in float32 (the run's notes say so).
+        "bf16": bool(config.get("bf16")) and not any("training in float32" in note for note in config.get("notes") or []),
+        "threads": config.get("threads"), "cpu": _cpu(),
         "weights": checkpoint,
         "test_accuracy": round(1.0 - final[f"{prefix}test_error"], 6),
         "test_accuracy_flip": (round(1.0 - final["test_flip_error"], 6)

@@ -26,8 +26,10 @@ def test_shipped_resnet20_cifar10_loads_offline_with_its_record():
     model = reslab.create_model("resnet20", pretrained="cifar10")
     assert not model.training
     record = model.pretrained_cfg["record"]
-    assert record["recipe"] == "cifar10-cpu" and record["epochs"] <= 25 and record["seed"] == 0
-    assert record["test_accuracy"] > 0.90 and record["num_classes"] == 10
+    assert record["recipe"] == "cifar10-cpu" and record["epochs"] == 45 and record["seed"] == 0
+    # The best public ResNet-20 weights we know reach 91.73 %; these, without test-time flips, more.
+    assert record["test_accuracy"] >= 0.9173 and record["weights"] == "ema" and record["num_classes"] == 10
+    assert record["command"] == "reslab train resnet20 --data cifar10 --recipe cifar10-cpu --epochs 45 --set ema=true"
     assert model.pretrained_cfg["class_names"][0] == "airplane" and len(model.pretrained_cfg["mean"]) == 3
     # The weights are the file's, not a fresh initialisation: two loads agree, a random model does not.
     again = reslab.create_model("resnet20", pretrained=True)
