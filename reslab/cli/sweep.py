@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import shlex
 from pathlib import Path
 
 from reslab.cli._launch import LAUNCH_FIELDS, add_launch_arguments, settings_given
 from reslab.errors import ConfigError
-from reslab.settings import add_arguments
+from reslab.experiments.launch.base import LaunchSettings
+from reslab.settings import add_arguments, key_value_arguments, to_arguments
 
 
 def register(subparsers) -> None:
@@ -98,8 +98,11 @@ def _resume(args) -> int:
     if words[:1] != ["reslab"] or len(words) < 3:
         raise ConfigError(f"{experiment_dir / SETTINGS_FILE}: its command {recorded['command']!r} is not a reslab "
                           "experiment or sweep command")
-    # The directory given is the one resumed, wherever the command first wrote (it may have moved).
-    argv = _with_flag(_with_launcher(words[1:], _given_launch_arguments(args)), "--out", str(experiment_dir))
+    given = settings_given(args, LaunchSettings)
+    # The directory given is the one resumed, wherever the command first wrote (it may have moved);
+    # --jobs (the local launcher's runs at a time) goes when the runs move to an engine.
+    replaced = {"--out"} | ({"--jobs"} if given.get("launcher", "local") != "local" else set())
+    argv = [*_without(_with_launcher(words[1:], _launch_arguments(given)), replaced), "--out", str(experiment_dir)]
     from reslab.cli.main import build_parser  # noqa: PLC0415 - the command recorded may be any experiment
     from reslab.experiments.index import said_on_start  # noqa: PLC0415
 
@@ -109,14 +112,11 @@ def _resume(args) -> int:
         return parsed.func(parsed)
 
 
-def _given_launch_arguments(args: argparse.Namespace) -> list[str]:
-    """The launcher flags given to ``resume``, as arguments."""
-    from reslab.experiments.launch.base import LaunchSettings  # noqa: PLC0415
-    from reslab.settings import key_value_arguments, to_arguments  # noqa: PLC0415
-
-    given = settings_given(args, LaunchSettings)
+def _launch_arguments(given: dict) -> list[str]:
+    """The launcher flags given to ``resume`` (``settings_given``), as arguments."""
     if not given:
         return []
+    given = dict(given)
     options = given.pop("slurm_option", None)
     settings = LaunchSettings.of(given)
     arguments = to_arguments(settings, base=LaunchSettings(), always=[k for k in given])
@@ -124,46 +124,21 @@ def _given_launch_arguments(args: argparse.Namespace) -> list[str]:
 
 
 def _with_launcher(argv: list[str], launch_arguments: list[str]) -> list[str]:
-    """``argv`` with its launcher flags replaced by ``launch_arguments`` (kept when none are given).
-
-    ``--jobs`` (the local launcher's runs at a time) goes too when the runs move to an engine."""
+    """``argv`` with its launcher flags replaced by ``launch_arguments`` (kept when none are given)."""
     if not launch_arguments:
         return argv
-    flags = {"--" + name.replace("_", "-") for name in LAUNCH_FIELDS}
-    if _launcher_named(launch_arguments) not in (None, "local"):
-        flags.add("--jobs")
-    kept: list[str] = []
-    skip = False
-    for word in argv:
-        if skip:
-            skip = False
-            continue
-        name = word.split("=", 1)[0]
-        if name in flags:
-            skip = "=" not in word
-            continue
-        kept.append(word)
-    return kept + launch_arguments
+    return _without(argv, {"--" + name.replace("_", "-") for name in LAUNCH_FIELDS}) + launch_arguments
 
 
-def _with_flag(argv: list[str], flag: str, value: str) -> list[str]:
-    """``argv`` with ``flag``'s value (``--flag V`` or ``--flag=V``) replaced by ``value``, or added."""
+def _without(argv: list[str], flags: set[str]) -> list[str]:
+    """``argv`` less ``flags`` and their values (``--flag V`` or ``--flag=V``)."""
     kept: list[str] = []
     words = iter(argv)
     for word in words:
-        if word == flag:
-            next(words, None)
-            continue
-        if word.startswith(flag + "="):
+        name = word.split("=", 1)[0]
+        if name in flags:
+            if "=" not in word:
+                next(words, None)
             continue
         kept.append(word)
-    return [*kept, flag, value]
-
-
-def _launcher_named(arguments: list[str]) -> str | None:
-    for position, word in enumerate(arguments):
-        if word == "--launcher" and position + 1 < len(arguments):
-            return arguments[position + 1]
-        if word.startswith("--launcher="):
-            return word.split("=", 1)[1]
-    return None
+    return kept

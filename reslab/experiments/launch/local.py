@@ -28,7 +28,8 @@ _PR_SET_PDEATHSIG = 1
 
 
 _driver_pid: int | None = None
-_training = threading.Event()
+#: The run this worker is training (None between runs).
+_run_dir: str | None = None
 
 
 def _driver_gone() -> bool:
@@ -54,7 +55,7 @@ def _die_with_driver() -> None:
 
 def _exit_when_driver_gone() -> None:
     gone_since = None
-    while not (_driver_gone() and not _training.is_set()):
+    while not (_driver_gone() and _run_dir is None):
         time.sleep(_WATCH_S)
         if _driver_gone():
             gone_since = gone_since or time.monotonic()
@@ -69,17 +70,14 @@ def _exit_when_driver_gone() -> None:
 _WATCH_S = 0.5
 #: Seconds a run may go on without its driver before it is asked to stop.
 _SIGTERM_GRACE_S = 5.0
-_run_dir: str | None = None
 
 
 def _train_in_worker(config: dict, storage_root: str) -> dict:
     global _run_dir
     _run_dir = config.get("out")
-    _training.set()
     try:
         return run_on_worker(config, storage_root)
     finally:
-        _training.clear()
         _run_dir = None
         if _driver_gone():  # the run has saved (SIGTERM); nobody is left to take its result
             os._exit(0)
