@@ -39,7 +39,7 @@ from reslab.store import rundir
 from reslab.train import RESUMABLE_KEYS, TrainConfig, train
 from reslab.train import checkpoint as ckpt
 from reslab.train.config import config_differences
-from reslab.train.trainer import check_training
+from reslab.train.trainer import check_training, task_of
 
 STATUS_NEW = "new"
 STATUS_EMPTY = "empty"
@@ -167,10 +167,10 @@ def check_runs(configs: Sequence[TrainConfig]) -> None:
             continue
         subset = {k: v for k, v in config.data_options.items() if k in SUBSET_OPTIONS}
         rest = {k: v for k, v in config.data_options.items() if k not in SUBSET_OPTIONS}
-        key = (config.data, config.data_dir, repr(sorted(rest.items())))
-        if key not in loaded:
-            loaded[key] = load_dataset(config.data, data_dir=config.data_dir, download=config.download,
-                                       progress=False, **rest)
+        task = task_of(config)
+        key = (task.name, config.data, config.data_dir, repr(sorted(rest.items())))
+        if key not in loaded:  # the task's own loader: images, text or segmentation data
+            loaded[key] = task.load_data(config.replace(data_options=rest), download=config.download, progress=False)
         dataset = loaded[key]
         if subset:
             if isinstance(dataset, TextDataset):  # refused, in load_dataset's words

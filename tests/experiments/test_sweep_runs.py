@@ -340,3 +340,14 @@ def test_local_sweep_runs_share_the_cores_unless_threads_are_set(tmp_path):
     assert threads(jobs=1) == cpu_count()
     assert threads(jobs=2, overrides={"threads": 3}) == 3
     assert threads(launcher="ray") == 0  # the engine sets them from the CPUs a run gets
+
+
+@pytest.mark.parametrize("model, data", [("unet_resnet18", "shapes"), ("transformer2", "text"),
+                                         ("cifar_resnet8", "synthetic")])
+def test_runs_of_every_task_are_checked_with_their_tasks_data(tmp_path, model, data):
+    """A U-Net sweep was refused before it started: its runs' data were loaded as images."""
+    from reslab.experiments.runs import check_runs
+
+    config = resolve_config(None, model=model, data=data, overrides={"epochs": 1, "out": str(tmp_path / "run")})
+    check_runs([config, config.replace(lr=config.lr / 2)])
+    assert not (tmp_path / "run").exists()
