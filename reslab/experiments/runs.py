@@ -24,6 +24,7 @@ hand :func:`ensure_run` to worker processes, Slurm jobs or Ray tasks.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -170,7 +171,8 @@ def check_runs(configs: Sequence[TrainConfig]) -> None:
         task = task_of(config)
         key = (task.name, config.data, config.data_dir, repr(sorted(rest.items())))
         if key not in loaded:  # the task's own loader: images, text or segmentation data
-            loaded[key] = task.load_data(config.replace(data_options=rest), download=config.download, progress=False)
+            loaded[key] = task.load_data(dataclasses.replace(config, data_options=rest), download=config.download,
+                                          progress=False)
         dataset = loaded[key]
         if subset:
             if isinstance(dataset, TextDataset):  # refused, in load_dataset's words
