@@ -99,3 +99,22 @@ def test_twin_pairs_match_depth_and_checkpoint_and_num_formats():
              {"model": "cifar_plain8", "kind": "plain", "checkpoint": "init"}]
     assert twin_pairs(items) == [(items[0], items[2])]
     assert [num(v) for v in (0.5, 2553, 8.57e5, 3.12e-4)] == ["0.5", "2,550", "8.57·10^5", "3.12·10^-4"]
+
+
+def test_degradation_verdict_counts_the_epochs_at_which_the_deeper_net_trains_worse(tmp_path):
+    from reslab.report.sections.degradation import verdict
+
+    from tests.report.conftest import degradation_result
+
+    data = degradation_result(tmp_path)
+    text = verdict(data)
+    # The fake plain nets degrade at every epoch; the fake deeper ResNets are better at every epoch.
+    assert "plain nets: final training error" in text
+    assert "(higher when deeper; the deeper net's was the higher at 6 of 6 epochs)" in text
+    assert "(lower or equal when deeper; the deeper net's was the higher at 0 of 6 epochs)" in text
+
+    # Curves that cross: the deeper net starts worse and ends better.
+    for run in data["runs"]:
+        if run["kind"] == "residual" and run["depth"] == max(data["depths"]):
+            run["curve"]["train_error"] = [0.99, 0.98, 0.97, 0.01, 0.01, 0.01]
+    assert "the higher at 3 of 6 epochs" in verdict(data)

@@ -117,6 +117,33 @@ def verdict(data: dict[str, Any]) -> str:
         if low is None or high is None:
             continue
         trend = "higher" if high > low else "lower or equal"
+        throughout = _epochs_above(groups[(kind, depths[-1])], groups[(kind, depths[0])])
+        during = (f"; the deeper net's was the higher at {throughout[0]} of {throughout[1]} epochs"
+                  if throughout else "")
         sentences.append(f"{kind} nets: final training error {100 * low:.2f}% at depth {depths[0]} vs "
-                         f"{100 * high:.2f}% at depth {depths[-1]} ({trend} when deeper)")
+                         f"{100 * high:.2f}% at depth {depths[-1]} ({trend} when deeper{during})")
     return ("Measured: " + "; ".join(sentences) + ".") if sentences else ""
+
+
+def _epoch_means(runs: list[dict[str, Any]]) -> dict[int, float]:
+    """Training error per epoch, averaged over the runs (seeds) that have it."""
+    values: dict[int, list[float]] = {}
+    for run in runs:
+        curve = run.get("curve") or {}
+        for epoch, error in zip(curve.get("epoch") or [], curve.get("train_error") or []):
+            if isinstance(epoch, int) and isinstance(error, (int, float)) and math.isfinite(error):
+                values.setdefault(epoch, []).append(float(error))
+    return {epoch: sum(v) / len(v) for epoch, v in values.items()}
+
+
+def _epochs_above(deep: list[dict[str, Any]], shallow: list[dict[str, Any]]) -> tuple[int, int] | None:
+    """(epochs at which the deeper nets' mean training error is above the shallower's, epochs compared).
+
+    He et al. (2015, Fig. 6) report the deeper plain net's training error above the shallower's
+    throughout training, not only at the end; this counts it epoch by epoch.
+    """
+    deep_means, shallow_means = _epoch_means(deep), _epoch_means(shallow)
+    shared = sorted(set(deep_means) & set(shallow_means))
+    if len(shared) < 2:
+        return None
+    return sum(deep_means[e] > shallow_means[e] for e in shared), len(shared)
