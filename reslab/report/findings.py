@@ -122,12 +122,17 @@ def response_findings(series: Sequence[dict[str, Any]]) -> str:
 
 
 def response_depth_findings(all_series: Iterable[dict[str, Any]]) -> str:
-    """Across depths: He et al.'s second observation, that deeper ResNets respond less."""
-    by_depth: dict[int, float] = {}
+    """Across depths: He et al.'s second observation, that deeper ResNets respond less.
+
+    all_series: the responses of nets trained alike (one experiment); nets of one depth are averaged.
+    """
+    values: dict[int, list[float]] = {}
     for series in all_series:
         depth, value = depth_of(series.get("model")), mean_response(series)
         if series.get("kind") == "residual" and depth is not None and value is not None:
-            by_depth.setdefault(depth, value)
+            values.setdefault(depth, []).append(value)
+    # Several nets of one depth (seeds) count as their mean.
+    by_depth = {depth: sum(v) / len(v) for depth, v in values.items()}
     if len(by_depth) < 2:
         return ""
     depths = sorted(by_depth)

@@ -118,3 +118,28 @@ def test_degradation_verdict_counts_the_epochs_at_which_the_deeper_net_trains_wo
         if run["kind"] == "residual" and run["depth"] == max(data["depths"]):
             run["curve"]["train_error"] = [0.99, 0.98, 0.97, 0.01, 0.01, 0.01]
     assert "the higher at 3 of 6 epochs" in verdict(data)
+
+
+def test_response_depth_findings_average_the_nets_of_one_depth():
+    text = response_depth_findings([_resp("resnet20-s0", "residual", [0.9]), _resp("resnet20-s1", "residual", [0.5]),
+                                    _resp("resnet56-s0", "residual", [0.6])])
+    assert "20 layers 0.7, 56 layers 0.6" in text
+
+
+def test_layer_responses_compare_depths_only_within_one_experiment(tmp_path):
+    """A ResNet-20 trained 45 epochs must not stand in for the 6-epoch one in the depth comparison."""
+    from reslab.report.sections import responses
+
+    from tests.report.conftest import write_json
+
+    def result(label, value):
+        return {"analysis": "responses", "format": 1, "target": {"label": label, "checkpoint": "last"},
+                "settings": {"samples": 8}, "series": [_resp(label, "residual", [value])]}
+
+    short, long = tmp_path / "six-epochs", tmp_path / "long-run"
+    write_json(short / "resnet20-s0" / "analysis" / "responses.json", result("resnet20-s0", 0.8))
+    write_json(short / "resnet56-s0" / "analysis" / "responses.json", result("resnet56-s0", 0.85))
+    write_json(long / "resnet20-s9" / "analysis" / "responses.json", result("resnet20-s9", 0.1))
+    html = responses.build([long / "resnet20-s9", short / "resnet20-s0", short / "resnet56-s0"], [])
+    assert "20 layers 0.8, 56 layers 0.85" in html and "does not fall steadily" in html
+    assert "20 layers 0.1" not in html

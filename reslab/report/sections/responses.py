@@ -27,14 +27,24 @@ def build(run_dirs: list[Path], experiment_dirs: list[Path]) -> str | None:
     results = list(analysis_results(run_dirs, experiment_dirs, "responses"))
     if not results:
         return None
-    intro = INTRO
-    across = response_depth_findings(s for _, data in results for s in data.get("series") or [])
-    if across:
-        intro += " " + across
-    body = [paragraph_html(intro)]
+    body = [paragraph_html(" ".join([INTRO, *_across_depths(results)]))]
     for directory, data in results:
         body.append(subsection_html(result_heading(directory, data), _one(data)))
     return section_html(TITLE, "".join(body))
+
+
+def _across_depths(results: list[tuple[Path, dict[str, Any]]]) -> list[str]:
+    """The depth comparison within each experiment: only nets of one recipe and budget are compared.
+
+    A run's results sit in its run directory; runs of one experiment share its parent directory.
+    """
+    groups: dict[Path, list[dict[str, Any]]] = {}
+    for directory, data in results:
+        groups.setdefault(directory.parent, []).extend(data.get("series") or [])
+    findings = [(parent, text) for parent, series in groups.items() if (text := response_depth_findings(series))]
+    if len(findings) == 1:
+        return [findings[0][1]]
+    return [f"In {parent.name}: {text}" for parent, text in findings]
 
 
 def _one(data: dict[str, Any]) -> str:
