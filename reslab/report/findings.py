@@ -101,6 +101,11 @@ def gradient_findings(series: Sequence[dict[str, Any]], with_bn: bool = True) ->
 
 
 # -- layer responses (He et al. 2015, Fig. 7) ------------------------------------------------------
+def response_text(value: float | None) -> str:
+    """A response (std of a block's output, typically 0.1-2) to 3 decimals: 1.002 beside 0.795, not "1"."""
+    return "–" if value is None else f"{float(value):.3f}"
+
+
 def mean_response(series: dict[str, Any]) -> float | None:
     values = [v for v in series.get("std") or [] if _finite(v)]
     return sum(values) / len(values) if values else None
@@ -114,8 +119,8 @@ def response_findings(series: Sequence[dict[str, Any]]) -> str:
         if r is None or p is None or p <= 0:
             continue
         held = r < p
-        parts.append(f"{residual.get('label')}'s residual functions respond with a mean std of {num(r)}, "
-                     f"{plain.get('label')}'s layers with {num(p)} ({num(r / p)}×): "
+        parts.append(f"{residual.get('label')}'s residual functions respond with a mean std of {response_text(r)}, "
+                     f"{plain.get('label')}'s layers with {response_text(p)} ({num(r / p)}×): "
                      + ("smaller, as He et al. (2015, Fig. 7) found." if held else
                         "not smaller, so He et al.'s (2015, Fig. 7) ordering did not hold in this run."))
     return " ".join(parts)
@@ -136,7 +141,7 @@ def response_depth_findings(all_series: Iterable[dict[str, Any]]) -> str:
     if len(by_depth) < 2:
         return ""
     depths = sorted(by_depth)
-    listed = ", ".join(f"{d} layers {num(by_depth[d])}" for d in depths)
+    listed = ", ".join(f"{d} layers {response_text(by_depth[d])}" for d in depths)
     decreasing = all(by_depth[a] > by_depth[b] for a, b in zip(depths, depths[1:]))
     return (f"Mean response of the residual nets by depth: {listed}. "
             + ("It falls with depth, as He et al. (2015, Fig. 7) found for ResNet-20/56/110."

@@ -14,6 +14,7 @@ errors are fractions in the files and percentages on the axes; gradient norms us
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -399,7 +400,10 @@ def _mean_curve(runs: list[dict[str, Any]], key: str, x_key: str) -> tuple[np.nd
         return np.array([]), np.array([])
     length = min(len(c[key]) for c in curves)
     x = _floats(curves[0][x_key][:length])
-    values = np.nanmean(np.stack([_floats(c[key][:length]) for c in curves]), axis=0)
+    with warnings.catch_warnings():
+        # An epoch whose value is NaN in every run (a diverged net) stays NaN: a gap in the line.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        values = np.nanmean(np.stack([_floats(c[key][:length]) for c in curves]), axis=0)
     return x, values
 
 

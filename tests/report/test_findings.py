@@ -46,12 +46,12 @@ def _resp(label, kind, values):
 
 def test_response_findings_say_whether_fig7_held():
     held = response_findings([_resp("resnet56-s0", "residual", [0.2, 0.4]), _resp("plain56-s0", "plain", [1.0, 1.0])])
-    assert "mean std of 0.3" in held and "smaller, as He et al." in held
+    assert "mean std of 0.300" in held and "smaller, as He et al." in held
     broken = response_findings([_resp("resnet110-s0", "residual", [1.0]), _resp("plain110-s0", "plain", [0.47])])
     assert "did not hold in this run" in broken
     falling = response_depth_findings([_resp("resnet20-s0", "residual", [0.9]), _resp("resnet56-s0", "residual", [0.5]),
                                        _resp("plain56-s0", "plain", [2.0])])
-    assert "20 layers 0.9, 56 layers 0.5" in falling and "falls with depth" in falling
+    assert "20 layers 0.900, 56 layers 0.500" in falling and "falls with depth" in falling
     assert "does not fall" in response_depth_findings([_resp("resnet20-s0", "residual", [0.5]),
                                                        _resp("resnet56-s0", "residual", [0.9])])
 
@@ -123,23 +123,31 @@ def test_degradation_verdict_counts_the_epochs_at_which_the_deeper_net_trains_wo
 def test_response_depth_findings_average_the_nets_of_one_depth():
     text = response_depth_findings([_resp("resnet20-s0", "residual", [0.9]), _resp("resnet20-s1", "residual", [0.5]),
                                     _resp("resnet56-s0", "residual", [0.6])])
-    assert "20 layers 0.7, 56 layers 0.6" in text
+    assert "20 layers 0.700, 56 layers 0.600" in text
 
 
-def test_layer_responses_compare_depths_only_within_one_experiment(tmp_path):
-    """A ResNet-20 trained 45 epochs must not stand in for the 6-epoch one in the depth comparison."""
+def test_layer_responses_compare_depths_only_among_nets_trained_alike(tmp_path):
+    """A ResNet-20 trained 45 epochs must not stand in for the 6-epoch one, even in the same folder."""
     from reslab.report.sections import responses
 
     from tests.report.conftest import write_json
 
-    def result(label, value):
-        return {"analysis": "responses", "format": 1, "target": {"label": label, "checkpoint": "last"},
-                "settings": {"samples": 8}, "series": [_resp(label, "residual", [value])]}
+    def run(directory, label, value, epochs):
+        write_json(directory / "config.json", {"data": "cifar10", "recipe": "cifar10-fast", "epochs": epochs,
+                                               "lr": 0.2, "model": label.split("-")[0]})
+        write_json(directory / "analysis" / "responses.json",
+                   {"analysis": "responses", "format": 1, "target": {"label": label, "checkpoint": "last"},
+                    "settings": {"samples": 8}, "series": [_resp(label, "residual", [value])]})
+        return directory
 
-    short, long = tmp_path / "six-epochs", tmp_path / "long-run"
-    write_json(short / "resnet20-s0" / "analysis" / "responses.json", result("resnet20-s0", 0.8))
-    write_json(short / "resnet56-s0" / "analysis" / "responses.json", result("resnet56-s0", 0.85))
-    write_json(long / "resnet20-s9" / "analysis" / "responses.json", result("resnet20-s9", 0.1))
-    html = responses.build([long / "resnet20-s9", short / "resnet20-s0", short / "resnet56-s0"], [])
-    assert "20 layers 0.8, 56 layers 0.85" in html and "does not fall steadily" in html
-    assert "20 layers 0.1" not in html
+    short20 = run(tmp_path / "resnet20-s0", "resnet20-s0", 0.8, epochs=6)
+    short56 = run(tmp_path / "resnet56-s0", "resnet56-s0", 0.85, epochs=6)
+    long20 = run(tmp_path / "resnet20-long", "resnet20-long", 0.1, epochs=45)
+    html = responses.build([long20, short20, short56], [])
+    assert "cifar10-fast for 6 epochs on cifar10, last weights: Mean response of the residual nets by depth: " \
+           "20 layers 0.800, 56 layers 0.850" in html and "does not fall steadily" in html
+    assert "0.100" not in html.split("<h3")[0]  # the 45-epoch net is in no depth comparison
+
+    # The same results given as their analysis folders are still recognised as trained alike.
+    html = responses.build([short20 / "analysis", short56 / "analysis"], [])
+    assert "Mean response of the residual nets by depth: 20 layers 0.800, 56 layers 0.850" in html
