@@ -20,7 +20,7 @@ from torch import nn
 
 from reslab.data import normalize
 from reslab.errors import AnalysisError
-from reslab.models import create_model, list_models, model_info
+from reslab.models import create_model, list_models, model_info, named_blocks
 from reslab.store.jsonfiles import utc_now, versions
 from reslab.store.results import Result, from_dict, read_result, to_plain
 from reslab.store.rundir import (
@@ -164,8 +164,9 @@ def load_target(
             raise AnalysisError(f"--model-option applies to model names only; {path} is a trained run with fixed options")
         return _run_target(path, checkpoint, dataset)
     if path.is_dir() or "/" in str(spec) or str(spec).endswith(".json") or weights_suffix(path):
+        missing = "does not exist" if not path.exists() else "is not a run directory (no config.json in it)"
         raise AnalysisError(
-            f"{spec} is not a run directory (no config.json in it); pass a directory written by "
+            f"{spec} {missing}; pass a directory written by "
             "`reslab train`, a model name such as resnet20, or a model name with a weights file: "
             "MODEL --checkpoint FILE"
         )
@@ -349,7 +350,8 @@ def resolve_twin(target: Target, twin: str | None, checkpoint: str | None = None
                                 f"{_other_kind(target.kind)} twin, or a bare --twin to find it among its siblings")
         return _checked_twin(target, _run_target(Path(twin), checkpoint, dataset or target.dataset), twin)
     if Path(twin).exists() or "/" in twin:
-        raise AnalysisError(f"--twin {twin}: not a run directory (no config.json in it)")
+        missing = "does not exist" if not Path(twin).exists() else "not a run directory (no config.json in it)"
+        raise AnalysisError(f"--twin {twin}: {missing}")
     model = build_model(twin, target.dataset, seed=target.seed)
     return _checked_twin(target, Target(model=model, dataset=target.dataset, label=twin, checkpoint="init",
                                         seed=target.seed), twin)
@@ -364,6 +366,12 @@ def _checked_twin(target: Target, twin: Target, given: str) -> Target:
     if twin.kind == target.kind:
         raise AnalysisError(f"--twin {given} is a {twin.kind} network like {target.label}; its twin is the "
                             f"{_other_kind(target.kind)} one (shortcuts switched), e.g. --twin "
+                            f"{twin_model_name(target.model_name) or 'RUN_DIR'}")
+    blocks, twin_blocks = len(named_blocks(target.model)), len(named_blocks(twin.model))
+    if blocks and twin_blocks and blocks != twin_blocks:
+        # Every comparison (responses, gradients, lesions) pairs block k with block k.
+        raise AnalysisError(f"--twin {given} has {twin_blocks} blocks and {target.label} {blocks}: a twin is the same "
+                            f"network with its shortcuts switched, e.g. --twin "
                             f"{twin_model_name(target.model_name) or 'RUN_DIR'}")
     return twin
 

@@ -127,10 +127,27 @@ def check_replaceable(path: Path, analysis: str, new: Mapping[str, Any]) -> None
     if not isinstance(old, Mapping) or old.get("analysis") != analysis:
         return
     differences = result_differences(old, new)
+    if _in_its_own_run(path, new):
+        # A result in RUN_DIR/analysis belongs to that run wherever it now lies: a moved or copied
+        # run directory is the same computation.
+        differences = [d for d in differences if not d.startswith("run_dir ")]
     if differences:
         listing = ", ".join(differences[:4]) + (f" and {len(differences) - 4} more" if len(differences) > 4 else "")
         raise AnalysisError(f"{path} holds a {analysis} result of another computation ({listing}); pass --force "
                             "(force=True) to replace it and its plots, or --out DIR to keep both")
+
+
+def _in_its_own_run(path: Path, new: Mapping[str, Any]) -> bool:
+    """Whether ``path`` lies in the analysis folder (or directly in) the new result's run directory."""
+    target = new.get("target")
+    run_dir = target.get("run_dir") if isinstance(target, Mapping) else None
+    if not run_dir:
+        return False
+    try:
+        run = Path(run_dir).resolve()
+        return path.resolve().parent in (run, run / "analysis")
+    except OSError:
+        return False
 
 
 def read_result(path: str | Path, *, missing_arrays: str = "error") -> dict[str, Any]:

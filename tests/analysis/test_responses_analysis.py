@@ -70,3 +70,20 @@ def test_cli_model_option_zero_init_last_gives_zero_responses(tmp_path):
               "--samples", "20", "--out", str(out), "--quiet"])
     assert exit_info.value.code == 0
     assert ResponsesResult.load(out).series[0].std == [0.0, 0.0, 0.0]
+
+
+def test_a_twin_of_another_depth_is_refused_before_any_work(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["analyze", "responses", "cifar_resnet8", "--data", "digits", "--twin", "cifar_plain14",
+              "--samples", "8", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(err) == 1
+    assert "--twin cifar_plain14 has 6 blocks and cifar_resnet8 3" in err[0] and "--twin cifar_plain8" in err[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_missing_run_directory_is_said_to_not_exist(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["analyze", "responses", str(tmp_path / "no-such-run")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "no-such-run does not exist" in err and "config.json" not in err
