@@ -142,11 +142,14 @@ def response_depth_findings(all_series: Iterable[dict[str, Any]]) -> str:
         return ""
     depths = sorted(by_depth)
     listed = ", ".join(f"{d} layers {response_text(by_depth[d])}" for d in depths)
-    decreasing = all(by_depth[a] > by_depth[b] for a, b in zip(depths, depths[1:]))
-    return (f"Mean response of the residual nets by depth: {listed}. "
-            + ("It falls with depth, as He et al. (2015, Fig. 7) found for ResNet-20/56/110."
-               if decreasing else
-               "It does not fall steadily with depth, unlike He et al.'s (2015, Fig. 7) ResNet-20/56/110."))
+    pairs = list(zip(depths, depths[1:]))
+    if all(by_depth[a] > by_depth[b] for a, b in pairs):
+        trend = "It falls with depth, as He et al. (2015, Fig. 7) found for ResNet-20/56/110."
+    elif all(by_depth[a] < by_depth[b] for a, b in pairs):
+        trend = "It rises with depth, unlike He et al.'s (2015, Fig. 7) ResNet-20/56/110, whose responses fall."
+    else:
+        trend = "It does not fall steadily with depth, unlike He et al.'s (2015, Fig. 7) ResNet-20/56/110."
+    return f"Mean response of the residual nets by depth: {listed}. {trend}"
 
 
 # -- curvature and landscapes (Li et al. 2018) ----------------------------------------------------

@@ -52,8 +52,11 @@ def test_response_findings_say_whether_fig7_held():
     falling = response_depth_findings([_resp("resnet20-s0", "residual", [0.9]), _resp("resnet56-s0", "residual", [0.5]),
                                        _resp("plain56-s0", "plain", [2.0])])
     assert "20 layers 0.900, 56 layers 0.500" in falling and "falls with depth" in falling
-    assert "does not fall" in response_depth_findings([_resp("resnet20-s0", "residual", [0.5]),
-                                                       _resp("resnet56-s0", "residual", [0.9])])
+    assert "rises with depth" in response_depth_findings([_resp("resnet20-s0", "residual", [0.5]),
+                                                          _resp("resnet56-s0", "residual", [0.9])])
+    assert "does not fall steadily" in response_depth_findings([
+        _resp("resnet20-s0", "residual", [0.5]), _resp("resnet56-s0", "residual", [0.9]),
+        _resp("resnet110-s0", "residual", [0.7])])
 
 
 def _hess(model, kind, lmax, lmin, trace):
@@ -144,8 +147,8 @@ def test_layer_responses_compare_depths_only_among_nets_trained_alike(tmp_path):
     short56 = run(tmp_path / "resnet56-s0", "resnet56-s0", 0.85, epochs=6)
     long20 = run(tmp_path / "resnet20-long", "resnet20-long", 0.1, epochs=45)
     html = responses.build([long20, short20, short56], [])
-    assert "cifar10-fast for 6 epochs on cifar10, last weights: Mean response of the residual nets by depth: " \
-           "20 layers 0.800, 56 layers 0.850" in html and "does not fall steadily" in html
+    assert "cifar10-fast for 6 epochs on cifar10, last weights: mean response of the residual nets by depth: " \
+           "20 layers 0.800, 56 layers 0.850" in html and "It rises with depth" in html
     assert "0.100" not in html.split("<h3")[0]  # the 45-epoch net is in no depth comparison
 
     # The same results given as their analysis folders are still recognised as trained alike.

@@ -70,7 +70,7 @@ def _across_depths(results: list[tuple[Path, dict[str, Any]]]) -> list[str]:
     findings = [(text, finding) for text, series in groups.values() if (finding := response_depth_findings(series))]
     if len(findings) == 1 and len(groups) == 1:
         return [findings[0][1]]
-    return [f"Among the nets trained with {text}: {finding}" for text, finding in findings]
+    return [f"Among the nets trained with {text}: {finding[0].lower()}{finding[1:]}" for text, finding in findings]
 
 
 def _one(data: dict[str, Any]) -> str:
