@@ -47,9 +47,9 @@ def _training_budget(directory: Path, data: dict[str, Any]) -> tuple[str, str]:
     is in it or in its parent (a result passed as ``RUN_DIR/analysis``). A fresh model has none.
     """
     checkpoint = str((data.get("target") or {}).get("checkpoint") or "")
-    for candidate in (directory / "config.json", directory.parent / "config.json"):
-        config = files.read_json(candidate) if candidate.is_file() else None
-        if isinstance(config, dict):
+    for run_dir in (directory, directory.parent):
+        config = files.read_config(run_dir)
+        if config:
             budget = {key: config.get(key) for key in _BUDGET_KEYS}
             text = (f"{config.get('recipe') or 'settings'} for {config.get('epochs')} epochs on "
                     f"{config.get('data')}, {checkpoint or 'last'} weights")
